@@ -39,7 +39,12 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, per) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms != 0 && ms % per == 0 {
                 return write!(f, "{}{unit}", ms / per);
             }
@@ -73,10 +78,22 @@ mod tests {
         assert_eq!(p("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(p("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(p("5d"), Ok(Duration::from_secs(432_000)));
-        for bad in ["", "s", "15", "1.5s", "15 s", "-1s", "3w", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "15",
+            "1.5s",
+            "15 s",
+            "-1s",
+            "3w",
+            "99999999999999999999d",
+        ] {
             assert!(p(bad).is_err(), "{bad} should be refused");
         }
         assert_eq!(HumanDuration(Duration::from_secs(300)).to_string(), "5m");
-        assert_eq!(HumanDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(
+            HumanDuration(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
     }
 }

@@ -178,7 +178,9 @@ mod tests {
         );
         assert_eq!(
             std::str::from_utf8(&body).ok(),
-            Some(r#"{"type":"opportunity.create","timestamp":"2026-11-28T13:46:14.123Z","id":2279,"url":"https://app.buildr.example/opportunities/2279"}"#)
+            Some(
+                r#"{"type":"opportunity.create","timestamp":"2026-11-28T13:46:14.123Z","id":2279,"url":"https://app.buildr.example/opportunities/2279"}"#
+            )
         );
     }
 }

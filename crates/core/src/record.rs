@@ -10,11 +10,27 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
-    AccountCreated { id: AccountId, name: String, at: Timestamp },
+    AccountCreated {
+        id: AccountId,
+        name: String,
+        at: Timestamp,
+    },
     WebhookCreated(Webhook),
-    WebhookUpdated { id: WebhookId, changes: WebhookChanges, at: Timestamp },
-    WebhookDeleted { id: WebhookId, at: Timestamp },
-    SecretRotated { id: WebhookId, secret: Secret, previous_until: Timestamp, at: Timestamp },
+    WebhookUpdated {
+        id: WebhookId,
+        changes: WebhookChanges,
+        at: Timestamp,
+    },
+    WebhookDeleted {
+        id: WebhookId,
+        at: Timestamp,
+    },
+    SecretRotated {
+        id: WebhookId,
+        secret: Secret,
+        previous_until: Timestamp,
+        at: Timestamp,
+    },
     EventPublished(EventRecord),
     /// Written in the same atomic batch right after the `count` events it answered for.
     IdempotencyKeyUsed(IdempotencyRecord),
@@ -80,7 +96,9 @@ pub struct AttemptRecord {
 pub enum AttemptOutcome {
     Succeeded,
     /// Failed; tried again at `next_at`.
-    Retrying { next_at: Timestamp },
+    Retrying {
+        next_at: Timestamp,
+    },
     /// Failed and the schedule is used up (or the webhook is gone): kept for replay.
     Failed,
 }

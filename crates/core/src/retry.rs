@@ -24,7 +24,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Attempts a delivery gets before it is `failed`.
     pub fn max_attempts(&self) -> u32 {
-        u32::try_from(self.schedule.len()).unwrap_or(u32::MAX).saturating_add(1)
+        u32::try_from(self.schedule.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
     }
 
     /// The wait after attempt number `attempt` (1-based) failed, or `None` when the schedule is used up.
@@ -63,7 +65,10 @@ mod tests {
         assert_eq!(p.max_attempts(), 8);
         for _ in 0..200 {
             let d = p.delay_after(1, None, &mut rng).expect("first retry");
-            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(6), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(6),
+                "{d:?}"
+            );
         }
         assert!(p.delay_after(7, None, &mut rng).is_some());
         assert_eq!(p.delay_after(8, None, &mut rng), None);
@@ -72,10 +77,22 @@ mod tests {
 
     #[test]
     fn retry_after_waits_at_least_that_long_but_is_capped() {
-        let p = RetryPolicy { schedule: vec![Duration::from_millis(10), Duration::from_secs(2)], jitter: 0.0 };
+        let p = RetryPolicy {
+            schedule: vec![Duration::from_millis(10), Duration::from_secs(2)],
+            jitter: 0.0,
+        };
         let mut rng = rand::thread_rng();
-        assert_eq!(p.delay_after(1, Some(Duration::from_secs(1)), &mut rng), Some(Duration::from_secs(1)));
-        assert_eq!(p.delay_after(1, Some(Duration::from_secs(3600)), &mut rng), Some(Duration::from_secs(2)));
-        assert_eq!(p.delay_after(2, Some(Duration::from_millis(1)), &mut rng), Some(Duration::from_secs(2)));
+        assert_eq!(
+            p.delay_after(1, Some(Duration::from_secs(1)), &mut rng),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            p.delay_after(1, Some(Duration::from_secs(3600)), &mut rng),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            p.delay_after(2, Some(Duration::from_millis(1)), &mut rng),
+            Some(Duration::from_secs(2))
+        );
     }
 }

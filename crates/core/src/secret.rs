@@ -32,20 +32,29 @@ impl Secret {
             if !(24..=75).contains(&key.len()) {
                 return Err(SecretError::BadWhsec);
             }
-            return Ok(Self { text: text.to_owned(), key });
+            return Ok(Self {
+                text: text.to_owned(),
+                key,
+            });
         }
         let ok_len = (6..=256).contains(&text.len());
         if !ok_len || !text.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             return Err(SecretError::BadRaw);
         }
-        Ok(Self { text: text.to_owned(), key: text.as_bytes().to_vec() })
+        Ok(Self {
+            text: text.to_owned(),
+            key: text.as_bytes().to_vec(),
+        })
     }
 
     /// `whsec_` + base64 of 24 random bytes.
     pub fn generate() -> Self {
         let mut key = vec![0u8; 24];
         rand::thread_rng().fill_bytes(&mut key);
-        Self { text: format!("{WHSEC_PREFIX}{}", STANDARD.encode(&key)), key }
+        Self {
+            text: format!("{WHSEC_PREFIX}{}", STANDARD.encode(&key)),
+            key,
+        }
     }
 
     pub fn as_str(&self) -> &str {

@@ -58,7 +58,8 @@ pub fn verify(
     let expected = sign(key, msg_id, timestamp, body);
     let found = header.split(' ').any(|candidate| {
         use subtle::ConstantTimeEq;
-        candidate.len() == expected.len() && bool::from(candidate.as_bytes().ct_eq(expected.as_bytes()))
+        candidate.len() == expected.len()
+            && bool::from(candidate.as_bytes().ct_eq(expected.as_bytes()))
     });
     if found {
         Ok(())
@@ -102,7 +103,10 @@ mod tests {
         for (secret, id, ts, payload, sig) in VECTORS {
             let s = Secret::parse(secret).expect("vector secret");
             assert_eq!(&sign(s.key(), id, *ts, payload.as_bytes()), sig);
-            assert_eq!(verify(s.key(), id, *ts, *ts, 300, payload.as_bytes(), sig), Ok(()));
+            assert_eq!(
+                verify(s.key(), id, *ts, *ts, 300, payload.as_bytes(), sig),
+                Ok(())
+            );
         }
     }
 

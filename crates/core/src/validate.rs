@@ -14,7 +14,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -29,8 +32,12 @@ pub fn target_url(field: &str, raw: &str) -> Result<url::Url, FieldError> {
     if raw.len() > MAX_URL_BYTES {
         return Err(FieldError::new(field, "must be at most 2048 bytes"));
     }
-    let url = url::Url::parse(raw)
-        .map_err(|e| FieldError::new(field, format!("must be an absolute http or https URL ({e})")))?;
+    let url = url::Url::parse(raw).map_err(|e| {
+        FieldError::new(
+            field,
+            format!("must be an absolute http or https URL ({e})"),
+        )
+    })?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(FieldError::new(field, "must use the http or https scheme"));
     }
@@ -64,14 +71,22 @@ pub fn description(field: &str, d: &str) -> Result<(), FieldError> {
 /// A non-empty list of known event types without duplicates.
 pub fn filter_types(field: &str, names: &[String]) -> Result<Vec<EventType>, FieldError> {
     if names.is_empty() {
-        return Err(FieldError::new(field, "must not be empty; omit it or use null for all event types"));
+        return Err(FieldError::new(
+            field,
+            "must not be empty; omit it or use null for all event types",
+        ));
     }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(names.len());
     for (i, n) in names.iter().enumerate() {
-        let t: EventType = n.parse().map_err(|e| FieldError::new(format!("{field}[{i}]"), format!("{e}")))?;
+        let t: EventType = n
+            .parse()
+            .map_err(|e| FieldError::new(format!("{field}[{i}]"), format!("{e}")))?;
         if !seen.insert(t) {
-            return Err(FieldError::new(format!("{field}[{i}]"), format!("duplicate event type `{n}`")));
+            return Err(FieldError::new(
+                format!("{field}[{i}]"),
+                format!("duplicate event type `{n}`"),
+            ));
         }
         out.push(t);
     }
@@ -82,7 +97,12 @@ pub fn rate_limit(field: &str, r: i64) -> Result<u32, FieldError> {
     u32::try_from(r)
         .ok()
         .filter(|r| RATE_LIMIT_RANGE.contains(r))
-        .ok_or_else(|| FieldError::new(field, "must be an integer from 1 to 1000000 (deliveries per minute)"))
+        .ok_or_else(|| {
+            FieldError::new(
+                field,
+                "must be an integer from 1 to 1000000 (deliveries per minute)",
+            )
+        })
 }
 
 pub fn secret(field: &str, s: &str) -> Result<Secret, FieldError> {
@@ -97,7 +117,14 @@ mod tests {
     fn urls() {
         assert!(target_url("u", "https://example.com/hooks").is_ok());
         assert!(target_url("u", "http://127.0.0.1:8080/x").is_ok());
-        for bad in ["", "example.com", "ftp://example.com", "https://user:pw@example.com/", "mailto:a@b.c", "http://"] {
+        for bad in [
+            "",
+            "example.com",
+            "ftp://example.com",
+            "https://user:pw@example.com/",
+            "mailto:a@b.c",
+            "http://",
+        ] {
             assert!(target_url("u", bad).is_err(), "{bad}");
         }
         assert!(target_url("u", &format!("https://e.com/{}", "a".repeat(2048))).is_err());
@@ -106,8 +133,14 @@ mod tests {
     #[test]
     fn filters_and_limits() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(filter_types("f", &names(&["contact.create"])).map(|v| v.len()), Ok(1));
-        assert_eq!(filter_types("f", &[]).map_err(|e| e.field), Err("f".to_string()));
+        assert_eq!(
+            filter_types("f", &names(&["contact.create"])).map(|v| v.len()),
+            Ok(1)
+        );
+        assert_eq!(
+            filter_types("f", &[]).map_err(|e| e.field),
+            Err("f".to_string())
+        );
         assert_eq!(
             filter_types("f", &names(&["contact.create", "contact.create"])).map_err(|e| e.field),
             Err("f[1]".to_string())

@@ -51,7 +51,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let (record, used) = bincode::serde::decode_from_slice::<Record, _>(payload, config())
         .map_err(|e| DecodeError::Payload(e.to_string()))?;
     if used != payload.len() {
-        return Err(DecodeError::Payload(format!("{} trailing bytes", payload.len() - used)));
+        return Err(DecodeError::Payload(format!(
+            "{} trailing bytes",
+            payload.len() - used
+        )));
     }
     Ok(record)
 }
@@ -70,7 +73,10 @@ mod tests {
         });
         assert!(decode(&good).is_ok());
         assert_eq!(decode(&[]), Err(DecodeError::Short(0)));
-        assert_eq!(decode(&[9, 0, 0, 0, 0, 0]), Err(DecodeError::UnknownVersion(9)));
+        assert_eq!(
+            decode(&[9, 0, 0, 0, 0, 0]),
+            Err(DecodeError::UnknownVersion(9))
+        );
         for cut in 0..good.len() {
             assert!(decode(&good[..cut]).is_err());
         }

@@ -74,7 +74,12 @@ impl EventLog {
         if !report.truncated.is_empty() {
             db.flush()?;
         }
-        let log = Self { db, records, checkpoints, next_seq: AtomicU64::new(report.last_seq + 1) };
+        let log = Self {
+            db,
+            records,
+            checkpoints,
+            next_seq: AtomicU64::new(report.last_seq + 1),
+        };
         Ok((log, report))
     }
 
@@ -92,7 +97,8 @@ impl EventLog {
         }
         self.records.apply_batch(batch)?;
         self.db.flush()?;
-        self.next_seq.store(first + records.len() as u64, Ordering::Release);
+        self.next_seq
+            .store(first + records.len() as u64, Ordering::Release);
         Ok(first)
     }
 
@@ -109,18 +115,26 @@ impl EventLog {
     pub fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
         match self.records.get(key(seq))? {
             None => Ok(None),
-            Some(v) => decode(&v).map(Some).map_err(|source| LogError::Corrupt { seq, source }),
+            Some(v) => decode(&v)
+                .map(Some)
+                .map_err(|source| LogError::Corrupt { seq, source }),
         }
     }
 
     /// Records with `from <= seq < to`, in order.
-    pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = Result<(u64, Record), LogError>> + '_ {
-        self.records.range(key(from)..key(to.max(from))).map(move |item| {
-            let (k, v) = item?;
-            let seq = seq_of(&k).ok_or(LogError::BadKey(from))?;
-            let rec = decode(&v).map_err(|source| LogError::Corrupt { seq, source })?;
-            Ok((seq, rec))
-        })
+    pub fn range(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(u64, Record), LogError>> + '_ {
+        self.records
+            .range(key(from)..key(to.max(from)))
+            .map(move |item| {
+                let (k, v) = item?;
+                let seq = seq_of(&k).ok_or(LogError::BadKey(from))?;
+                let rec = decode(&v).map_err(|source| LogError::Corrupt { seq, source })?;
+                Ok((seq, rec))
+            })
     }
 
     /// Every record from `from` on.
@@ -161,7 +175,10 @@ mod tests {
             id: EventId::generate(),
             account: AccountId::default_account(),
             event_type: EventType::ContactCreate,
-            data: EventData { id: ObjectId::Int(n), url: format!("https://x.example/{n}") },
+            data: EventData {
+                id: ObjectId::Int(n),
+                url: format!("https://x.example/{n}"),
+            },
             created_at: Timestamp::now(),
         })
     }
@@ -178,7 +195,13 @@ mod tests {
             assert_eq!(log.last_seq(), 10);
         }
         let (log, report) = EventLog::open(dir.path())?;
-        assert_eq!(report, OpenReport { last_seq: 10, truncated: vec![] });
+        assert_eq!(
+            report,
+            OpenReport {
+                last_seq: 10,
+                truncated: vec![]
+            }
+        );
         let read: Vec<_> = log.range(1, 11).collect::<Result<_, _>>()?;
         assert_eq!(read.len(), 10);
         assert_eq!(read[4], (5, recs[4].clone()));
@@ -198,8 +221,18 @@ mod tests {
             log.append_raw_for_tests(&good[..good.len() - 3])?;
         }
         let (log, report) = EventLog::open(dir.path())?;
-        assert_eq!(report, OpenReport { last_seq: 2, truncated: vec![3] });
-        assert_eq!(log.append(&[event(4)])?, 3, "the cut seq is reused by the next append");
+        assert_eq!(
+            report,
+            OpenReport {
+                last_seq: 2,
+                truncated: vec![3]
+            }
+        );
+        assert_eq!(
+            log.append(&[event(4)])?,
+            3,
+            "the cut seq is reused by the next append"
+        );
         Ok(())
     }
 

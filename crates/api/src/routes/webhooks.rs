@@ -1,0 +1,238 @@
+//! `/webhooks`: create, list, read, change, delete, secret.
+
+use super::int_param;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::json::StrictJson;
+use crate::views::WebhookView;
+use crate::AppState;
+use actix_web::{web, HttpResponse};
+use buildr_core::{validate, DisabledReason, WebhookChanges, WebhookId};
+use buildr_engine::NewWebhook;
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
+use std::collections::HashMap;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    webhook: WebhookInput,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookInput {
+    url: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    filter_types: Option<Vec<String>>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    rate_limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    webhook: PatchInput,
+}
+
+/// A PATCH: absent fields stay as they are; `null` is accepted only where it means something
+/// (`filter_types: null` = all types).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchInput {
+    #[serde(default, deserialize_with = "present")]
+    url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    filter_types: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    secret: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    disabled: Option<Option<bool>>,
+}
+
+/// Tells a present `null` (`Some(None)`) from an absent field (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn not_null<T>(field: &str, v: Option<Option<T>>) -> Result<Option<T>, ApiError> {
+    match v {
+        Some(None) => Err(ApiError::invalid(field, "must not be null")),
+        Some(Some(x)) => Ok(Some(x)),
+        None => Ok(None),
+    }
+}
+
+fn webhook_id(raw: &str) -> Result<WebhookId, ApiError> {
+    // An id that cannot exist is simply not found.
+    raw.parse().map_err(|_| ApiError::not_found("webhook"))
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: StrictJson<CreateBody>,
+) -> Result<HttpResponse, ApiError> {
+    let w = body.value.webhook;
+    let url = validate::target_url("webhook.url", &w.url)?;
+    let description = w.description.unwrap_or_default();
+    validate::description("webhook.description", &description)?;
+    let filter_types = w
+        .filter_types
+        .map(|f| validate::filter_types("webhook.filter_types", &f))
+        .transpose()?;
+    let secret = w
+        .secret
+        .map(|s| validate::secret("webhook.secret", &s))
+        .transpose()?;
+    let rate_limit = match w.rate_limit {
+        Some(r) => validate::rate_limit("webhook.rate_limit", r)?,
+        None => validate::DEFAULT_RATE_LIMIT,
+    };
+    let new = NewWebhook {
+        url: url.to_string(),
+        description,
+        filter_types,
+        secret,
+        rate_limit,
+    };
+    let created = state.engine.create_webhook(&caller.account, new).await?;
+    Ok(HttpResponse::Created().json(json!({ "webhook": WebhookView::with_secret(&created) })))
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = int_param("limit", query.get("limit"), 50, 1..=250)?;
+    let cursor = match query.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            c.parse::<WebhookId>()
+                .map_err(|_| ApiError::invalid("cursor", "not a cursor from this API"))?,
+        ),
+    };
+    let (page, next) =
+        state
+            .engine
+            .list_webhooks(&caller.account, cursor.as_ref(), limit as usize)?;
+    let views: Vec<WebhookView> = page.iter().map(WebhookView::new).collect();
+    Ok(HttpResponse::Ok()
+        .json(json!({ "webhooks": views, "next_cursor": next.map(|n| n.to_string()) })))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let w = state
+        .engine
+        .get_webhook(&caller.account, &webhook_id(&path)?)?;
+    Ok(HttpResponse::Ok().json(json!({ "webhook": WebhookView::new(&w) })))
+}
+
+pub async fn patch(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: StrictJson<PatchBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = webhook_id(&path)?;
+    let p = body.value.webhook;
+    let mut changes = WebhookChanges::default();
+    if let Some(u) = not_null("webhook.url", p.url)? {
+        changes.url = Some(validate::target_url("webhook.url", &u)?.to_string());
+    }
+    if let Some(d) = p.description {
+        let d = d.unwrap_or_default();
+        validate::description("webhook.description", &d)?;
+        changes.description = Some(d);
+    }
+    if let Some(f) = p.filter_types {
+        changes.filter_types = Some(
+            f.map(|f| validate::filter_types("webhook.filter_types", &f))
+                .transpose()?,
+        );
+    }
+    if let Some(s) = not_null("webhook.secret", p.secret)? {
+        changes.secret = Some(validate::secret("webhook.secret", &s)?);
+    }
+    if let Some(r) = not_null("webhook.rate_limit", p.rate_limit)? {
+        changes.rate_limit = Some(validate::rate_limit("webhook.rate_limit", r)?);
+    }
+    if let Some(d) = not_null("webhook.disabled", p.disabled)? {
+        changes.disabled = Some((d, d.then_some(DisabledReason::Manual)));
+    }
+    let w = state
+        .engine
+        .update_webhook(&caller.account, &id, changes)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "webhook": WebhookView::new(&w) })))
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .engine
+        .delete_webhook(&caller.account, &webhook_id(&path)?)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn secret(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let w = state
+        .engine
+        .get_webhook(&caller.account, &webhook_id(&path)?)?;
+    Ok(HttpResponse::Ok().json(json!({ "secret": w.secret.as_str() })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+pub async fn rotate(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = webhook_id(&path)?;
+    // The body is optional: an empty one generates a new secret.
+    let requested = if body.is_empty() {
+        None
+    } else {
+        crate::json::require_json_content_type(&req)?;
+        let b: RotateBody = crate::json::decode(&body)?;
+        b.secret
+            .map(|s| validate::secret("secret", &s))
+            .transpose()?
+    };
+    let secret = state
+        .engine
+        .rotate_secret(&caller.account, &id, requested)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "secret": secret.as_str() })))
+}

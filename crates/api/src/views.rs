@@ -1,0 +1,84 @@
+//! The JSON shapes of responses (API.md). Domain types never go out as they are.
+
+use buildr_core::{Event, ObjectId, Webhook};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Serialize)]
+pub struct WebhookView {
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    pub filter_types: Option<Vec<&'static str>>,
+    pub rate_limit: u32,
+    pub disabled: bool,
+    pub disabled_reason: Option<&'static str>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Only in the answer to a create.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl WebhookView {
+    pub fn new(w: &Webhook) -> Self {
+        Self {
+            id: w.id.to_string(),
+            url: w.url.clone(),
+            description: w.description.clone(),
+            filter_types: w
+                .filter_types
+                .as_ref()
+                .map(|f| f.iter().map(|t| t.as_str()).collect()),
+            rate_limit: w.rate_limit,
+            disabled: w.disabled,
+            disabled_reason: w.disabled_reason.map(|r| r.as_str()),
+            created_at: w.created_at.to_string(),
+            updated_at: w.updated_at.to_string(),
+            secret: None,
+        }
+    }
+
+    pub fn with_secret(w: &Webhook) -> Self {
+        Self {
+            secret: Some(w.secret.as_str().to_owned()),
+            ..Self::new(w)
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct EventView {
+    pub id: String,
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub account: String,
+    pub data: DataView,
+    pub created_at: String,
+}
+
+#[derive(Serialize)]
+pub struct DataView {
+    pub id: Value,
+    pub url: String,
+}
+
+impl EventView {
+    pub fn new(e: &Event) -> Self {
+        Self {
+            id: e.id.to_string(),
+            seq: e.seq,
+            event_type: e.event_type.as_str(),
+            account: e.account.to_string(),
+            data: DataView {
+                id: match &e.data.id {
+                    ObjectId::Int(i) => Value::from(*i),
+                    ObjectId::Str(s) => Value::from(s.as_str()),
+                },
+                url: e.data.url.clone(),
+            },
+            created_at: e.created_at.to_string(),
+        }
+    }
+}

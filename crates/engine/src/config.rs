@@ -1,0 +1,53 @@
+//! What the engine needs to know to run. The server fills it from the config file; embedders build it.
+
+use buildr_core::RetryPolicy;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The sled directory; created when missing.
+    pub data_dir: PathBuf,
+    pub delivery: DeliveryConfig,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// A delivery succeeds on a 2xx within this time.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Disable a webhook whose attempts have all failed for this long.
+    pub disable_after: Duration,
+    /// How long the previous key keeps signing after a rotation.
+    pub secret_rotation_overlap: Duration,
+    /// Allow loopback/private targets (development and tests only).
+    pub allow_private_targets: bool,
+    /// Attempts in flight at once to one webhook.
+    pub max_in_flight: usize,
+}
+
+impl EngineConfig {
+    /// The production defaults of API.md, on `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            delivery: DeliveryConfig::default(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(15),
+            retry: RetryPolicy::default(),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            secret_rotation_overlap: Duration::from_secs(24 * 3600),
+            allow_private_targets: false,
+            max_in_flight: 32,
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The LogActor: the only writer of the log. It gathers what arrives while the previous flush runs and
+//! writes it as one atomic, fsynced sled batch (group commit), then applies the batch to the projection,
+//! answers the callers (a `202` is only ever sent after this), and hands the effects to the router.
+
+use crate::projection::{Effect, IdempotencyEntry, Projection};
+use crate::router::{Effects, Router};
+use actix::prelude::*;
+use buildr_core::{AccountId, Record, Timestamp};
+use buildr_log::EventLog;
+use parking_lot::RwLock;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Refuse a submission whose idempotency key was already used; answer with the first use instead.
+#[derive(Debug, Clone)]
+pub struct IdempotencyGuard {
+    pub account: AccountId,
+    pub key: String,
+}
+
+/// Append `records` atomically and durably.
+#[derive(Message)]
+#[rtype(result = "Result<Submitted, SubmitError>")]
+pub struct Submit {
+    pub records: Vec<Record>,
+    pub guard: Option<IdempotencyGuard>,
+}
+
+/// Append facts nobody waits for (delivery outcomes): batched like the rest.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecordFacts(pub Vec<Record>);
+
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    /// Durable; the first record got this seq.
+    Committed { first_seq: u64 },
+    /// The guard's key was already used: nothing written.
+    AlreadyUsed(IdempotencyEntry),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("the log writer has stopped")]
+    Stopped,
+}
+
+/// Group-commit statistics, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub batches: std::sync::atomic::AtomicU64,
+    pub records: std::sync::atomic::AtomicU64,
+    pub flush_micros: std::sync::atomic::AtomicU64,
+}
+
+struct Pending {
+    records: Vec<Record>,
+    guard: Option<IdempotencyGuard>,
+    reply: Option<oneshot::Sender<Result<Submitted, SubmitError>>>,
+}
+
+pub struct LogActor {
+    log: Arc<EventLog>,
+    projection: Arc<RwLock<Projection>>,
+    router: Option<Addr<Router>>,
+    queue: Vec<Pending>,
+    flushing: bool,
+    idempotency_ttl: Duration,
+    stats: Arc<LogStats>,
+}
+
+impl LogActor {
+    pub fn new(
+        log: Arc<EventLog>,
+        projection: Arc<RwLock<Projection>>,
+        idempotency_ttl: Duration,
+        stats: Arc<LogStats>,
+    ) -> Self {
+        Self {
+            log,
+            projection,
+            router: None,
+            queue: Vec::new(),
+            flushing: false,
+            idempotency_ttl,
+            stats,
+        }
+    }
+
+    fn cutoff(&self) -> Timestamp {
+        Timestamp::from_millis(
+            Timestamp::now().as_millis()
+                - i64::try_from(self.idempotency_ttl.as_millis()).unwrap_or(i64::MAX),
+        )
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.queue.is_empty() {
+            return;
+        }
+        let cutoff = self.cutoff();
+        let mut to_write = Vec::new();
+        let mut committed = Vec::new();
+        let mut deferred = Vec::new();
+        {
+            let projection = self.projection.read();
+            let mut keys_in_batch = HashSet::new();
+            for p in self.queue.drain(..) {
+                if let Some(g) = &p.guard {
+                    if let Some(entry) = projection
+                        .idempotency(&g.account, &g.key)
+                        .filter(|e| e.at >= cutoff)
+                    {
+                        if let Some(reply) = p.reply {
+                            let _ = reply.send(Ok(Submitted::AlreadyUsed(entry.clone())));
+                        }
+                        continue;
+                    }
+                    // A second use of a key in this same batch waits for the first to be applied.
+                    if !keys_in_batch.insert((g.account.clone(), g.key.clone())) {
+                        deferred.push(p);
+                        continue;
+                    }
+                }
+                let offset = to_write.len() as u64;
+                to_write.extend(p.records);
+                committed.push((offset, p.reply));
+            }
+        }
+        self.queue = deferred;
+        if to_write.is_empty() {
+            return self.flush(ctx);
+        }
+        self.flushing = true;
+        let log = self.log.clone();
+        let started = std::time::Instant::now();
+        let write = actix_rt::task::spawn_blocking(move || {
+            let first = log.append(&to_write);
+            (first, to_write)
+        });
+        ctx.spawn(write.into_actor(self).map(move |joined, act, ctx| {
+            act.flushing = false;
+            let outcome = match joined {
+                Ok((Ok(first), records)) => {
+                    act.record_stats(records.len(), started.elapsed());
+                    act.apply(first, &records);
+                    Ok(first)
+                }
+                Ok((Err(e), _)) => Err(SubmitError::Storage(e.to_string())),
+                Err(e) => Err(SubmitError::Storage(format!("log writer task failed: {e}"))),
+            };
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "appending to the event log failed; callers get 503");
+            }
+            for (offset, reply) in committed {
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome.clone().map(|first| Submitted::Committed {
+                        first_seq: first + offset,
+                    }));
+                }
+            }
+            act.flush(ctx);
+        }));
+    }
+
+    fn record_stats(&self, records: usize, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.batches.fetch_add(1, Relaxed);
+        self.stats.records.fetch_add(records as u64, Relaxed);
+        self.stats
+            .flush_micros
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    fn apply(&mut self, first: u64, records: &[Record]) {
+        let mut effects: Vec<Effect> = Vec::new();
+        {
+            let mut projection = self.projection.write();
+            for (i, r) in records.iter().enumerate() {
+                effects.extend(projection.apply(first + i as u64, r));
+            }
+        }
+        if let (Some(router), false) = (&self.router, effects.is_empty()) {
+            router.do_send(Effects(effects));
+        }
+    }
+}
+
+impl Actor for LogActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.run_interval(Duration::from_secs(60), |act, _| {
+            let cutoff = act.cutoff();
+            act.projection.write().expire_idempotency(cutoff);
+        });
+    }
+}
+
+/// Connects the router (it is started after the log actor, with the log actor's address).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRouter(pub Addr<Router>);
+
+impl Handler<SetRouter> for LogActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetRouter, _: &mut Context<Self>) {
+        self.router = Some(msg.0);
+    }
+}
+
+impl Handler<Submit> for LogActor {
+    type Result = ResponseFuture<Result<Submitted, SubmitError>>;
+
+    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.queue.push(Pending {
+            records: msg.records,
+            guard: msg.guard,
+            reply: Some(tx),
+        });
+        self.flush(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(SubmitError::Stopped)) })
+    }
+}
+
+impl Handler<RecordFacts> for LogActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordFacts, ctx: &mut Context<Self>) {
+        self.queue.push(Pending {
+            records: msg.0,
+            guard: None,
+            reply: None,
+        });
+        self.flush(ctx);
+    }
+}

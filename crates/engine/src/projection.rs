@@ -1,0 +1,256 @@
+//! The state the service serves from, derived only from the log: accounts, webhooks, each webhook's
+//! undelivered backlog (with its retry state) and the idempotency keys. [`Projection::apply`] is pure and
+//! deterministic, so a full replay of the log always rebuilds the same state, and it returns the
+//! [`Effect`]s the live actors must act on.
+
+use buildr_core::{
+    AccountId, AttemptOutcome, EventType, IdempotencyRecord, Record, Timestamp, Webhook, WebhookId,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What the actors must do after a record is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Deliver the event at `seq` to `webhook`.
+    Deliver {
+        webhook: WebhookId,
+        seq: u64,
+    },
+    /// The webhook was created or changed (settings, secret, enabled state).
+    WebhookChanged(WebhookId),
+    WebhookRemoved(WebhookId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// An undelivered event of one webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pending {
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due (`None`: as soon as the rate limit allows).
+    pub next_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookEntry {
+    pub webhook: Webhook,
+    /// Undelivered events by seq.
+    pub pending: BTreeMap<u64, Pending>,
+    /// The first failed attempt since the last success (for `disable_after`).
+    pub failing_since: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyEntry {
+    pub request_hash: [u8; 32],
+    pub first_seq: u64,
+    pub count: u32,
+    pub batch: bool,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Projection {
+    /// The last seq applied.
+    pub last_seq: u64,
+    accounts: BTreeMap<AccountId, Account>,
+    webhooks: BTreeMap<WebhookId, WebhookEntry>,
+    by_account: HashMap<AccountId, BTreeSet<WebhookId>>,
+    idempotency: HashMap<(AccountId, String), IdempotencyEntry>,
+}
+
+impl Projection {
+    pub fn apply(&mut self, seq: u64, record: &Record) -> Vec<Effect> {
+        self.last_seq = seq;
+        let mut effects = Vec::new();
+        match record {
+            Record::AccountCreated { id, name, at } => {
+                self.accounts.insert(
+                    id.clone(),
+                    Account {
+                        id: id.clone(),
+                        name: name.clone(),
+                        created_at: *at,
+                    },
+                );
+            }
+            Record::WebhookCreated(w) => {
+                self.by_account
+                    .entry(w.account.clone())
+                    .or_default()
+                    .insert(w.id.clone());
+                self.webhooks.insert(
+                    w.id.clone(),
+                    WebhookEntry {
+                        webhook: w.clone(),
+                        pending: BTreeMap::new(),
+                        failing_since: None,
+                    },
+                );
+                effects.push(Effect::WebhookChanged(w.id.clone()));
+            }
+            Record::WebhookUpdated { id, changes, at } => {
+                if let Some(e) = self.webhooks.get_mut(id) {
+                    e.webhook.apply(changes, *at);
+                    if changes.disabled == Some((false, None)) {
+                        e.failing_since = None;
+                    }
+                    effects.push(Effect::WebhookChanged(id.clone()));
+                }
+            }
+            Record::SecretRotated {
+                id,
+                secret,
+                previous_until,
+                at,
+            } => {
+                if let Some(e) = self.webhooks.get_mut(id) {
+                    e.webhook.rotate(secret.clone(), *previous_until, *at);
+                    effects.push(Effect::WebhookChanged(id.clone()));
+                }
+            }
+            Record::WebhookDeleted { id, .. } => {
+                if let Some(e) = self.webhooks.remove(id) {
+                    if let Some(set) = self.by_account.get_mut(&e.webhook.account) {
+                        set.remove(id);
+                    }
+                    effects.push(Effect::WebhookRemoved(id.clone()));
+                }
+            }
+            Record::EventPublished(ev) => {
+                if let Some(ids) = self.by_account.get(&ev.account) {
+                    for id in ids {
+                        let Some(e) = self.webhooks.get_mut(id) else {
+                            continue;
+                        };
+                        if !e.webhook.disabled && e.webhook.wants(ev.event_type) {
+                            e.pending.insert(seq, Pending::default());
+                            effects.push(Effect::Deliver {
+                                webhook: id.clone(),
+                                seq,
+                            });
+                        }
+                    }
+                }
+            }
+            Record::IdempotencyKeyUsed(IdempotencyRecord {
+                account,
+                key,
+                request_hash,
+                count,
+                batch,
+                at,
+            }) => {
+                self.idempotency.insert(
+                    (account.clone(), key.clone()),
+                    IdempotencyEntry {
+                        request_hash: *request_hash,
+                        first_seq: seq.saturating_sub(u64::from(*count)),
+                        count: *count,
+                        batch: *batch,
+                        at: *at,
+                    },
+                );
+            }
+            Record::DeliveryAttempted(a) => {
+                if let Some(e) = self.webhooks.get_mut(&a.webhook) {
+                    match a.outcome {
+                        AttemptOutcome::Succeeded => {
+                            e.pending.remove(&a.seq);
+                            e.failing_since = None;
+                        }
+                        AttemptOutcome::Failed => {
+                            e.pending.remove(&a.seq);
+                            e.failing_since.get_or_insert(a.at);
+                        }
+                        AttemptOutcome::Retrying { next_at } => {
+                            if let Some(p) = e.pending.get_mut(&a.seq) {
+                                p.attempts = a.attempt;
+                                p.next_at = Some(next_at);
+                            }
+                            e.failing_since.get_or_insert(a.at);
+                        }
+                    }
+                }
+            }
+        }
+        effects
+    }
+
+    pub fn account(&self, id: &AccountId) -> Option<&Account> {
+        self.accounts.get(id)
+    }
+
+    /// A webhook of `account` (another account's webhook is not found).
+    pub fn webhook(&self, account: &AccountId, id: &WebhookId) -> Option<&WebhookEntry> {
+        self.webhooks
+            .get(id)
+            .filter(|e| &e.webhook.account == account)
+    }
+
+    /// Every webhook, for the actors (not for request handlers: those use [`Projection::webhook`]).
+    pub fn all_webhooks(&self) -> impl Iterator<Item = &WebhookEntry> {
+        self.webhooks.values()
+    }
+
+    pub fn webhook_by_id(&self, id: &WebhookId) -> Option<&WebhookEntry> {
+        self.webhooks.get(id)
+    }
+
+    /// `account`'s webhooks in id (creation) order, after `after`, at most `limit`.
+    pub fn list_webhooks(
+        &self,
+        account: &AccountId,
+        after: Option<&WebhookId>,
+        limit: usize,
+    ) -> Vec<&Webhook> {
+        let Some(ids) = self.by_account.get(account) else {
+            return Vec::new();
+        };
+        let iter: Box<dyn Iterator<Item = &WebhookId>> =
+            match after {
+                Some(a) => Box::new(ids.range::<WebhookId, _>((
+                    std::ops::Bound::Excluded(a),
+                    std::ops::Bound::Unbounded,
+                ))),
+                None => Box::new(ids.iter()),
+            };
+        iter.filter_map(|id| self.webhooks.get(id))
+            .map(|e| &e.webhook)
+            .take(limit)
+            .collect()
+    }
+
+    pub fn idempotency(&self, account: &AccountId, key: &str) -> Option<&IdempotencyEntry> {
+        self.idempotency.get(&(account.clone(), key.to_owned()))
+    }
+
+    /// Forgets idempotency keys older than `cutoff`.
+    pub fn expire_idempotency(&mut self, cutoff: Timestamp) {
+        self.idempotency.retain(|_, e| e.at >= cutoff);
+    }
+
+    /// How many webhooks would receive an event of this type now.
+    pub fn matching(&self, account: &AccountId, t: EventType) -> usize {
+        self.by_account.get(account).map_or(0, |ids| {
+            ids.iter()
+                .filter_map(|id| self.webhooks.get(id))
+                .filter(|e| !e.webhook.disabled && e.webhook.wants(t))
+                .count()
+        })
+    }
+
+    pub fn webhook_count(&self) -> usize {
+        self.webhooks.len()
+    }
+
+    pub fn backlog(&self) -> usize {
+        self.webhooks.values().map(|e| e.pending.len()).sum()
+    }
+}

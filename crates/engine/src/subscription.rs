@@ -1,0 +1,323 @@
+//! One actor per enabled webhook. It alone owns the webhook's rate limiter (governor), its backlog of
+//! undelivered seqs, the attempts in flight and the retry timers. A slow or dead receiver only slows its
+//! own actor. Every attempt's outcome is sent to the LogActor as a fact; nothing here is the truth
+//! after a crash: the actor is rebuilt from the projection.
+
+use crate::config::DeliveryConfig;
+use crate::dispatcher::{AttemptClass, AttemptResult, Dispatcher};
+use crate::log_actor::{LogActor, RecordFacts};
+use crate::projection::WebhookEntry;
+use actix::prelude::*;
+use buildr_core::{
+    AttemptOutcome, AttemptRecord, DisabledReason, Event, EventId, Record, Secret, Timestamp,
+    Webhook, WebhookChanges,
+};
+use buildr_log::EventLog;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What every subscription actor shares (they all live on the router's arbiter).
+pub struct SubscriptionDeps {
+    pub log: Arc<EventLog>,
+    pub log_actor: Addr<LogActor>,
+    pub dispatcher: Dispatcher,
+    pub config: DeliveryConfig,
+}
+
+/// Deliver these seqs (duplicates of what the actor already holds are ignored).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enqueue(pub Vec<u64>);
+
+/// New settings for the webhook (URL, rate limit, secret…).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Configure(pub Webhook);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+pub struct SubscriptionActor {
+    webhook: Webhook,
+    deps: Rc<SubscriptionDeps>,
+    limiter: DefaultDirectRateLimiter,
+    /// Every undelivered seq this actor owns, with the attempts made so far.
+    attempts: HashMap<u64, u32>,
+    /// Due now, oldest first; waiting only for the rate limit or a free in-flight slot.
+    ready: BTreeSet<u64>,
+    /// Failed, waiting for their retry time.
+    waiting: BTreeSet<(Timestamp, u64)>,
+    in_flight: HashSet<u64>,
+    failing_since: Option<Timestamp>,
+    wake: Option<(Instant, SpawnHandle)>,
+    /// Set once the actor asked for its webhook to be disabled: it sends nothing more.
+    disabling: bool,
+}
+
+/// The limiter for `rate_limit` per minute: evenly spaced, with a burst of ⌈rate_limit/60⌉.
+pub fn limiter(rate_limit: u32) -> DefaultDirectRateLimiter {
+    let rate = NonZeroU32::new(rate_limit.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(rate_limit.div_ceil(60).max(1)).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_minute(rate).allow_burst(burst))
+}
+
+impl SubscriptionActor {
+    pub fn new(entry: &WebhookEntry, deps: Rc<SubscriptionDeps>) -> Self {
+        let now = Timestamp::now();
+        let mut actor = Self {
+            webhook: entry.webhook.clone(),
+            limiter: limiter(entry.webhook.rate_limit),
+            deps,
+            attempts: HashMap::with_capacity(entry.pending.len()),
+            ready: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            in_flight: HashSet::new(),
+            failing_since: entry.failing_since,
+            wake: None,
+            disabling: false,
+        };
+        for (&seq, p) in &entry.pending {
+            actor.attempts.insert(seq, p.attempts);
+            match p.next_at {
+                Some(t) if t > now => {
+                    actor.waiting.insert((t, seq));
+                }
+                _ => {
+                    actor.ready.insert(seq);
+                }
+            }
+        }
+        actor
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.disabling {
+            return;
+        }
+        let now = Timestamp::now();
+        while let Some(&(t, seq)) = self.waiting.first() {
+            if t > now {
+                break;
+            }
+            self.waiting.pop_first();
+            self.ready.insert(seq);
+        }
+        while self.in_flight.len() < self.deps.config.max_in_flight {
+            let Some(&seq) = self.ready.first() else {
+                break;
+            };
+            if let Err(not_until) = self.limiter.check() {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                self.wake_in(ctx, wait);
+                break;
+            }
+            self.ready.remove(&seq);
+            self.dispatch(seq, ctx);
+        }
+        if let Some(&(t, _)) = self.waiting.first() {
+            self.wake_in(ctx, now.until(t));
+        }
+    }
+
+    /// Makes sure the actor pumps again within `d` (keeps an earlier wake-up if one is set).
+    fn wake_in(&mut self, ctx: &mut Context<Self>, d: Duration) {
+        let at = Instant::now() + d;
+        if let Some((existing, handle)) = self.wake {
+            if existing <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let handle = ctx.run_later(d, |act, ctx| {
+            act.wake = None;
+            act.pump(ctx);
+        });
+        self.wake = Some((at, handle));
+    }
+
+    fn dispatch(&mut self, seq: u64, ctx: &mut Context<Self>) {
+        let event = match self.deps.log.get(seq) {
+            Ok(Some(Record::EventPublished(e))) => Event {
+                seq,
+                id: e.id,
+                account: e.account,
+                event_type: e.event_type,
+                data: e.data,
+                created_at: e.created_at,
+            },
+            Ok(_) => {
+                tracing::warn!(webhook = %self.webhook.id, seq, "event no longer in the log; dropped from the backlog");
+                self.attempts.remove(&seq);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(webhook = %self.webhook.id, seq, error = %e, "cannot read event; will try again");
+                self.waiting
+                    .insert((Timestamp::now().plus(Duration::from_secs(1)), seq));
+                return;
+            }
+        };
+        self.in_flight.insert(seq);
+        let dispatcher = self.deps.dispatcher.clone();
+        let url = self.webhook.url.clone();
+        let secrets: Vec<Secret> = self
+            .webhook
+            .signing_secrets(Timestamp::now())
+            .into_iter()
+            .cloned()
+            .collect();
+        let attempt = async move {
+            let keys: Vec<&Secret> = secrets.iter().collect();
+            let result = dispatcher.attempt(&url, &keys, &event).await;
+            (result, event.id)
+        };
+        ctx.spawn(
+            attempt
+                .into_actor(self)
+                .map(move |(result, event_id), act, ctx| {
+                    act.finished(seq, event_id, result, ctx);
+                    act.pump(ctx);
+                }),
+        );
+    }
+
+    fn finished(
+        &mut self,
+        seq: u64,
+        event_id: EventId,
+        r: AttemptResult,
+        _ctx: &mut Context<Self>,
+    ) {
+        self.in_flight.remove(&seq);
+        let Some(count) = self.attempts.get_mut(&seq) else {
+            return;
+        };
+        *count += 1;
+        let attempt = *count;
+        let cfg = &self.deps.config;
+        let mut disable = None;
+        let outcome = match r.class {
+            AttemptClass::Delivered => {
+                self.attempts.remove(&seq);
+                self.failing_since = None;
+                AttemptOutcome::Succeeded
+            }
+            AttemptClass::Gone | AttemptClass::Failed { .. } => {
+                let retry_after = match r.class {
+                    AttemptClass::Failed { retry_after } => retry_after,
+                    _ => None,
+                };
+                let since = *self.failing_since.get_or_insert(r.at);
+                if r.class == AttemptClass::Gone {
+                    disable = Some(DisabledReason::Gone);
+                } else if since.until(r.at) >= cfg.disable_after {
+                    disable = Some(DisabledReason::Failing);
+                }
+                match cfg
+                    .retry
+                    .delay_after(attempt, retry_after, &mut rand::thread_rng())
+                {
+                    Some(d) => {
+                        let next_at = r.at.plus(d);
+                        self.waiting.insert((next_at, seq));
+                        AttemptOutcome::Retrying { next_at }
+                    }
+                    None => {
+                        self.attempts.remove(&seq);
+                        AttemptOutcome::Failed
+                    }
+                }
+            }
+        };
+        let mut facts = vec![Record::DeliveryAttempted(AttemptRecord {
+            webhook: self.webhook.id.clone(),
+            seq,
+            event_id,
+            attempt,
+            at: r.at,
+            response_status: r.status,
+            response_body: r.body,
+            error: r.error,
+            duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+            outcome,
+        })];
+        if let (Some(reason), false) = (disable, self.disabling) {
+            tracing::warn!(webhook = %self.webhook.id, reason = reason.as_str(), "disabling webhook");
+            self.disabling = true;
+            facts.push(Record::WebhookUpdated {
+                id: self.webhook.id.clone(),
+                changes: WebhookChanges {
+                    disabled: Some((true, Some(reason))),
+                    ..Default::default()
+                },
+                at: r.at,
+            });
+        }
+        self.deps.log_actor.do_send(RecordFacts(facts));
+    }
+}
+
+impl Actor for SubscriptionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Enqueue> for SubscriptionActor {
+    type Result = ();
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        for seq in msg.0 {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.attempts.entry(seq) {
+                v.insert(0);
+                self.ready.insert(seq);
+            }
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Configure> for SubscriptionActor {
+    type Result = ();
+    fn handle(&mut self, msg: Configure, ctx: &mut Context<Self>) {
+        if msg.0.rate_limit != self.webhook.rate_limit {
+            self.limiter = limiter(msg.0.rate_limit);
+        }
+        self.webhook = msg.0;
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Stop> for SubscriptionActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_allows_the_burst_then_spaces_evenly() {
+        let l = limiter(120); // 2 per second, burst 2
+        assert!(l.check().is_ok());
+        assert!(l.check().is_ok());
+        assert!(
+            l.check().is_err(),
+            "third in the same instant exceeds the burst"
+        );
+        let l = limiter(60);
+        assert!(l.check().is_ok());
+        assert!(l.check().is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! The config file (TOML) and its `BUILDR_<SECTION>__<KEY>` environment overrides. Unknown keys and bad
+//! values stop start-up with a message that names the key.
+
+use anyhow::{bail, Context, Result};
+use buildr_core::{HumanDuration, RetryPolicy};
+use buildr_engine::{DeliveryConfig, EngineConfig};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub delivery: DeliverySection,
+    #[serde(default)]
+    pub ingest: IngestSection,
+    /// Accepted per API.md; compaction of old events is not built yet (issue 3), so nothing reads it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub retention: RetentionSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub bind: SocketAddr,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub path: PathBuf,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("./data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub admin_token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySection {
+    pub timeout: HumanDuration,
+    #[serde(deserialize_with = "schedule")]
+    pub retry_schedule: Vec<HumanDuration>,
+    pub jitter: f64,
+    pub disable_after: HumanDuration,
+    pub secret_rotation_overlap: HumanDuration,
+    pub allow_private_targets: bool,
+    /// Extension: attempts in flight at once per webhook.
+    pub max_in_flight: usize,
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        let d = DeliveryConfig::default();
+        Self {
+            timeout: HumanDuration(d.timeout),
+            retry_schedule: d
+                .retry
+                .schedule
+                .iter()
+                .copied()
+                .map(HumanDuration)
+                .collect(),
+            jitter: d.retry.jitter,
+            disable_after: HumanDuration(d.disable_after),
+            secret_rotation_overlap: HumanDuration(d.secret_rotation_overlap),
+            allow_private_targets: d.allow_private_targets,
+            max_in_flight: d.max_in_flight,
+        }
+    }
+}
+
+/// A list of durations, or (from the environment) one comma-separated string.
+fn schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HumanDuration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        One(String),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::List(v) => v,
+        Raw::One(s) if s.trim().is_empty() => Vec::new(),
+        Raw::One(s) => s.split(',').map(|p| p.trim().to_owned()).collect(),
+    };
+    items
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    pub idempotency_ttl: HumanDuration,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        Self {
+            idempotency_ttl: HumanDuration(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    pub events: HumanDuration,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        Self {
+            events: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Loads `path` (when given) and the environment overrides.
+pub fn load(path: Option<&Path>) -> Result<Config> {
+    let mut figment = Figment::new();
+    if let Some(p) = path {
+        if !p.exists() {
+            bail!("config file {} does not exist", p.display());
+        }
+        figment = figment.merge(Toml::file_exact(p));
+    }
+    // Only BUILDR_<SECTION>__<KEY>: BUILDR_ADMIN_TOKEN is read on its own (see `admin_token`).
+    figment = figment.merge(
+        Env::prefixed("BUILDR_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    );
+    let config: Config = figment.extract().map_err(|e| {
+        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
+    })?;
+    config.check()?;
+    Ok(config)
+}
+
+impl Config {
+    fn check(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.delivery.jitter) {
+            bail!("invalid configuration: delivery.jitter must be between 0 and 1");
+        }
+        if self.delivery.timeout.0.is_zero() {
+            bail!("invalid configuration: delivery.timeout must be more than 0");
+        }
+        if self.delivery.max_in_flight == 0 {
+            bail!("invalid configuration: delivery.max_in_flight must be at least 1");
+        }
+        if self.storage.path.as_os_str().is_empty() {
+            bail!("invalid configuration: storage.path must not be empty");
+        }
+        Ok(())
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        let d = &self.delivery;
+        EngineConfig {
+            data_dir: self.storage.path.clone(),
+            delivery: DeliveryConfig {
+                timeout: d.timeout.0,
+                retry: RetryPolicy {
+                    schedule: d.retry_schedule.iter().map(|h| h.0).collect(),
+                    jitter: d.jitter,
+                },
+                disable_after: d.disable_after.0,
+                secret_rotation_overlap: d.secret_rotation_overlap.0,
+                allow_private_targets: d.allow_private_targets,
+                max_in_flight: d.max_in_flight,
+            },
+            idempotency_ttl: self.ingest.idempotency_ttl.0,
+        }
+    }
+}
+
+/// The admin token: `BUILDR_ADMIN_TOKEN`, else `auth.admin_token`, else the one stored in
+/// `<storage.path>/admin.token`, else a new one written there (mode 0600). Returns the token and, when it
+/// lives in the file, the file's path and whether it was just generated.
+pub fn admin_token(config: &Config) -> Result<(String, Option<(PathBuf, bool)>)> {
+    if let Ok(t) = std::env::var("BUILDR_ADMIN_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok((t.trim().to_owned(), None));
+        }
+    }
+    if !config.auth.admin_token.trim().is_empty() {
+        return Ok((config.auth.admin_token.trim().to_owned(), None));
+    }
+    let dir = &config.storage.path;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("admin.token");
+    if path.exists() {
+        let t = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let t = t.trim().to_owned();
+        if t.is_empty() {
+            bail!(
+                "{} is empty; delete it to generate a new admin token",
+                path.display()
+            );
+        }
+        return Ok((t, Some((path, false))));
+    }
+    use base64::Engine as _;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let token = format!(
+        "adm_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((token, Some((path, true))))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}

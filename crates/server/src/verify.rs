@@ -1,0 +1,28 @@
+//! `buildr-webhooks log verify`: reads every record of a stopped data dir, checks it decodes, and
+//! rebuilds the projection from the whole log.
+
+use crate::config;
+use anyhow::{Context, Result};
+use std::path::Path;
+
+pub fn run(config_path: Option<&Path>) -> Result<()> {
+    let cfg = config::load(config_path)?;
+    let (log, report) = buildr_log::EventLog::open(&cfg.storage.path).with_context(|| {
+        format!(
+            "cannot open the log in {} (is the server still running?)",
+            cfg.storage.path.display()
+        )
+    })?;
+    if !report.truncated.is_empty() {
+        println!("cut torn records at the tail: {:?}", report.truncated);
+    }
+    let (projection, records) =
+        buildr_engine::projection_rebuild(&log).context("the log does not replay")?;
+    println!(
+        "ok: {records} records (last seq {}), {} webhooks, {} undelivered",
+        log.last_seq(),
+        projection.webhook_count(),
+        projection.backlog()
+    );
+    Ok(())
+}
