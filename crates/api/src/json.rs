@@ -26,12 +26,7 @@ impl<T: DeserializeOwned + 'static, const LIMIT: usize> FromRequest for StrictJs
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let content_type_ok = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        let content_type_ok = require_json_content_type(req).is_ok();
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -111,6 +106,21 @@ fn field_of(path: &str, message: &str) -> String {
     }
 }
 
+/// `Content-Type: application/json` (any parameters, such as `charset`), else 415.
+pub fn require_json_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+    let ok = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,20 +161,5 @@ mod tests {
         assert_eq!(field(r#"{"webhok":{}}"#).as_deref(), Some("webhok"));
         assert!(decode::<Outer>(b"{not json").is_err_and(|e| e.field.is_none()));
         assert!(decode::<Outer>(br#"{"webhook":{"url":"x"}} trailing"#).is_err());
-    }
-}
-
-/// For routes whose body is optional: when there is one, it must be JSON.
-pub fn require_json_content_type(req: &HttpRequest) -> Result<(), ApiError> {
-    let ok = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::unsupported_media_type())
     }
 }

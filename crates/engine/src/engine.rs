@@ -492,6 +492,11 @@ impl Engine {
         Ok(out)
     }
 
+    /// Replays the whole log into a fresh projection (for checks: it must equal the live one).
+    pub fn rebuild_projection(&self) -> Result<Projection, EngineError> {
+        rebuild(&self.inner.log).map(|(p, _)| p)
+    }
+
     /// How many subscription actors run (one per enabled webhook).
     pub async fn active_subscriptions(&self) -> Result<usize, EngineError> {
         let running = self.running()?;

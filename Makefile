@@ -1,0 +1,40 @@
+# Buildr Webhooks. On a fresh machine with only the Rust toolchain (and the Node.js that ships with it
+# here), `make run` and `make test` do all the set-up they need.
+
+CARGO ?= cargo
+VERIFIER := tests/verifier
+
+.PHONY: run test build verifier lint fmt clippy bench clean
+
+## Build and start the service on its embedded default: sled under ./data, admin token generated.
+run:
+	$(CARGO) build --release --bin buildr-webhooks
+	./target/release/buildr-webhooks serve --config config/default.toml
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+## The independent signature verifier (the svix npm package) that the end-to-end tests run.
+verifier: $(VERIFIER)/node_modules/.installed
+
+$(VERIFIER)/node_modules/.installed: $(VERIFIER)/package.json $(VERIFIER)/package-lock.json
+	@command -v node >/dev/null || { echo "node is required for the svix verifier; installing nodejs"; apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	cd $(VERIFIER) && npm ci --no-audit --no-fund
+	touch $@
+
+## Build everything and pass every test: unit, engine and end-to-end (the real binary on real sled dirs).
+test: verifier
+	$(CARGO) build --bin buildr-webhooks
+	$(CARGO) test --workspace --no-fail-fast
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint: fmt clippy
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VERIFIER)/node_modules

@@ -1,0 +1,143 @@
+//! A real HTTP receiver on 127.0.0.1 (actix-web in its own thread and runtime). It records every
+//! request and answers from a script: per CRM object id (the body's `id`), a queue of statuses to
+//! answer in turn, then 200.
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    /// Lower-case header names.
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+    pub at: Instant,
+    /// What the receiver answered.
+    pub status: u16,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub delay: Option<Duration>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self { status, retry_after: None, delay: None }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    log: Mutex<Vec<Received>>,
+    /// By body `id` (as its JSON text).
+    script: Mutex<HashMap<String, VecDeque<Reply>>>,
+    /// By path: every request to it gets this (after the per-id script).
+    per_path: Mutex<HashMap<String, Reply>>,
+}
+
+pub struct Receiver {
+    pub base: String,
+    shared: Arc<Shared>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            let sys = actix_rt::System::new();
+            sys.block_on(async move {
+                let data = web::Data::new(s);
+                let server = HttpServer::new(move || {
+                    App::new().app_data(data.clone()).default_service(web::to(handle))
+                })
+                .workers(2)
+                .bind(("127.0.0.1", 0))
+                .unwrap();
+                let addr = server.addrs()[0];
+                let server = server.run();
+                tx.send((addr, server.handle())).unwrap();
+                server.await.unwrap();
+            });
+        });
+        let (addr, handle) = rx.recv().unwrap();
+        Receiver { base: format!("http://{addr}"), shared, handle }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Answers requests whose body `id` is `object_id` with these replies in turn (then 200).
+    pub fn script(&self, object_id: Value, replies: Vec<Reply>) {
+        self.shared.script.lock().insert(object_id.to_string(), replies.into());
+    }
+
+    /// Every request to `path` gets `reply` (unless a per-id script says otherwise).
+    pub fn answer_path(&self, path: &str, reply: Reply) {
+        self.shared.per_path.lock().insert(path.to_owned(), reply);
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.shared.log.lock().clone()
+    }
+
+    pub fn at(&self, path: &str) -> Vec<Received> {
+        self.shared.log.lock().iter().filter(|r| r.path == path).cloned().collect()
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.shared.log.lock().iter().filter(|r| r.path == path).count()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let h = self.handle.clone();
+        std::thread::spawn(move || actix_rt::System::new().block_on(h.stop(false)));
+    }
+}
+
+async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    let at = Instant::now();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let object_id = serde_json::from_str::<Value>(&text).ok().and_then(|v| v.get("id").cloned());
+    let path = req.path().to_owned();
+    let reply = object_id
+        .and_then(|id| shared.script.lock().get_mut(&id.to_string()).and_then(VecDeque::pop_front))
+        .or_else(|| shared.per_path.lock().get(&path).copied())
+        .unwrap_or(Reply::status(200));
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    shared.log.lock().push(Received { path, headers, body: text, at, status: reply.status });
+    if let Some(d) = reply.delay {
+        actix_rt::time::sleep(d).await;
+    }
+    let mut res = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap());
+    if let Some(ra) = reply.retry_after {
+        res.insert_header(("Retry-After", ra.to_string()));
+    }
+    res.body("received")
+}

@@ -1,0 +1,210 @@
+//! Runs the real binary: `buildr-webhooks serve --config config/test.toml` on a data dir of the test's.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The binary under test: `$BUILDR_BIN`, else `target/<profile>/buildr-webhooks` beside this test binary.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("BUILDR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir.join("buildr-webhooks");
+    assert!(bin.exists(), "{} is missing: build it first (`make test` does: cargo build --bin buildr-webhooks)", bin.display());
+    bin
+}
+
+pub struct ServerBuilder {
+    env: Vec<(String, String)>,
+    admin_token: Option<String>,
+    data_dir: Option<PathBuf>,
+}
+
+impl ServerBuilder {
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    /// Start without `BUILDR_ADMIN_TOKEN` (the server generates one).
+    pub fn without_admin_token(mut self) -> Self {
+        self.admin_token = None;
+        self
+    }
+
+    pub fn data_dir(mut self, p: &Path) -> Self {
+        self.data_dir = Some(p.to_path_buf());
+        self
+    }
+
+    pub fn start(self) -> Server {
+        let (dir, data_dir) = match self.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().unwrap();
+                let p = t.path().join("data");
+                (Some(t), p)
+            }
+        };
+        let mut s = Server {
+            _tmp: dir,
+            data_dir,
+            env: self.env,
+            admin_token: self.admin_token,
+            child: None,
+            base: String::new(),
+            stdout_lines: Default::default(),
+        };
+        s.spawn();
+        s
+    }
+}
+
+pub struct Server {
+    _tmp: Option<tempfile::TempDir>,
+    pub data_dir: PathBuf,
+    env: Vec<(String, String)>,
+    admin_token: Option<String>,
+    child: Option<Child>,
+    /// `http://127.0.0.1:port`
+    pub base: String,
+    /// What the server printed on stdout (collected as it prints).
+    pub stdout_lines: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder { env: Vec::new(), admin_token: Some(ADMIN_TOKEN.to_owned()), data_dir: None }
+    }
+
+    pub fn start() -> Server {
+        Self::builder().start()
+    }
+
+    pub fn token(&self) -> String {
+        match &self.admin_token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap().trim().to_owned(),
+        }
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(super::server::binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(crate::repo_root().join("config/test.toml"))
+            .env("BUILDR_STORAGE__PATH", &self.data_dir)
+            .env("BUILDR_SERVER__BIND", "127.0.0.1:0")
+            .env_remove("BUILDR_ADMIN_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(t) = &self.admin_token {
+            cmd.env("BUILDR_ADMIN_TOKEN", t);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        let base = loop {
+            let line = rx.recv_timeout(Duration::from_secs(30)).expect("server did not print its address");
+            lines.push(line.clone());
+            if let Some(rest) = line.strip_prefix("buildr-webhooks listening on ") {
+                break rest.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        let sink = self.stdout_lines.clone();
+        sink.lock().extend(lines);
+        std::thread::spawn(move || {
+            while let Ok(line) = rx.recv() {
+                sink.lock().push(line);
+            }
+        });
+        self.base = base;
+        self.child = Some(child);
+        let ready = crate::wait_until(Duration::from_secs(60), || {
+            matches!(self.raw("GET", "/readyz", None, &[]).0, 200)
+        });
+        assert!(ready, "server did not become ready");
+    }
+
+    /// SIGKILL, no goodbye: what a crash looks like.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// A request with the admin token and a JSON body.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let token = format!("Bearer {}", self.token());
+        let body = body.map(|b| b.to_string());
+        let mut headers = vec![("Authorization", token.as_str())];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let (status, text) = self.raw(method, &format!("/api/2023-01{path}"), body.as_deref(), &headers);
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    /// Any request, exactly as given; returns status and body text.
+    pub fn raw(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let mut req = agent.request(method, &format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let res = match body {
+            Some(b) => req.send_string(b),
+            None => req.call(),
+        };
+        match res {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs the binary with `args` and env, returning (exit code, stdout+stderr).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(args).env_remove("BUILDR_ADMIN_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
