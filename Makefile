@@ -4,7 +4,7 @@
 CARGO ?= cargo
 VERIFIER := tests/verifier
 
-.PHONY: run test build verifier lint fmt clippy bench clean
+.PHONY: run test build verifier lint fmt clippy bench bench-quick bench-build clean
 
 ## Build and start the service on its embedded default: sled under ./data, admin token generated.
 run:
@@ -26,6 +26,18 @@ $(VERIFIER)/node_modules/.installed: $(VERIFIER)/package.json $(VERIFIER)/packag
 test: verifier
 	$(CARGO) build --bin buildr-webhooks
 	$(CARGO) test --workspace --no-fail-fast
+
+## Benchmarks (issue 5): the release server and the bench driver + receiver, then every scenario against the
+## machine's own limits. Writes target/bench/results.json and ends with a Markdown table (docs/BENCHMARKS.md).
+bench-build:
+	$(CARGO) build --release -p buildr-server -p buildr-bench
+
+bench: bench-build
+	./target/release/buildr-bench
+
+## Every scenario small (seconds): checks the bench still works. Never fails on speed.
+bench-quick: bench-build
+	./target/release/buildr-bench --quick
 
 fmt:
 	$(CARGO) fmt --all -- --check
