@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 /// A keep-alive client allowed `limit` connections (awc's default is 100).
 pub fn client(limit: usize) -> awc::Client {
+    // awc builds a rustls config even for plain http; ring is the one provider compiled in (as in the
+    // server). Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let connector = awc::Connector::new()
         .limit(limit)
         .timeout(Duration::from_secs(10));

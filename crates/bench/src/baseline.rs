@@ -64,6 +64,29 @@ pub fn l_disk(records: u64, batch: usize) -> Result<f64> {
     Ok(records as f64 / started.elapsed().as_secs_f64().max(1e-9))
 }
 
+/// Latency (ns) of each of `n` single-record sled appends with a flush: what one group commit costs at
+/// least, so S4's tail can be told apart from the disk's.
+pub fn l_disk_flush_latencies(n: u64) -> Result<Vec<i64>> {
+    let dir = tempfile::tempdir().context("cannot make a temp dir for L-disk")?;
+    let db = sled::Config::new()
+        .path(dir.path())
+        .open()
+        .context("L-disk: cannot open sled")?;
+    let tree = db
+        .open_tree("records")
+        .context("L-disk: cannot open tree")?;
+    let value = sample_record(100_000);
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for seq in 1..=n {
+        let started = Instant::now();
+        tree.insert(seq.to_be_bytes(), value.as_slice())
+            .context("L-disk: insert")?;
+        db.flush().context("L-disk: flush")?;
+        out.push(i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX));
+    }
+    Ok(out)
+}
+
 /// Seconds to open `data_dir` with raw sled and read every value of its `records` tree; and the count.
 pub fn l_disk_read(data_dir: &Path) -> Result<(f64, u64)> {
     let started = Instant::now();

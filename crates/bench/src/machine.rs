@@ -26,3 +26,13 @@ pub fn describe() -> String {
         kernel.trim()
     )
 }
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute load averages (other work on the machine skews every figure).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -39,6 +39,12 @@ struct Cli {
     /// Profile each scenario's server with `perf record` into DIR/<scenario>.perf.data.
     #[arg(long, value_name = "DIR")]
     perf: Option<PathBuf>,
+    /// Extra environment for every server, e.g. `BUILDR_DELIVERY__TIMEOUT=2s` (repeatable; experiments).
+    #[arg(long = "server-env", value_name = "KEY=VALUE")]
+    server_env: Vec<String>,
+    /// Overrides S5's webhook count (experiments and profiling).
+    #[arg(long, value_name = "N")]
+    s5_webhooks: Option<u64>,
 }
 
 fn beside_me(name: &str) -> Result<PathBuf> {
@@ -84,11 +90,24 @@ fn wanted(only: &[String], id: &str) -> bool {
 }
 
 async fn run(cli: Cli, bins: Binaries) -> Result<()> {
-    let sizes = if cli.quick {
+    let mut sizes = if cli.quick {
         Sizes::quick()
     } else {
         Sizes::full()
     };
+    if let Some(n) = cli.s5_webhooks {
+        sizes.s5_webhooks = n;
+    }
+    let server_env = cli
+        .server_env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("--server-env {kv}: expected KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let load_start = machine::load_average();
     let mode = if cli.quick { "quick" } else { "full" };
     let machine = machine::describe();
     println!("buildr-bench ({mode}) on {machine}");
@@ -96,7 +115,8 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
         .prefix("buildr-bench-")
         .tempdir()
         .context("cannot make a work dir")?;
-    let receiver_proc = Receiver::start(&bins.receiver, 5_000)?;
+    // Longer than the server's delivery timeout (15 s), so S7's bad receiver really times out.
+    let receiver_proc = Receiver::start(&bins.receiver, 20_000)?;
     let receiver = ReceiverApi::new(api::client(8), &receiver_proc.base);
 
     println!("measuring the machine's limits (L-disk, L-http)…");
@@ -119,6 +139,7 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
         baselines,
         work_dir: work.path().to_path_buf(),
         perf_dir: cli.perf.clone(),
+        server_env,
     };
 
     let mut rows: Vec<Row> = Vec::new();
@@ -146,11 +167,20 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
         }
         println!("{}", row.line());
         rows.push(row);
-        report::write_json(&cli.out, &machine, mode, &rows)?;
+        report::write_json(
+            &cli.out,
+            &machine,
+            mode,
+            [&load_start, &machine::load_average()],
+            &rows,
+        )?;
     }
     drop(receiver_proc);
     println!("\nresults: {}\n", display(&cli.out));
-    println!("Machine: {machine}\n");
+    println!(
+        "Machine: {machine}; load average at start {load_start}, at end {}\n",
+        machine::load_average()
+    );
     print!("{}", report::markdown(&rows));
     Ok(())
 }

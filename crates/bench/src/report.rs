@@ -97,17 +97,26 @@ pub fn num(v: f64) -> String {
 struct Results<'a> {
     machine: &'a str,
     mode: &'a str,
+    /// 1/5/15-minute load averages at the start and at the end of the run.
+    load_average: [&'a str; 2],
     scenarios: &'a [Row],
 }
 
-/// Writes `{"machine", "mode", "scenarios": [...]}` to `path` (creating its directory).
-pub fn write_json(path: &Path, machine: &str, mode: &str, rows: &[Row]) -> Result<()> {
+/// Writes `{"machine", "mode", "load_average", "scenarios": [...]}` to `path` (creating its directory).
+pub fn write_json(
+    path: &Path,
+    machine: &str,
+    mode: &str,
+    load_average: [&str; 2],
+    rows: &[Row],
+) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let text = serde_json::to_string_pretty(&Results {
         machine,
         mode,
+        load_average,
         scenarios: rows,
     })
     .context("cannot encode results")?;

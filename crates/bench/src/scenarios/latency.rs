@@ -19,6 +19,9 @@ pub async fn s4(ctx: &Ctx) -> Result<Row> {
     )
     .await?;
     let base = summarize(base_lat);
+    let fsync = summarize(baseline::l_disk_flush_latencies(
+        sz.s4_per_second.min(1_000),
+    )?);
 
     let (mut server, api) = ctx.fresh_server("s4", &[]).await?;
     for n in 0..sz.s4_webhooks {
@@ -58,6 +61,8 @@ pub async fn s4(ctx: &Ctx) -> Result<Row> {
     .extra("samples", ours.count)
     .extra("baseline_p50_ms", base.p50_ms)
     .extra("baseline_p999_ms", base.p999_ms)
+    .extra("flush_p50_ms", fsync.p50_ms)
+    .extra("flush_p99_ms", fsync.p99_ms)
     .extra("delivered", delivered)
     .extra("complete", done.is_some())
     .extra("publish_seconds", published.elapsed.as_secs_f64())

@@ -104,6 +104,8 @@ pub struct Ctx {
     pub work_dir: PathBuf,
     /// `--perf DIR`: each scenario's server is profiled into `DIR/<name>.perf.data`.
     pub perf_dir: Option<PathBuf>,
+    /// `--server-env`: added to every server's environment.
+    pub server_env: Vec<(String, String)>,
 }
 
 impl Ctx {
@@ -114,7 +116,13 @@ impl Ctx {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot clear {}", dir.display()))?;
         }
-        let mut server = Server::start(&self.bins, &dir, env)?;
+        let mut all: Vec<(&str, &str)> = self
+            .server_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        all.extend_from_slice(env);
+        let mut server = Server::start(&self.bins, &dir, &all)?;
         let api = Api::new(crate::api::client(512), &server.base, ADMIN_TOKEN);
         api.wait_ready(Duration::from_secs(60)).await?;
         if let Some(perf_dir) = &self.perf_dir {
