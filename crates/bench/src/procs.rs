@@ -191,6 +191,16 @@ impl Server {
         }
     }
 
+    /// CPU seconds (user + system) used so far by the whole server and by its main thread (where the
+    /// engine's actors and the dispatcher run), from `/proc/<pid>/stat` and `/proc/<pid>/task/<pid>/stat`.
+    pub fn cpu_seconds(&self) -> Result<CpuTime> {
+        let pid = self.pid().context("the server is not running")?;
+        Ok(CpuTime {
+            process: stat_cpu(&format!("/proc/{pid}/stat"))?,
+            main_thread: stat_cpu(&format!("/proc/{pid}/task/{pid}/stat"))?,
+        })
+    }
+
     /// SIGKILL: what a crash looks like.
     pub fn kill9(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {
@@ -231,6 +241,41 @@ impl Server {
         child.wait().context("cannot reap the server")?;
         bail!("the server did not stop within {grace:?} of SIGTERM")
     }
+}
+
+/// CPU seconds of the server: all threads, and the main thread alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
+    pub process: f64,
+    pub main_thread: f64,
+}
+
+impl CpuTime {
+    /// CPU used between `earlier` and `self`.
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            process: self.process - earlier.process,
+            main_thread: self.main_thread - earlier.main_thread,
+        }
+    }
+}
+
+/// utime + stime of a `/proc/.../stat` file, in seconds (the kernel's USER_HZ is 100 on Linux).
+fn stat_cpu(path: &str) -> Result<f64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    // Fields after the `(comm)`, which may itself hold spaces: state is field 3, utime 14, stime 15.
+    let after = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("{path}: no comm"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .with_context(|| format!("{path}: field {} is missing", i + 3))
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 impl Drop for Server {

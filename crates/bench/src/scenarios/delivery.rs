@@ -28,6 +28,7 @@ pub async fn s2(ctx: &Ctx) -> Result<Row> {
     api.create_webhook(&ctx.url("hook", 0), NO_RATE_LIMIT)
         .await?;
     ctx.receiver.reset().await?;
+    let cpu0 = server.cpu_seconds()?;
     let started = Instant::now();
     let published = load::run(sz.s2_events, sz.clients, Duration::from_secs(300), |i| {
         let api = &api;
@@ -38,6 +39,7 @@ pub async fn s2(ctx: &Ctx) -> Result<Row> {
         .receiver
         .wait_hook(published.ok, started + DELIVERY_DEADLINE)
         .await?;
+    let cpu = server.cpu_seconds()?.since(cpu0);
     server.kill9()?;
     let elapsed = done.unwrap_or_else(Instant::now) - started;
     let rate = delivered.min(published.ok) as f64 / elapsed.as_secs_f64();
@@ -57,19 +59,16 @@ pub async fn s2(ctx: &Ctx) -> Result<Row> {
     .extra("delivered", delivered)
     .extra("complete", done.is_some())
     .extra("publish_events_per_s", published.rate())
+    .extra("server_cpu_s", cpu.process)
+    .extra("server_main_thread_cpu_s", cpu.main_thread)
     .extra("errors", published.errors)
     .extra("first_error", published.first_error)
     .extra("seconds", elapsed.as_secs_f64()))
 }
 
 /// Fan-out: `healthy` webhooks on `/hook/*` and `bad` on `/slow/*`; publish, wait for every healthy
-/// delivery; returns (deliveries/s to the healthy ones, delivered, complete, slow requests seen, publish).
-async fn fan_out(
-    ctx: &Ctx,
-    name: &str,
-    healthy: u64,
-    bad: u64,
-) -> Result<(f64, u64, bool, u64, load::LoadResult)> {
+/// delivery.
+async fn fan_out(ctx: &Ctx, name: &str, healthy: u64, bad: u64) -> Result<FanOut> {
     let events = ctx.sizes.s3_events;
     let (mut server, api) = ctx.fresh_server(name, &[]).await?;
     ctx.create_webhooks(&api, healthy + bad, NO_RATE_LIMIT, |n| {
@@ -81,6 +80,7 @@ async fn fan_out(
     })
     .await?;
     ctx.receiver.reset().await?;
+    let cpu0 = server.cpu_seconds()?;
     let started = Instant::now();
     let published = publish_in_batches(&api, events).await;
     let events_in = if published.errors == 0 {
@@ -94,18 +94,51 @@ async fn fan_out(
         .wait_hook(want, started + DELIVERY_DEADLINE)
         .await?;
     let slow = ctx.receiver.stats().await?.slow;
+    let cpu = server.cpu_seconds()?.since(cpu0);
     server.kill9()?;
     let elapsed = done.unwrap_or_else(Instant::now) - started;
-    let rate = delivered.min(want) as f64 / elapsed.as_secs_f64();
-    Ok((rate, delivered, done.is_some(), slow, published))
+    Ok(FanOut {
+        rate: delivered.min(want) as f64 / elapsed.as_secs_f64(),
+        delivered,
+        complete: done.is_some(),
+        slow,
+        published,
+        cpu,
+        seconds: elapsed.as_secs_f64(),
+    })
+}
+
+struct FanOut {
+    /// Deliveries per second to the healthy webhooks.
+    rate: f64,
+    delivered: u64,
+    complete: bool,
+    /// Requests the timing-out receiver saw.
+    slow: u64,
+    published: load::LoadResult,
+    cpu: crate::procs::CpuTime,
+    seconds: f64,
+}
+
+impl FanOut {
+    fn extras(self, row: Row) -> Row {
+        row.extra("delivered", self.delivered)
+            .extra("complete", self.complete)
+            .extra("seconds", self.seconds)
+            .extra("server_cpu_s", self.cpu.process)
+            .extra("server_main_thread_cpu_s", self.cpu.main_thread)
+            .extra("errors", self.published.errors)
+            .extra("first_error", self.published.first_error)
+    }
 }
 
 pub async fn s3(ctx: &Ctx) -> Result<Row> {
     let sz = &ctx.sizes;
-    let (rate, delivered, complete, _, published) = fan_out(ctx, "s3", sz.s3_webhooks, 0).await?;
+    let f = fan_out(ctx, "s3", sz.s3_webhooks, 0).await?;
+    let rate = f.rate;
     // The ceiling for any sender: the better of the two concurrencies measured.
     let base = ctx.baselines.http_many.max(ctx.baselines.http_one);
-    Ok(Row::new(
+    let row = Row::new(
         "S3",
         &format!(
             "fan-out: {} webhooks x {} events",
@@ -115,18 +148,15 @@ pub async fn s3(ctx: &Ctx) -> Result<Row> {
         "deliveries/s",
     )
     .baseline("L-http, best of 32/256 in flight", base)
-    .target(">= 50% of L-http", rate >= 0.5 * base)
-    .extra("delivered", delivered)
-    .extra("complete", complete)
-    .extra("errors", published.errors)
-    .extra("first_error", published.first_error))
+    .target(">= 50% of L-http", rate >= 0.5 * base);
+    Ok(f.extras(row))
 }
 
 pub async fn s7(ctx: &Ctx, s3_rate: f64) -> Result<Row> {
     let sz = &ctx.sizes;
     let half = sz.s3_webhooks / 2;
-    let (rate, delivered, complete, slow, published) =
-        fan_out(ctx, "s7", half, sz.s3_webhooks - half).await?;
+    let f = fan_out(ctx, "s7", half, sz.s3_webhooks - half).await?;
+    let (rate, slow) = (f.rate, f.slow);
     let mut row = Row::new(
         "S7",
         &format!(
@@ -141,10 +171,5 @@ pub async fn s7(ctx: &Ctx, s3_rate: f64) -> Result<Row> {
             .baseline("S3, same run", s3_rate)
             .target(">= 90% of S3", rate >= 0.9 * s3_rate);
     }
-    Ok(row
-        .extra("delivered", delivered)
-        .extra("complete", complete)
-        .extra("timed_out_requests", slow)
-        .extra("errors", published.errors)
-        .extra("first_error", published.first_error))
+    Ok(f.extras(row.extra("timed_out_requests", slow)))
 }
