@@ -137,8 +137,5 @@ async fn embedded_engine_publishes_delivers_and_rebuilds_from_its_log() {
     let live = engine.projection().unwrap().clone();
     let rebuilt = engine.rebuild_projection().unwrap();
     assert_eq!(rebuilt, live);
-    assert_eq!(
-        rebuilt.webhook_by_id(&wh.id).unwrap().webhook.disabled,
-        true
-    );
+    assert!(rebuilt.webhook_by_id(&wh.id).unwrap().webhook.disabled);
 }
