@@ -35,7 +35,7 @@ impl AppState {
 
 /// Registers every route. Use inside `App::new().configure(...)` with `web::Data<AppState>` set.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use routes::{events, ops, webhooks};
+    use routes::{deliveries, events, ops, webhooks};
     cfg.app_data(
         web::QueryConfig::default()
             .error_handler(|e, _| ApiError::bad_request(format!("bad query string: {e}")).into()),
@@ -65,6 +65,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/webhooks/{id}/secret/rotate",
                 web::post().to(webhooks::rotate),
+            )
+            .route("/webhooks/{id}/deliveries", web::get().to(deliveries::list))
+            .route(
+                "/webhooks/{id}/deliveries/{event_id}/attempts",
+                web::get().to(deliveries::attempts),
+            )
+            .route("/webhooks/{id}/replay", web::post().to(deliveries::replay))
+            .route(
+                "/webhooks/{id}/replays/{replay_id}",
+                web::get().to(deliveries::replay_status),
             )
             .service(
                 web::resource("/events")

@@ -2,6 +2,8 @@
 //! writes it as one atomic, fsynced sled batch (group commit), then applies the batch to the projection,
 //! answers the callers (a `202` is only ever sent after this), and hands the effects to the router.
 
+use crate::checkpoint;
+use crate::indexer::IndexWriter;
 use crate::projection::{Effect, IdempotencyEntry, Projection};
 use crate::router::{Effects, Router};
 use actix::prelude::*;
@@ -63,12 +65,27 @@ struct Pending {
     reply: Option<oneshot::Sender<Result<Submitted, SubmitError>>>,
 }
 
+/// When the LogActor writes a projection checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    /// After this many records since the last one…
+    pub every_records: u64,
+    /// …or this long, if anything changed.
+    pub interval: Duration,
+}
+
 pub struct LogActor {
     log: Arc<EventLog>,
     projection: Arc<RwLock<Projection>>,
     router: Option<Addr<Router>>,
+    indexer: IndexWriter,
     queue: Vec<Pending>,
     flushing: bool,
+    checkpointing: bool,
+    checkpointed_seq: u64,
+    checkpoint_policy: CheckpointPolicy,
+    /// Callers waiting for a clean stop (queue written, checkpoint saved).
+    stopping: Vec<oneshot::Sender<()>>,
     idempotency_ttl: Duration,
     stats: Arc<LogStats>,
 }
@@ -77,6 +94,9 @@ impl LogActor {
     pub fn new(
         log: Arc<EventLog>,
         projection: Arc<RwLock<Projection>>,
+        indexer: IndexWriter,
+        checkpointed_seq: u64,
+        checkpoint_policy: CheckpointPolicy,
         idempotency_ttl: Duration,
         stats: Arc<LogStats>,
     ) -> Self {
@@ -84,8 +104,13 @@ impl LogActor {
             log,
             projection,
             router: None,
+            indexer,
             queue: Vec::new(),
             flushing: false,
+            checkpointing: false,
+            checkpointed_seq,
+            checkpoint_policy,
+            stopping: Vec::new(),
             idempotency_ttl,
             stats,
         }
@@ -133,7 +158,8 @@ impl LogActor {
         }
         self.queue = deferred;
         if to_write.is_empty() {
-            return self.flush(ctx);
+            self.flush(ctx);
+            return self.after_flush(ctx);
         }
         self.flushing = true;
         let log = self.log.clone();
@@ -164,6 +190,61 @@ impl LogActor {
                 }
             }
             act.flush(ctx);
+            act.after_flush(ctx);
+        }));
+    }
+
+    /// Writes a checkpoint when one is due (or when stopping), once nothing is being written.
+    fn after_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing {
+            return;
+        }
+        let last = self.log.last_seq();
+        let due = last >= self.checkpointed_seq + self.checkpoint_policy.every_records;
+        if due || !self.stopping.is_empty() {
+            self.checkpoint(ctx);
+        }
+    }
+
+    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
+        if self.checkpointing {
+            return;
+        }
+        let (seq, bytes) = {
+            let p = self.projection.read();
+            if p.last_seq == self.checkpointed_seq {
+                (p.last_seq, None)
+            } else {
+                (p.last_seq, Some(checkpoint::encode(&p)))
+            }
+        };
+        self.checkpointing = true;
+        let log = self.log.clone();
+        let indexer = self.indexer.clone();
+        let write = actix_rt::task::spawn_blocking(move || {
+            // The index is caught up first, so a clean stop leaves nothing to redo.
+            indexer.sync();
+            match bytes {
+                Some(b) => log.save_checkpoint(seq, &b),
+                None => log.flush(),
+            }
+        });
+        ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
+            act.checkpointing = false;
+            match res {
+                Ok(Ok(())) => {
+                    tracing::debug!(seq, "projection checkpoint saved");
+                    act.checkpointed_seq = seq;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "saving a projection checkpoint failed"),
+                Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
+            }
+            if !act.stopping.is_empty() && act.queue.is_empty() && !act.flushing {
+                for done in act.stopping.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+            act.after_flush(ctx);
         }));
     }
 
@@ -178,12 +259,17 @@ impl LogActor {
 
     fn apply(&mut self, first: u64, records: &[Record]) {
         let mut effects: Vec<Effect> = Vec::new();
+        let mut ops = Vec::new();
         {
             let mut projection = self.projection.write();
             for (i, r) in records.iter().enumerate() {
-                effects.extend(projection.apply(first + i as u64, r));
+                let seq = first + i as u64;
+                let e = projection.apply(seq, r);
+                crate::indexer::ops(seq, r, &e, &mut ops);
+                effects.extend(e);
             }
         }
+        self.indexer.apply(ops, first + records.len() as u64 - 1);
         if let (Some(router), false) = (&self.router, effects.is_empty()) {
             router.do_send(Effects(effects));
         }
@@ -198,6 +284,11 @@ impl Actor for LogActor {
         ctx.run_interval(Duration::from_secs(60), |act, _| {
             let cutoff = act.cutoff();
             act.projection.write().expire_idempotency(cutoff);
+        });
+        ctx.run_interval(self.checkpoint_policy.interval, |act, ctx| {
+            if !act.flushing && act.log.last_seq() > act.checkpointed_seq {
+                act.checkpoint(ctx);
+            }
         });
     }
 }
@@ -226,6 +317,25 @@ impl Handler<Submit> for LogActor {
         });
         self.flush(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(SubmitError::Stopped)) })
+    }
+}
+
+/// Write what is queued, save a checkpoint, then answer: a clean stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for LogActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.stopping.push(tx);
+        self.flush(ctx);
+        self.after_flush(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

@@ -50,12 +50,18 @@ impl Default for ServerSection {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     pub path: PathBuf,
+    /// Extension: write a projection checkpoint after this many records…
+    pub checkpoint_every: u64,
+    /// …or after this long if anything changed (and always on a clean stop).
+    pub checkpoint_interval: HumanDuration,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
         Self {
             path: PathBuf::from("./data"),
+            checkpoint_every: 100_000,
+            checkpoint_interval: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -242,6 +248,12 @@ impl Config {
                 max_in_flight: d.max_in_flight,
             },
             idempotency_ttl: self.ingest.idempotency_ttl.0,
+            checkpoint_every: self.storage.checkpoint_every.max(1),
+            checkpoint_interval: self
+                .storage
+                .checkpoint_interval
+                .0
+                .max(Duration::from_millis(100)),
         }
     }
 }

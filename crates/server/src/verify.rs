@@ -17,7 +17,19 @@ pub fn run(config_path: Option<&Path>) -> Result<()> {
         println!("cut torn records at the tail: {:?}", report.truncated);
     }
     let (projection, records) =
-        buildr_engine::projection_rebuild(&log).context("the log does not replay")?;
+        buildr_engine::full_replay(&log).context("the log does not replay")?;
+    // The checkpoint (if any) plus the tail must give exactly what the full replay gives.
+    let (restored, rebuilt) = buildr_engine::checkpoint::restore(&log, |_, _, _| {})
+        .context("the log does not replay")?;
+    if let Some(seq) = rebuilt.from_checkpoint {
+        if restored != projection {
+            anyhow::bail!("the projection checkpoint at seq {seq} plus the log tail differs from a full replay");
+        }
+        println!(
+            "checkpoint at seq {seq} plus {} tail records matches the full replay",
+            rebuilt.replayed
+        );
+    }
     println!(
         "ok: {records} records (last seq {}), {} webhooks, {} undelivered",
         log.last_seq(),
