@@ -302,3 +302,84 @@ fn kill_9_soak_loses_nothing() {
     let (code, out) = verify(&s);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn retention_removes_finished_old_events_and_keeps_the_rest() {
+    let mut s = Server::builder()
+        .env("BUILDR_RETENTION__EVENTS", "1s")
+        .env("BUILDR_RETENTION__INTERVAL", "200ms")
+        .env("BUILDR_DELIVERY__RETRY_SCHEDULE", "1h")
+        .start();
+    let rx = Receiver::start();
+    let hook = |path: &str, t: &str| {
+        let (st, v) = s.call(
+            "POST",
+            "/webhooks",
+            Some(
+                json!({"webhook": {"url": rx.url(path), "filter_types": [t], "rate_limit": 60000}}),
+            ),
+        );
+        assert_eq!(st, 201, "{v}");
+        v["webhook"]["id"].as_str().unwrap().to_owned()
+    };
+    let ok = hook("/ok", "contact.create");
+    let down = hook("/down", "company.create");
+    rx.answer_path("/down", buildr_e2e::receiver::Reply::status(500));
+    let delivered: Vec<String> = (0..5)
+        .map(|i| publish(&s, i)["id"].as_str().unwrap().to_owned())
+        .collect();
+    let (_, v) = s.call(
+        "POST",
+        "/events",
+        Some(json!({"event": {"type": "company.create", "data": {"id": 77, "url": "https://x.example/77"}}})),
+    );
+    let stuck = v["event"]["id"].as_str().unwrap().to_owned();
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/ok") == 5
+        && rx.count("/down") == 1));
+
+    // Past the retention period the delivered events go; the undelivered one stays.
+    assert!(
+        wait_until(Duration::from_secs(15), || event_ids(&s)
+            == vec![stuck.clone()]),
+        "events now: {:?}",
+        event_ids(&s)
+    );
+    let rows = |id: &str| {
+        s.call("GET", &format!("/webhooks/{id}/deliveries"), None).1["deliveries"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || rows(&ok) == 0),
+        "their delivery records go too"
+    );
+    assert_eq!(rows(&down), 1, "the undelivered event's record stays");
+    let (_, v) = s.call(
+        "POST",
+        &format!("/webhooks/{ok}/replay"),
+        Some(json!({"from_seq": 1})),
+    );
+    assert_eq!(
+        v["replay"]["events"], 0,
+        "nothing of the removed events is left to replay"
+    );
+
+    // Seq order is kept: a new event comes after everything ever published.
+    let max_old = s.call("GET", "/events", None).1["events"][0]["seq"]
+        .as_u64()
+        .unwrap();
+    let fresh = publish(&s, 100);
+    assert!(fresh["seq"].as_u64().unwrap() > max_old);
+    assert!(!delivered.contains(&fresh["id"].as_str().unwrap().to_owned()));
+    s.kill9();
+    s.start_again();
+    let now = event_ids(&s);
+    assert!(
+        now.contains(&stuck) && now.contains(&fresh["id"].as_str().unwrap().to_owned()),
+        "{now:?}"
+    );
+    s.stop();
+    let (code, out) = verify(&s);
+    assert_eq!(code, 0, "{out}");
+}

@@ -51,6 +51,7 @@ pub fn event_at(log: &EventLog, seq: u64) -> Option<(EventId, EventType)> {
 
 enum Job {
     Apply(Vec<IndexOp>, u64),
+    Forget(std::collections::HashSet<u64>, Vec<EventId>),
     Sync(std::sync::mpsc::Sender<()>),
 }
 
@@ -71,6 +72,11 @@ impl IndexWriter {
                             tracing::error!(error = %e, seq, "delivery index update failed; it is rebuilt from the log on restart");
                         }
                     }
+                    Job::Forget(seqs, ids) => {
+                        if let Err(e) = log.index().forget(&seqs, &ids) {
+                            tracing::warn!(error = %e, "could not drop compacted events from the delivery index");
+                        }
+                    }
                     Job::Sync(done) => {
                         let _ = done.send(());
                     }
@@ -88,6 +94,11 @@ impl IndexWriter {
         if !ops.is_empty() {
             let _ = self.tx.send(Job::Apply(ops, applied_seq));
         }
+    }
+
+    /// Drops the rows of events that retention removed from the log.
+    pub fn forget(&self, seqs: std::collections::HashSet<u64>, ids: Vec<EventId>) {
+        let _ = self.tx.send(Job::Forget(seqs, ids));
     }
 
     /// Blocks until everything sent before is applied.

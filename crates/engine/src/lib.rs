@@ -16,6 +16,7 @@ pub mod indexer;
 pub mod log_actor;
 pub mod projection;
 pub mod replay;
+pub mod retention;
 pub mod router;
 pub mod subscription;
 pub mod target;

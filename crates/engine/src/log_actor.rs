@@ -65,6 +65,16 @@ struct Pending {
     reply: Option<oneshot::Sender<Result<Submitted, SubmitError>>>,
 }
 
+/// The LogActor's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSettings {
+    pub checkpoint: CheckpointPolicy,
+    pub idempotency_ttl: Duration,
+    /// Finished events older than this are compacted away (`None`: never).
+    pub retention: Option<Duration>,
+    pub retention_interval: Duration,
+}
+
 /// When the LogActor writes a projection checkpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckpointPolicy {
@@ -83,10 +93,10 @@ pub struct LogActor {
     flushing: bool,
     checkpointing: bool,
     checkpointed_seq: u64,
-    checkpoint_policy: CheckpointPolicy,
+    compacting: bool,
+    settings: LogSettings,
     /// Callers waiting for a clean stop (queue written, checkpoint saved).
     stopping: Vec<oneshot::Sender<()>>,
-    idempotency_ttl: Duration,
     stats: Arc<LogStats>,
 }
 
@@ -96,8 +106,7 @@ impl LogActor {
         projection: Arc<RwLock<Projection>>,
         indexer: IndexWriter,
         checkpointed_seq: u64,
-        checkpoint_policy: CheckpointPolicy,
-        idempotency_ttl: Duration,
+        settings: LogSettings,
         stats: Arc<LogStats>,
     ) -> Self {
         Self {
@@ -109,9 +118,9 @@ impl LogActor {
             flushing: false,
             checkpointing: false,
             checkpointed_seq,
-            checkpoint_policy,
+            compacting: false,
+            settings,
             stopping: Vec::new(),
-            idempotency_ttl,
             stats,
         }
     }
@@ -119,7 +128,7 @@ impl LogActor {
     fn cutoff(&self) -> Timestamp {
         Timestamp::from_millis(
             Timestamp::now().as_millis()
-                - i64::try_from(self.idempotency_ttl.as_millis()).unwrap_or(i64::MAX),
+                - i64::try_from(self.settings.idempotency_ttl.as_millis()).unwrap_or(i64::MAX),
         )
     }
 
@@ -200,7 +209,7 @@ impl LogActor {
             return;
         }
         let last = self.log.last_seq();
-        let due = last >= self.checkpointed_seq + self.checkpoint_policy.every_records;
+        let due = last >= self.checkpointed_seq + self.settings.checkpoint.every_records;
         if due || !self.stopping.is_empty() {
             self.checkpoint(ctx);
         }
@@ -248,6 +257,46 @@ impl LogActor {
         }));
     }
 
+    /// Retention: removes finished events older than the retention period (see [`crate::retention`]).
+    fn compact(&mut self, ctx: &mut Context<Self>) {
+        let Some(retention) = self.settings.retention else {
+            return;
+        };
+        if self.compacting {
+            return;
+        }
+        self.compacting = true;
+        let keep = self.projection.read().retention_keep();
+        let cutoff = Timestamp::from_millis(
+            Timestamp::now().as_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+        );
+        let log = self.log.clone();
+        let indexer = self.indexer.clone();
+        let work = actix_rt::task::spawn_blocking(move || {
+            let plan = crate::retention::plan(&log, cutoff, &keep)?;
+            let removed = log.remove(&plan.records)?;
+            if !plan.event_seqs.is_empty() {
+                indexer.forget(plan.event_seqs.clone(), plan.event_ids.clone());
+            }
+            Ok::<_, crate::error::EngineError>((removed, plan.event_seqs.len()))
+        });
+        ctx.spawn(work.into_actor(self).map(|res, act, _| {
+            act.compacting = false;
+            match res {
+                Ok(Ok((0, _))) => {}
+                Ok(Ok((records, events))) => {
+                    tracing::info!(
+                        records,
+                        events,
+                        "retention removed finished events older than the retention period"
+                    )
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "retention failed; it runs again later"),
+                Err(e) => tracing::warn!(error = %e, "retention task failed"),
+            }
+        }));
+    }
+
     fn record_stats(&self, records: usize, took: Duration) {
         use std::sync::atomic::Ordering::Relaxed;
         self.stats.batches.fetch_add(1, Relaxed);
@@ -285,7 +334,12 @@ impl Actor for LogActor {
             let cutoff = act.cutoff();
             act.projection.write().expire_idempotency(cutoff);
         });
-        ctx.run_interval(self.checkpoint_policy.interval, |act, ctx| {
+        if self.settings.retention.is_some() {
+            ctx.run_interval(self.settings.retention_interval, |act, ctx| {
+                act.compact(ctx)
+            });
+        }
+        ctx.run_interval(self.settings.checkpoint.interval, |act, ctx| {
             if !act.flushing && act.log.last_seq() > act.checkpointed_seq {
                 act.checkpoint(ctx);
             }

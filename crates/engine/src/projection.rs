@@ -309,6 +309,21 @@ impl Projection {
         })
     }
 
+    /// What retention must keep: every undelivered seq, and the webhooks failing now.
+    pub fn retention_keep(&self) -> crate::retention::Keep {
+        let mut keep = crate::retention::Keep::default();
+        for e in self.webhooks.values() {
+            keep.pending.extend(e.pending.keys().copied());
+            if e.failing_since.is_some() {
+                keep.failing.insert(e.webhook.id.clone());
+            }
+        }
+        for r in self.replays.values() {
+            keep.pending.extend(r.remaining.iter().copied());
+        }
+        keep
+    }
+
     pub fn webhook_count(&self) -> usize {
         self.webhooks.len()
     }

@@ -222,6 +222,36 @@ impl DeliveryIndex {
             .collect()
     }
 
+    /// Forgets everything about the events at `seqs` (retention removed them from the log).
+    pub fn forget(
+        &self,
+        seqs: &std::collections::HashSet<u64>,
+        ids: &[EventId],
+    ) -> Result<usize, LogError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for tag in [b'r', b'a'] {
+            for item in self.tree.scan_prefix([tag]) {
+                let (k, _) = item?;
+                // Row keys end in the seq; attempt keys in seq then the attempt record's seq.
+                let seq = if tag == b'r' {
+                    seq_suffix(&k)
+                } else {
+                    k.len().checked_sub(8).and_then(|e| seq_suffix(&k[..e]))
+                };
+                if seq.is_some_and(|s| seqs.contains(&s)) {
+                    batch.remove(k);
+                    n += 1;
+                }
+            }
+        }
+        for id in ids {
+            batch.remove(event_key(id));
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
+    }
+
     /// Seqs of `webhook`'s deliveries that are `failed`, in `from..to`.
     pub fn failed_in(&self, webhook: &WebhookId, from: u64, to: u64) -> Result<Vec<u64>, LogError> {
         let mut out = Vec::new();

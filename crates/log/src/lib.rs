@@ -107,6 +107,21 @@ impl EventLog {
         Ok(first)
     }
 
+    /// Removes records (retention). Never the last one: the next seq must stay above every seq ever
+    /// used, and it is derived from the last record on open.
+    pub fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
+        let last = self.last_seq();
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for &seq in seqs.iter().filter(|&&s| s < last) {
+            batch.remove(&key(seq));
+            n += 1;
+        }
+        self.records.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(n)
+    }
+
     /// Appends bytes as they are, bypassing encoding (tests and tools that need a damaged record).
     #[doc(hidden)]
     pub fn append_raw_for_tests(&self, bytes: &[u8]) -> Result<u64, LogError> {

@@ -24,9 +24,7 @@ pub struct Config {
     pub delivery: DeliverySection,
     #[serde(default)]
     pub ingest: IngestSection,
-    /// Accepted per API.md; compaction of old events is not built yet (issue 3), so nothing reads it.
     #[serde(default)]
-    #[allow(dead_code)]
     pub retention: RetentionSection,
     #[serde(default)]
     pub log: LogSection,
@@ -143,13 +141,17 @@ impl Default for IngestSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSection {
+    /// Finished events older than this are removed from the log ("0s": kept for ever).
     pub events: HumanDuration,
+    /// Extension: how often retention runs.
+    pub interval: HumanDuration,
 }
 
 impl Default for RetentionSection {
     fn default() -> Self {
         Self {
             events: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
+            interval: HumanDuration(Duration::from_secs(3600)),
         }
     }
 }
@@ -254,6 +256,8 @@ impl Config {
                 .checkpoint_interval
                 .0
                 .max(Duration::from_millis(100)),
+            retention: Some(self.retention.events.0).filter(|d| !d.is_zero()),
+            retention_interval: self.retention.interval.0.max(Duration::from_millis(100)),
         }
     }
 }

@@ -7,7 +7,8 @@ use crate::dispatcher::Dispatcher;
 use crate::error::EngineError;
 use crate::indexer::{self, IndexWriter};
 use crate::log_actor::{
-    CheckpointPolicy, IdempotencyGuard, LogActor, LogStats, SetRouter, Shutdown, Submit, Submitted,
+    CheckpointPolicy, IdempotencyGuard, LogActor, LogSettings, LogStats, SetRouter, Shutdown,
+    Submit, Submitted,
 };
 use crate::projection::Projection;
 use crate::router::{ActiveSubscriptions, Router};
@@ -142,9 +143,14 @@ impl Engine {
 
         let cfg = &self.inner.config;
         let projection = self.inner.projection.clone();
-        let policy = CheckpointPolicy {
-            every_records: cfg.checkpoint_every.max(1),
-            interval: cfg.checkpoint_interval,
+        let settings = LogSettings {
+            checkpoint: CheckpointPolicy {
+                every_records: cfg.checkpoint_every.max(1),
+                interval: cfg.checkpoint_interval,
+            },
+            idempotency_ttl: cfg.idempotency_ttl,
+            retention: cfg.retention,
+            retention_interval: cfg.retention_interval,
         };
         let indexer = IndexWriter::start(self.inner.log.clone());
         let log_actor = LogActor::create(|_| {
@@ -153,8 +159,7 @@ impl Engine {
                 projection.clone(),
                 indexer,
                 checkpointed_seq,
-                policy,
-                cfg.idempotency_ttl,
+                settings,
                 self.inner.stats.clone(),
             )
         });
