@@ -46,19 +46,14 @@ pub fn plan(log: &EventLog, cutoff: Timestamp, keep: &Keep) -> Result<Plan, Engi
                     plan.event_ids.push(e.id);
                 }
             }
-            Record::DeliveryAttempted(a) => {
+            Record::DeliveryAttempted(a)
                 if a.at < cutoff
                     && !keep.pending.contains(&a.seq)
-                    && !keep.failing.contains(&a.webhook)
-                {
-                    plan.records.push(seq);
-                }
+                    && !keep.failing.contains(&a.webhook) =>
+            {
+                plan.records.push(seq);
             }
-            Record::IdempotencyKeyUsed(i) => {
-                if i.at < cutoff {
-                    plan.records.push(seq);
-                }
-            }
+            Record::IdempotencyKeyUsed(i) if i.at < cutoff => plan.records.push(seq),
             _ => {}
         }
     }
