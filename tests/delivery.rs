@@ -359,3 +359,45 @@ fn offline_replay_is_carried_out_by_the_next_serve() {
     assert!(wait_until(Duration::from_secs(10), || rx.count("/off") == 2));
     assert_eq!(ids_at(&rx, "/off")[1], e["id"].as_str().unwrap());
 }
+
+#[test]
+fn a_test_event_reaches_only_its_webhook_and_is_not_listed() {
+    let s = Server::start();
+    let rx = Receiver::start();
+    let id = create(
+        &s,
+        rx.url("/t"),
+        json!({"filter_types": ["contact.create"]}),
+    );
+    create(&s, rx.url("/bystander"), json!({}));
+    let (st, v) = s.call(
+        "POST",
+        &format!("/webhooks/{id}/test"),
+        Some(json!({"type": "company.update"})),
+    );
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(v["event"]["type"], "company.update");
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/t") == 1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.count("/bystander"), 0, "delivered to this webhook only");
+    let got = &rx.at("/t")[0];
+    assert_eq!(got.header("webhook-id"), v["event"]["id"].as_str().unwrap());
+    assert_eq!(got.json()["type"], "company.update");
+    assert_eq!(
+        s.call("GET", "/events", None).1["events"],
+        json!([]),
+        "test events are not platform events"
+    );
+    let (st, v) = s.call(
+        "POST",
+        &format!("/webhooks/{id}/test"),
+        Some(json!({"type": "deal.create"})),
+    );
+    assert_eq!((st, v["error"]["field"].clone()), (400, json!("type")));
+    let (st, _) = s.call(
+        "POST",
+        "/webhooks/wh_nope/test",
+        Some(json!({"type": "contact.create"})),
+    );
+    assert_eq!(st, 404);
+}

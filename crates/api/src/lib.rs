@@ -66,6 +66,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/webhooks/{id}/secret/rotate",
                 web::post().to(webhooks::rotate),
             )
+            .route("/webhooks/{id}/test", web::post().to(webhooks::send_test))
             .route("/webhooks/{id}/deliveries", web::get().to(deliveries::list))
             .route(
                 "/webhooks/{id}/deliveries/{event_id}/attempts",
