@@ -401,3 +401,49 @@ fn a_test_event_reaches_only_its_webhook_and_is_not_listed() {
     );
     assert_eq!(st, 404);
 }
+
+#[test]
+fn metrics_count_what_happened_and_requests_get_an_id() {
+    let s = Server::start();
+    let rx = Receiver::start();
+    create(&s, rx.url("/m"), json!({}));
+    rx.script(json!(1), vec![Reply::status(500)]);
+    publish(&s, 1);
+    publish(&s, 2);
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/m") == 3));
+    let text = || s.raw("GET", "/metrics", None, &[]).1;
+    let lines = [
+        "buildr_events_published_total 2",
+        "buildr_delivery_attempts_total{outcome=\"succeeded\"} 2",
+        "buildr_delivery_attempts_total{outcome=\"retrying\"} 1",
+        "buildr_retries_scheduled_total 1",
+        "buildr_backlog_deliveries 0",
+        "buildr_webhooks{state=\"enabled\"} 1",
+        "buildr_log_flush_duration_seconds_count",
+        "buildr_delivery_attempt_duration_seconds_bucket",
+        "process_resident_memory_bytes",
+    ];
+    // Counters move when an attempt ends, the backlog gauge once its outcome is durable: wait for all.
+    let all_there = || {
+        let t = text();
+        lines.iter().all(|l| t.contains(l))
+    };
+    assert!(wait_until(Duration::from_secs(10), all_there), "{}", text());
+    let t = text();
+    assert!(!t.contains("wh_"), "no per-webhook labels");
+    let r = ureq::get(&format!("{}/healthz", s.base)).call().unwrap();
+    assert_eq!(
+        r.header("x-request-id").map(str::len),
+        Some(26),
+        "a generated request id"
+    );
+    let r = ureq::get(&format!("{}/healthz", s.base))
+        .set("X-Request-Id", "trace-abc-123")
+        .call()
+        .unwrap();
+    assert_eq!(
+        r.header("x-request-id"),
+        Some("trace-abc-123"),
+        "the caller's id is kept"
+    );
+}

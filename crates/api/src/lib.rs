@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod request_log;
 pub mod routes;
 pub mod views;
 
@@ -46,6 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
+    .route("/metrics", web::get().to(ops::metrics))
     .service(
         web::scope(API_PREFIX)
             .wrap(from_fn(require_ready))
