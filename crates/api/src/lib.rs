@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod request_log;
 pub mod routes;
 pub mod views;
 
@@ -35,7 +36,7 @@ impl AppState {
 
 /// Registers every route. Use inside `App::new().configure(...)` with `web::Data<AppState>` set.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use routes::{events, ops, webhooks};
+    use routes::{deliveries, events, ops, webhooks};
     cfg.app_data(
         web::QueryConfig::default()
             .error_handler(|e, _| ApiError::bad_request(format!("bad query string: {e}")).into()),
@@ -46,6 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
+    .route("/metrics", web::get().to(ops::metrics))
     .service(
         web::scope(API_PREFIX)
             .wrap(from_fn(require_ready))
@@ -65,6 +67,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/webhooks/{id}/secret/rotate",
                 web::post().to(webhooks::rotate),
+            )
+            .route("/webhooks/{id}/test", web::post().to(webhooks::send_test))
+            .route("/webhooks/{id}/deliveries", web::get().to(deliveries::list))
+            .route(
+                "/webhooks/{id}/deliveries/{event_id}/attempts",
+                web::get().to(deliveries::attempts),
+            )
+            .route("/webhooks/{id}/replay", web::post().to(deliveries::replay))
+            .route(
+                "/webhooks/{id}/replays/{replay_id}",
+                web::get().to(deliveries::replay_status),
             )
             .service(
                 web::resource("/events")

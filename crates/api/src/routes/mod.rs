@@ -1,3 +1,4 @@
+pub mod deliveries;
 pub mod events;
 pub mod ops;
 pub mod webhooks;
