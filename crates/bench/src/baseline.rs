@@ -35,6 +35,7 @@ pub fn sample_record(id: i64) -> Vec<u8> {
         event_type: EventType::ContactCreate,
         data: sample_data(id),
         created_at: Timestamp::now(),
+        only_webhook: None,
     }))
 }
 
