@@ -4,7 +4,7 @@
 CARGO ?= cargo
 VERIFIER := tests/verifier
 
-.PHONY: run test build verifier lint fmt clippy bench clean
+.PHONY: run test build verifier lint fmt clippy bench clean fuzz-api
 
 ## Build and start the service on its embedded default: sled under ./data, admin token generated.
 run:
@@ -26,6 +26,11 @@ $(VERIFIER)/node_modules/.installed: $(VERIFIER)/package.json $(VERIFIER)/packag
 test: verifier
 	$(CARGO) build --bin buildr-webhooks
 	$(CARGO) test --workspace --no-fail-fast
+
+## schemathesis against the running server with its own OpenAPI document (100 examples per operation).
+fuzz-api:
+	$(CARGO) build --bin buildr-webhooks
+	tests/fuzz-api/run.sh 100
 
 fmt:
 	$(CARGO) fmt --all -- --check
