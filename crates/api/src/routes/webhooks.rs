@@ -1,6 +1,6 @@
 //! `/webhooks`: create, list, read, change, delete, secret.
 
-use super::int_param;
+use super::{int_param, webhook_id};
 use crate::auth::Caller;
 #[allow(unused_imports)]
 use crate::error::{ApiError, ErrorBody};
@@ -82,11 +82,6 @@ fn not_null<T>(field: &str, v: Option<Option<T>>) -> Result<Option<T>, ApiError>
         Some(Some(x)) => Ok(Some(x)),
         None => Ok(None),
     }
-}
-
-fn webhook_id(raw: &str) -> Result<WebhookId, ApiError> {
-    // An id that cannot exist is simply not found.
-    raw.parse().map_err(|_| ApiError::not_found("webhook"))
 }
 
 #[utoipa::path(post, path = "/api/2023-01/webhooks", tag = "webhooks", request_body = CreateBody, responses((status = 201, description = "Created; the only answer besides GET …/secret that shows the secret", body = WebhookResponse), (status = 400, description = "Invalid request (the field is named)", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Body is not JSON", body = ErrorBody), (status = 503, description = "Starting up or storage unavailable", body = ErrorBody), (status = 422, description = "Refused value, e.g. a private target", body = ErrorBody)))]
