@@ -6,6 +6,7 @@ pub mod auth;
 pub mod developer_page;
 pub mod error;
 pub mod json;
+pub mod request_log;
 pub mod routes;
 pub mod views;
 
@@ -48,6 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(developer_page::configure)
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
+    .route("/metrics", web::get().to(ops::metrics))
     .service(
         web::scope(API_PREFIX)
             .wrap(from_fn(require_ready))
@@ -68,6 +70,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/webhooks/{id}/secret/rotate",
                 web::post().to(webhooks::rotate),
             )
+            .route("/webhooks/{id}/test", web::post().to(webhooks::send_test))
             .route("/webhooks/{id}/deliveries", web::get().to(deliveries::list))
             .route(
                 "/webhooks/{id}/deliveries/{event_id}/attempts",

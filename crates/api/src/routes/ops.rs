@@ -27,3 +27,10 @@ pub async fn event_types(_caller: Caller) -> HttpResponse {
         .collect();
     HttpResponse::Ok().json(json!({ "event_types": types }))
 }
+
+/// Prometheus text. Like `/healthz`, it needs no token: expose it only where operators can reach it.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.engine.metrics_text())
+}

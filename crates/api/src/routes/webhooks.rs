@@ -236,3 +236,27 @@ pub async fn rotate(
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "secret": secret.as_str() })))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestBody {
+    #[serde(rename = "type")]
+    event_type: String,
+}
+
+/// `POST /webhooks/{id}/test`: an example event of the given type, delivered to this webhook only.
+pub async fn send_test(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: StrictJson<TestBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = webhook_id(&path)?;
+    let t: buildr_core::EventType = body
+        .value
+        .event_type
+        .parse()
+        .map_err(|e| ApiError::invalid("type", format!("{e}")))?;
+    let event = state.engine.send_test(&caller.account, &id, t).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "event": crate::views::EventView::new(&event) })))
+}
