@@ -230,17 +230,26 @@ test("the Developer page manages a webhook end to end", async () => {
   const msg = new Webhook(secret).verify(delivered.body, delivered.headers);
   assert.equal(msg.id, 2279);
 
-  // Send a test event: accepted, or (on a server without the route) the error is shown plainly.
+  // Send a test event: accepted and delivered (or, on a server without the route, the error shown plainly).
   await page.locator("#send-test").click();
   const testResult = page.locator("#test-result > *");
   await testResult.first().waitFor();
   const testText = await testResult.first().textContent();
   assert.match(testText, /queued|Could not send a test event/);
+  const testEvent = testText.match(/Test event (evt_\w+) queued/);
+  if (testEvent) {
+    await page.locator(`.dl-row[data-event-id="${testEvent[1]}"][data-status="succeeded"]`).waitFor({ timeout: 20_000 });
+  }
 
-  // Replay the failed ones since an hour ago: none failed, and the page says so.
+  // Replay the failed ones since a day ago: none failed, and the page says so.
   await page.locator("#start-replay").click();
   await page.locator("#replay-status > *").first().waitFor();
-  assert.match(await page.locator("#replay-status").textContent(), /Nothing to replay|Replay rp_/);
+  assert.match(await page.locator("#replay-status").textContent(), /Nothing to replay: no failed deliveries/);
+  // Replay everything since then: the progress is polled until it is done.
+  await page.locator("#replay-only-failed").uncheck();
+  await page.locator("#start-replay").click();
+  await page.locator("#replay-status", { hasText: "finished" }).waitFor({ timeout: 20_000 });
+  assert.match(await page.locator("#replay-status").textContent(), /Replay rp_\w+ finished: \d+ events? sent again/);
   await shot("04-webhook-detail-desktop");
 
   // The status filter: no failed deliveries, said plainly; back to all.
@@ -315,6 +324,23 @@ test("the Developer page manages a webhook end to end", async () => {
   // Sign out: the token leaves sessionStorage and the sign-in form is back.
   await page.locator("#sign-out").click();
   await page.locator("#token").waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+
+  // A raw (non-whsec_) secret: the snippet verifies it in raw format.
+  const raw = await apiCall("POST", "/webhooks", { webhook: { url: receiver.url, secret: "my-raw-secret-123" } });
+  assert.equal(raw.status, 201);
+  await page.locator("#token").fill(ADMIN_TOKEN);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.locator(`#webhook-list a[data-id="${raw.json.webhook.id}"]`).click();
+  await page.locator("#reveal-secret").click();
+  await page.locator("#verify-snippet", { hasText: "my-raw-secret-123" }).waitFor();
+  assert.ok((await page.locator("#verify-snippet").textContent()).includes('new Webhook(secret, {format: "raw"});'));
+
+  // A token that stops working mid-session (revoked, or edited): back to sign-in, with a message.
+  await page.evaluate(() => sessionStorage.setItem("buildr.token", "revoked-token"));
+  await page.reload();
+  await page.locator("#signin-error").waitFor({ state: "visible" });
+  assert.match(await page.locator("#signin-error").textContent(), /no longer accepted/);
   assert.equal(await page.evaluate(() => sessionStorage.length), 0);
 
   assert.deepEqual(pageErrors, [], "the page logged errors");
