@@ -307,13 +307,15 @@ test("the Developer page manages a webhook end to end", async () => {
   await shot("07-form-phone");
   await page.setViewportSize(DESKTOP);
   await page.locator(`a[href="#/"]`).first().click();
+  await page.locator(`#webhook-list a[data-id="${webhookId}"]`).waitFor();
+  await shot("08-webhook-list-desktop");
   await page.locator(`#webhook-list a[data-id="${webhookId}"]`).click();
   await page.locator("#webhook-id").waitFor();
 
   // Delete, after a confirm (cancel first: nothing happens).
   await page.locator("#delete-webhook").click();
   await page.locator("#confirm").waitFor({ state: "visible" });
-  await shot("08-delete-confirm-desktop", { fullPage: false });
+  await shot("09-delete-confirm-desktop", { fullPage: false });
   await page.locator("#confirm-cancel").click();
   assert.equal((await apiCall("GET", `/webhooks/${webhookId}`)).status, 200);
   await page.locator("#delete-webhook").click();
@@ -342,6 +344,8 @@ test("the Developer page manages a webhook end to end", async () => {
   await page.locator("#signin-error").waitFor({ state: "visible" });
   assert.match(await page.locator("#signin-error").textContent(), /no longer accepted/);
   assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  await page.setViewportSize(PHONE);
+  await shot("10-sign-in-phone");
 
   assert.deepEqual(pageErrors, [], "the page logged errors");
 });

@@ -40,7 +40,9 @@ export function deliveriesCard(ctx, webhookId) {
       await Promise.all([...open.keys()].map(loadAttempts));
       draw();
     } catch (err) {
-      if (alive()) mount(list, errorPanel(`Could not load deliveries. ${describe(err)}`, () => refresh()));
+      if (!alive()) return;
+      drawn = "";
+      mount(list, errorPanel(`Could not load deliveries. ${describe(err)}`, () => refresh()));
     }
   }
 
@@ -52,6 +54,7 @@ export function deliveriesCard(ctx, webhookId) {
       pages += 1;
       draw();
     } catch (err) {
+      drawn = "";
       mount(more, errorPanel(describe(err)));
     }
   }
@@ -72,7 +75,13 @@ export function deliveriesCard(ctx, webhookId) {
     if (alive()) draw();
   }
 
+  /** What the list showed last: a refresh that changes nothing leaves the DOM (focus, selection) alone. */
+  let drawn = "";
+
   function draw() {
+    const snapshot = JSON.stringify([status, rows, next, [...open]]);
+    if (snapshot === drawn) return;
+    drawn = snapshot;
     if (!rows.length) {
       const empty = status
         ? `No ${status} deliveries.`

@@ -60,12 +60,16 @@ function relative(d) {
 }
 
 let toastTimer;
+document.addEventListener("click", (e) => {
+  if (e.target instanceof Element && e.target.id === "toast") e.target.hidden = true;
+});
 /** A short message at the bottom of the screen (kind: "ok" | "error"). */
 export function toast(message, kind = "ok") {
   const t = $("#toast");
   t.textContent = message;
   t.className = `toast toast-${kind}`;
   t.hidden = false;
+  t.title = "Click to dismiss";
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { t.hidden = true; }, kind === "error" ? 8000 : 4000);
 }
