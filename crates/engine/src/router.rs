@@ -39,7 +39,7 @@ impl Router {
     fn sync(&mut self, id: &WebhookId) {
         let projection = self.projection.read();
         match projection.webhook_by_id(id) {
-            Some(entry) if !entry.webhook.disabled => match self.subs.get(id) {
+            Some(entry) if !entry.webhook.disabled && !self.deps.config.paused => match self.subs.get(id) {
                 Some(addr) => addr.do_send(Configure(entry.webhook.clone())),
                 None => {
                     let actor = SubscriptionActor::new(entry, self.deps.clone());
