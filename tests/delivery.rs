@@ -454,7 +454,10 @@ fn a_paused_service_stores_everything_and_delivers_after_it_resumes() {
     let data = dir.path().join("data");
     let rx = Receiver::start();
     let (id, e) = {
-        let s = Server::builder().data_dir(&data).env("BUILDR_DELIVERY__PAUSED", "true").start();
+        let s = Server::builder()
+            .data_dir(&data)
+            .env("BUILDR_DELIVERY__PAUSED", "true")
+            .start();
         let id = create(&s, rx.url("/p"), json!({}));
         let e = publish(&s, 5);
         std::thread::sleep(Duration::from_millis(600));
@@ -464,6 +467,15 @@ fn a_paused_service_stores_everything_and_delivers_after_it_resumes() {
     };
     let s = Server::builder().data_dir(&data).start();
     assert!(wait_until(Duration::from_secs(10), || rx.count("/p") == 1));
-    assert_eq!(rx.at("/p")[0].header("webhook-id"), e["id"].as_str().unwrap());
-    assert!(wait_until(Duration::from_secs(5), || deliveries(&s, &id, "?status=succeeded").len() == 1));
+    assert_eq!(
+        rx.at("/p")[0].header("webhook-id"),
+        e["id"].as_str().unwrap()
+    );
+    assert!(wait_until(Duration::from_secs(5), || deliveries(
+        &s,
+        &id,
+        "?status=succeeded"
+    )
+    .len()
+        == 1));
 }
