@@ -6,7 +6,7 @@ VERIFIER := tests/verifier
 UI_TEST := tests/ui
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-ui build verifier ui-deps chromium lint fmt clippy bench clean
+.PHONY: run test test-ui build verifier ui-deps chromium lint fmt clippy bench clean fuzz-api
 
 ## Build and start the service on its embedded default: sled under ./data, admin token generated.
 run:
@@ -49,6 +49,11 @@ test: verifier ui-deps
 	$(CARGO) build --bin buildr-webhooks
 	$(CARGO) test --workspace --no-fail-fast
 	cd $(UI_TEST) && CHROMIUM=$(CHROMIUM) node --test developer-page.test.mjs
+
+## schemathesis against the running server with its own OpenAPI document (100 examples per operation).
+fuzz-api:
+	$(CARGO) build --bin buildr-webhooks
+	tests/fuzz-api/run.sh 100
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -24,14 +24,23 @@ pub struct CreateBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WebhookInput {
+    /// Absolute http(s) URL of a public address, no credentials.
+    #[schema(format = "uri", min_length = 8, max_length = 2048)]
     url: String,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     description: Option<String>,
+    /// Omitted or null: all six types.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<crate::views::EventTypeName>>, min_items = 1, max_items = 6)]
     filter_types: Option<Vec<String>>,
+    /// `whsec_` + base64 of 24-75 bytes, or 6-256 printable ASCII characters; omitted: generated.
     #[serde(default)]
+    #[schema(min_length = 6, max_length = 256)]
     secret: Option<String>,
+    /// Deliveries per minute (default 60).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000000)]
     rate_limit: Option<i64>,
 }
 
@@ -115,7 +124,7 @@ pub async fn create(
     }))
 }
 
-#[utoipa::path(get, path = "/api/2023-01/webhooks", tag = "webhooks", params(("limit" = Option<u32>, Query, description = "1-250, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page of webhooks, oldest first", body = WebhookList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/2023-01/webhooks", tag = "webhooks", params(("limit" = Option<u32>, Query, description = "1-250, default 50", minimum = 1, maximum = 250), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page of webhooks, oldest first", body = WebhookList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
