@@ -447,3 +447,35 @@ fn metrics_count_what_happened_and_requests_get_an_id() {
         "the caller's id is kept"
     );
 }
+
+#[test]
+fn a_paused_service_stores_everything_and_delivers_after_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rx = Receiver::start();
+    let (id, e) = {
+        let s = Server::builder()
+            .data_dir(&data)
+            .env("BUILDR_DELIVERY__PAUSED", "true")
+            .start();
+        let id = create(&s, rx.url("/p"), json!({}));
+        let e = publish(&s, 5);
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(rx.count("/p"), 0, "paused: nothing is sent");
+        assert_eq!(deliveries(&s, &id, "?status=pending").len(), 1);
+        (id, e)
+    };
+    let s = Server::builder().data_dir(&data).start();
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/p") == 1));
+    assert_eq!(
+        rx.at("/p")[0].header("webhook-id"),
+        e["id"].as_str().unwrap()
+    );
+    assert!(wait_until(Duration::from_secs(5), || deliveries(
+        &s,
+        &id,
+        "?status=succeeded"
+    )
+    .len()
+        == 1));
+}
