@@ -6,7 +6,10 @@ use buildr_e2e::{Receiver, Server};
 use serde_json::{json, Value};
 
 fn snapshot(s: &Server) -> (Value, Value) {
-    (s.call("GET", "/webhooks?limit=250", None).1, s.call("GET", "/events?limit=1000", None).1)
+    (
+        s.call("GET", "/webhooks?limit=250", None).1,
+        s.call("GET", "/events?limit=1000", None).1,
+    )
 }
 
 #[test]
@@ -19,10 +22,21 @@ fn bad_requests_get_their_documented_error_and_store_nothing() {
     let before = snapshot(&s);
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let json_ct = ("Content-Type", "application/json");
-    let big = format!(r#"{{"webhook": {{"url": "{url}", "description": "{}"}}}}"#, "a".repeat(300 * 1024));
+    let big = format!(
+        r#"{{"webhook": {{"url": "{url}", "description": "{}"}}}}"#,
+        "a".repeat(300 * 1024)
+    );
 
     // (method, path, body, headers, status, code, field)
-    type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>, u16, &'a str, Option<&'a str>);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        String,
+        Vec<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+        Option<&'a str>,
+    );
     let wh = |w: Value| json!({"webhook": w}).to_string();
     let cases: Vec<Case> = vec![
         ("GET", "/api/2023-01/webhooks", String::new(), vec![], 401, "unauthorized", None),
@@ -64,9 +78,15 @@ fn bad_requests_get_their_documented_error_and_store_nothing() {
         let body = (!body.is_empty()).then_some(body.as_str());
         let (got, text) = s.raw(method, path, body, &h);
         assert_eq!(got, *status, "case {i}: {method} {path}: {text}");
-        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("case {i}: not JSON: {text}"));
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("case {i}: not JSON: {text}"));
         assert_eq!(v["error"]["code"], *code, "case {i}: {text}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "case {i}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "case {i}"
+        );
         if let Some(f) = field {
             assert_eq!(v["error"]["field"], *f, "case {i}: {text}");
         }
@@ -84,18 +104,40 @@ fn patch_changes_only_what_it_names_and_delete_removes() {
         Some(json!({"webhook": {"url": rx.url("/p"), "filter_types": ["company.create"], "rate_limit": 10}})),
     );
     let id = v["webhook"]["id"].as_str().unwrap().to_owned();
-    let (st, v) = s.call("PATCH", &format!("/webhooks/{id}"), Some(json!({"webhook": {"description": "hello"}})));
+    let (st, v) = s.call(
+        "PATCH",
+        &format!("/webhooks/{id}"),
+        Some(json!({"webhook": {"description": "hello"}})),
+    );
     assert_eq!(st, 200);
     assert_eq!(v["webhook"]["description"], "hello");
-    assert_eq!(v["webhook"]["filter_types"], json!(["company.create"]), "omitted filter_types is kept");
+    assert_eq!(
+        v["webhook"]["filter_types"],
+        json!(["company.create"]),
+        "omitted filter_types is kept"
+    );
     assert_eq!(v["webhook"]["rate_limit"], 10);
-    assert!(v["webhook"].get("secret").is_none(), "only create and /secret show the secret");
-    let (_, v) = s.call("PATCH", &format!("/webhooks/{id}"), Some(json!({"webhook": {"filter_types": null, "disabled": true}})));
+    assert!(
+        v["webhook"].get("secret").is_none(),
+        "only create and /secret show the secret"
+    );
+    let (_, v) = s.call(
+        "PATCH",
+        &format!("/webhooks/{id}"),
+        Some(json!({"webhook": {"filter_types": null, "disabled": true}})),
+    );
     assert_eq!(v["webhook"]["filter_types"], Value::Null);
     assert_eq!(v["webhook"]["disabled"], true);
     assert_eq!(v["webhook"]["disabled_reason"], "manual");
-    let (st, v) = s.call("PATCH", &format!("/webhooks/{id}"), Some(json!({"webhook": {"url": null}})));
-    assert_eq!((st, v["error"]["field"].clone()), (400, json!("webhook.url")));
+    let (st, v) = s.call(
+        "PATCH",
+        &format!("/webhooks/{id}"),
+        Some(json!({"webhook": {"url": null}})),
+    );
+    assert_eq!(
+        (st, v["error"]["field"].clone()),
+        (400, json!("webhook.url"))
+    );
     let (st, _) = s.call("DELETE", &format!("/webhooks/{id}"), None);
     assert_eq!(st, 204);
     let (st, _) = s.call("GET", &format!("/webhooks/{id}"), None);
@@ -104,8 +146,15 @@ fn patch_changes_only_what_it_names_and_delete_removes() {
 
 #[test]
 fn private_targets_are_refused_unless_allowed() {
-    let s = Server::builder().env("BUILDR_DELIVERY__ALLOW_PRIVATE_TARGETS", "false").start();
-    for url in ["http://127.0.0.1:9/x", "http://localhost:9/x", "http://10.0.0.8/x", "http://169.254.169.254/latest"] {
+    let s = Server::builder()
+        .env("BUILDR_DELIVERY__ALLOW_PRIVATE_TARGETS", "false")
+        .start();
+    for url in [
+        "http://127.0.0.1:9/x",
+        "http://localhost:9/x",
+        "http://10.0.0.8/x",
+        "http://169.254.169.254/latest",
+    ] {
         let (st, v) = s.call("POST", "/webhooks", Some(json!({"webhook": {"url": url}})));
         assert_eq!(st, 422, "{url}: {v}");
         assert_eq!(v["error"]["code"], "unprocessable");
@@ -119,14 +168,24 @@ fn pagination_walks_every_webhook_once() {
     let s = Server::start();
     let rx = Receiver::start();
     for i in 0..5 {
-        let (st, _) = s.call("POST", "/webhooks", Some(json!({"webhook": {"url": rx.url(&format!("/{i}"))}})));
+        let (st, _) = s.call(
+            "POST",
+            "/webhooks",
+            Some(json!({"webhook": {"url": rx.url(&format!("/{i}"))}})),
+        );
         assert_eq!(st, 201);
     }
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
         let (_, v) = s.call("GET", &format!("/webhooks?limit=2&cursor={cursor}"), None);
-        seen.extend(v["webhooks"].as_array().unwrap().iter().map(|w| w["id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            v["webhooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w["id"].as_str().unwrap().to_owned()),
+        );
         match v["next_cursor"].as_str() {
             Some(c) => cursor = c.to_owned(),
             None => break,
@@ -143,16 +202,30 @@ fn pagination_walks_every_webhook_once() {
 fn idempotency_key_returns_the_first_answer_and_conflicts_on_a_different_body() {
     let s = Server::start();
     let auth = format!("Bearer {ADMIN_TOKEN}");
-    let h = [("Authorization", auth.as_str()), ("Content-Type", "application/json"), ("Idempotency-Key", "k-1")];
+    let h = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", "k-1"),
+    ];
     let body = json!({"event": {"type": "contact.create", "data": {"id": 7, "url": "https://x.example/7"}}}).to_string();
     let (st1, a) = s.raw("POST", "/api/2023-01/events", Some(&body), &h);
     let (st2, b) = s.raw("POST", "/api/2023-01/events", Some(&body), &h);
     assert_eq!((st1, st2), (202, 202));
-    assert_eq!(serde_json::from_str::<Value>(&a).unwrap(), serde_json::from_str::<Value>(&b).unwrap());
+    assert_eq!(
+        serde_json::from_str::<Value>(&a).unwrap(),
+        serde_json::from_str::<Value>(&b).unwrap()
+    );
     let other = json!({"event": {"type": "contact.create", "data": {"id": 8, "url": "https://x.example/8"}}}).to_string();
     let (st3, c) = s.raw("POST", "/api/2023-01/events", Some(&other), &h);
     assert_eq!(st3, 409, "{c}");
-    assert_eq!(s.call("GET", "/events", None).1["events"].as_array().unwrap().len(), 1, "stored once");
+    assert_eq!(
+        s.call("GET", "/events", None).1["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "stored once"
+    );
 }
 
 #[test]
@@ -160,10 +233,17 @@ fn generated_admin_token_is_private_and_works() {
     let s = Server::builder().without_admin_token().start();
     let path = s.data_dir.join("admin.token");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let shown = path.display().to_string();
     assert!(
-        buildr_e2e::wait_until(std::time::Duration::from_secs(5), || s.stdout_lines.lock().iter().any(|l| l.contains(&shown))),
+        buildr_e2e::wait_until(std::time::Duration::from_secs(5), || s
+            .stdout_lines
+            .lock()
+            .iter()
+            .any(|l| l.contains(&shown))),
         "start-up prints the path"
     );
     assert_eq!(s.call("GET", "/event-types", None).0, 200);
@@ -177,13 +257,19 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     let data = dir.path().to_str().unwrap();
     let (code, out) = run_binary(
         &["serve"],
-        &[("BUILDR_STORAGE__PATH", data), ("BUILDR_DELIVERY__TIMEOUT", "fast")],
+        &[
+            ("BUILDR_STORAGE__PATH", data),
+            ("BUILDR_DELIVERY__TIMEOUT", "fast"),
+        ],
     );
     assert_ne!(code, 0);
     assert!(out.to_lowercase().contains("delivery.timeout"), "{out}");
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[delivery]\nretry_shedule = [\"1s\"]\n").unwrap();
-    let (code, out) = run_binary(&["serve", "--config", cfg.to_str().unwrap()], &[("BUILDR_STORAGE__PATH", data)]);
+    let (code, out) = run_binary(
+        &["serve", "--config", cfg.to_str().unwrap()],
+        &[("BUILDR_STORAGE__PATH", data)],
+    );
     assert_ne!(code, 0);
     assert!(out.contains("retry_shedule"), "{out}");
 }

@@ -15,16 +15,49 @@ fn shared_vectors_pass_signer_and_verifier() {
     assert!(!positives.is_empty());
     for p in positives {
         let key = Secret::parse(p["secret"].as_str().unwrap()).unwrap();
-        let (id, ts, body) = (p["msg_id"].as_str().unwrap(), p["timestamp"].as_i64().unwrap(), p["payload"].as_str().unwrap());
-        assert_eq!(sign(key.key(), id, ts, body.as_bytes()), p["signature"].as_str().unwrap());
-        assert!(verify(key.key(), id, ts, ts, tol, body.as_bytes(), p["signature"].as_str().unwrap()).is_ok());
-        assert!(verify(key.key(), id, ts, ts + tol + 1, tol, body.as_bytes(), p["signature"].as_str().unwrap()).is_err());
+        let (id, ts, body) = (
+            p["msg_id"].as_str().unwrap(),
+            p["timestamp"].as_i64().unwrap(),
+            p["payload"].as_str().unwrap(),
+        );
+        assert_eq!(
+            sign(key.key(), id, ts, body.as_bytes()),
+            p["signature"].as_str().unwrap()
+        );
+        assert!(verify(
+            key.key(),
+            id,
+            ts,
+            ts,
+            tol,
+            body.as_bytes(),
+            p["signature"].as_str().unwrap()
+        )
+        .is_ok());
+        assert!(verify(
+            key.key(),
+            id,
+            ts,
+            ts + tol + 1,
+            tol,
+            body.as_bytes(),
+            p["signature"].as_str().unwrap()
+        )
+        .is_err());
     }
     let first = &positives[0];
     let key = Secret::parse(first["secret"].as_str().unwrap()).unwrap();
     for d in v["negative_decoys"].as_array().unwrap() {
         let ts = first["timestamp"].as_i64().unwrap();
-        let r = verify(key.key(), first["msg_id"].as_str().unwrap(), ts, ts, tol, first["payload"].as_str().unwrap().as_bytes(), d.as_str().unwrap());
+        let r = verify(
+            key.key(),
+            first["msg_id"].as_str().unwrap(),
+            ts,
+            ts,
+            tol,
+            first["payload"].as_str().unwrap().as_bytes(),
+            d.as_str().unwrap(),
+        );
         assert!(r.is_err(), "decoy {d} must be rejected");
     }
 }

@@ -39,7 +39,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, retry_after: None, delay: None }
+        Self {
+            status,
+            retry_after: None,
+            delay: None,
+        }
     }
 }
 
@@ -68,7 +72,9 @@ impl Receiver {
             sys.block_on(async move {
                 let data = web::Data::new(s);
                 let server = HttpServer::new(move || {
-                    App::new().app_data(data.clone()).default_service(web::to(handle))
+                    App::new()
+                        .app_data(data.clone())
+                        .default_service(web::to(handle))
                 })
                 .workers(2)
                 .bind(("127.0.0.1", 0))
@@ -80,7 +86,11 @@ impl Receiver {
             });
         });
         let (addr, handle) = rx.recv().unwrap();
-        Receiver { base: format!("http://{addr}"), shared, handle }
+        Receiver {
+            base: format!("http://{addr}"),
+            shared,
+            handle,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -89,7 +99,10 @@ impl Receiver {
 
     /// Answers requests whose body `id` is `object_id` with these replies in turn (then 200).
     pub fn script(&self, object_id: Value, replies: Vec<Reply>) {
-        self.shared.script.lock().insert(object_id.to_string(), replies.into());
+        self.shared
+            .script
+            .lock()
+            .insert(object_id.to_string(), replies.into());
     }
 
     /// Every request to `path` gets `reply` (unless a per-id script says otherwise).
@@ -102,11 +115,22 @@ impl Receiver {
     }
 
     pub fn at(&self, path: &str) -> Vec<Received> {
-        self.shared.log.lock().iter().filter(|r| r.path == path).cloned().collect()
+        self.shared
+            .log
+            .lock()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
     }
 
     pub fn count(&self, path: &str) -> usize {
-        self.shared.log.lock().iter().filter(|r| r.path == path).count()
+        self.shared
+            .log
+            .lock()
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
     }
 }
 
@@ -117,21 +141,44 @@ impl Drop for Receiver {
     }
 }
 
-async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+async fn handle(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> HttpResponse {
     let at = Instant::now();
     let text = String::from_utf8_lossy(&body).into_owned();
-    let object_id = serde_json::from_str::<Value>(&text).ok().and_then(|v| v.get("id").cloned());
+    let object_id = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("id").cloned());
     let path = req.path().to_owned();
     let reply = object_id
-        .and_then(|id| shared.script.lock().get_mut(&id.to_string()).and_then(VecDeque::pop_front))
+        .and_then(|id| {
+            shared
+                .script
+                .lock()
+                .get_mut(&id.to_string())
+                .and_then(VecDeque::pop_front)
+        })
         .or_else(|| shared.per_path.lock().get(&path).copied())
         .unwrap_or(Reply::status(200));
     let headers = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
-    shared.log.lock().push(Received { path, headers, body: text, at, status: reply.status });
+    shared.log.lock().push(Received {
+        path,
+        headers,
+        body: text,
+        at,
+        status: reply.status,
+    });
     if let Some(d) = reply.delay {
         actix_rt::time::sleep(d).await;
     }

@@ -17,7 +17,11 @@ pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = profile_dir.join("buildr-webhooks");
-    assert!(bin.exists(), "{} is missing: build it first (`make test` does: cargo build --bin buildr-webhooks)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`make test` does: cargo build --bin buildr-webhooks)",
+        bin.display()
+    );
     bin
 }
 
@@ -81,7 +85,11 @@ pub struct Server {
 
 impl Server {
     pub fn builder() -> ServerBuilder {
-        ServerBuilder { env: Vec::new(), admin_token: Some(ADMIN_TOKEN.to_owned()), data_dir: None }
+        ServerBuilder {
+            env: Vec::new(),
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
+            data_dir: None,
+        }
     }
 
     pub fn start() -> Server {
@@ -91,7 +99,10 @@ impl Server {
     pub fn token(&self) -> String {
         match &self.admin_token {
             Some(t) => t.clone(),
-            None => std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap().trim().to_owned(),
+            None => std::fs::read_to_string(self.data_dir.join("admin.token"))
+                .unwrap()
+                .trim()
+                .to_owned(),
         }
     }
 
@@ -123,7 +134,9 @@ impl Server {
         });
         let mut lines = Vec::new();
         let base = loop {
-            let line = rx.recv_timeout(Duration::from_secs(30)).expect("server did not print its address");
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("server did not print its address");
             lines.push(line.clone());
             if let Some(rest) = line.strip_prefix("buildr-webhooks listening on ") {
                 break rest.trim().to_owned();
@@ -167,14 +180,31 @@ impl Server {
         if body.is_some() {
             headers.push(("Content-Type", "application/json"));
         }
-        let (status, text) = self.raw(method, &format!("/api/2023-01{path}"), body.as_deref(), &headers);
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let (status, text) = self.raw(
+            method,
+            &format!("/api/2023-01{path}"),
+            body.as_deref(),
+            &headers,
+        );
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
     /// Any request, exactly as given; returns status and body text.
-    pub fn raw(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
         let mut req = agent.request(method, &format!("{}{}", self.base, path));
         for (k, v) in headers {
             req = req.set(k, v);
@@ -205,6 +235,10 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }

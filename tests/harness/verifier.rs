@@ -36,8 +36,16 @@ pub fn svix_verify(secret: &str, raw: bool, received: &[Received]) -> Vec<Result
         .collect();
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_json::to_vec(&cases).unwrap()).unwrap();
-    let out = Command::new("node").arg(dir.join("verify.mjs")).arg(file.path()).output().expect("node is required");
-    assert!(out.status.success(), "verifier failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("node")
+        .arg(dir.join("verify.mjs"))
+        .arg(file.path())
+        .output()
+        .expect("node is required");
+    assert!(
+        out.status.success(),
+        "verifier failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     results
         .into_iter()
@@ -55,7 +63,20 @@ pub fn svix_verify(secret: &str, raw: bool, received: &[Received]) -> Vec<Result
 /// header's signatures equals it.
 pub fn hmac_matches(key: &[u8], r: &Received) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(format!("{}.{}.{}", r.header("webhook-id"), r.header("webhook-timestamp"), r.body).as_bytes());
-    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
-    r.header("webhook-signature").split(' ').any(|s| s == expected)
+    mac.update(
+        format!(
+            "{}.{}.{}",
+            r.header("webhook-id"),
+            r.header("webhook-timestamp"),
+            r.body
+        )
+        .as_bytes(),
+    );
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    r.header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
 }

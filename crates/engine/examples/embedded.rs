@@ -22,7 +22,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             async move {
                 println!(
                     "receiver got webhook-id={} body={}",
-                    req.headers().get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("?"),
+                    req.headers()
+                        .get("webhook-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("?"),
                     String::from_utf8_lossy(&body)
                 );
                 counter.fetch_add(1, Ordering::SeqCst);
@@ -54,7 +57,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         )
         .await?;
-    println!("webhook {} signs with {}", webhook.id, webhook.secret.as_str());
+    println!(
+        "webhook {} signs with {}",
+        webhook.id,
+        webhook.secret.as_str()
+    );
 
     let published = engine
         .publish(
