@@ -22,6 +22,7 @@ pub const API_PREFIX: &str = "/api/2023-01";
 pub struct AppState {
     pub engine: Engine,
     pub admin_token: auth::AdminToken,
+    pub auth_failures: auth::AuthFailures,
 }
 
 impl AppState {
@@ -29,13 +30,14 @@ impl AppState {
         Self {
             engine,
             admin_token: auth::AdminToken::new(admin_token),
+            auth_failures: auth::AuthFailures::default(),
         }
     }
 }
 
 /// Registers every route. Use inside `App::new().configure(...)` with `web::Data<AppState>` set.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use routes::{events, ops, webhooks};
+    use routes::{accounts, events, ops, webhooks};
     cfg.app_data(
         web::QueryConfig::default()
             .error_handler(|e, _| ApiError::bad_request(format!("bad query string: {e}")).into()),
@@ -50,6 +52,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope(API_PREFIX)
             .wrap(from_fn(require_ready))
             .route("/event-types", web::get().to(ops::event_types))
+            .service(
+                web::resource("/accounts")
+                    .route(web::post().to(accounts::create))
+                    .route(web::get().to(accounts::list)),
+            )
+            .route("/accounts/{id}/keys", web::post().to(accounts::create_key))
+            .route(
+                "/accounts/{id}/keys/{prefix}",
+                web::delete().to(accounts::revoke_key),
+            )
             .service(
                 web::resource("/webhooks")
                     .route(web::post().to(webhooks::create))

@@ -1,6 +1,7 @@
 //! The JSON shapes of responses (API.md). Domain types never go out as they are.
 
 use buildr_core::{Event, ObjectId, Webhook};
+use buildr_engine::Account;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -79,6 +80,34 @@ impl EventView {
                 url: e.data.url.clone(),
             },
             created_at: e.created_at.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct AccountView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    /// Only in `GET /accounts`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_prefixes: Option<Vec<String>>,
+}
+
+impl AccountView {
+    pub fn new(a: &Account) -> Self {
+        Self {
+            id: a.id.to_string(),
+            name: a.name.clone(),
+            created_at: a.created_at.to_string(),
+            key_prefixes: None,
+        }
+    }
+
+    pub fn with_keys(a: &Account) -> Self {
+        Self {
+            key_prefixes: Some(a.key_prefixes.clone()),
+            ..Self::new(a)
         }
     }
 }

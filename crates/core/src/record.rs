@@ -35,6 +35,19 @@ pub enum Record {
     /// Written in the same atomic batch right after the `count` events it answered for.
     IdempotencyKeyUsed(IdempotencyRecord),
     DeliveryAttempted(AttemptRecord),
+    /// An account API key: only its SHA-256 is stored; `prefix` (its first 11 characters) names it.
+    ApiKeyCreated {
+        account: AccountId,
+        prefix: String,
+        hash: [u8; 32],
+        at: Timestamp,
+    },
+    /// The key is refused from this record on.
+    ApiKeyRevoked {
+        account: AccountId,
+        prefix: String,
+        at: Timestamp,
+    },
 }
 
 /// A PATCH: only the fields present change.

@@ -56,15 +56,15 @@ pub struct StartupReport {
     pub millis: u128,
 }
 
-struct Running {
+pub(crate) struct Running {
     log_actor: Addr<LogActor>,
     router: Addr<Router>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: EngineConfig,
     log: Arc<EventLog>,
-    projection: Arc<RwLock<Projection>>,
+    pub(crate) projection: Arc<RwLock<Projection>>,
     running: OnceLock<Running>,
     failed: OnceLock<String>,
     ready: AtomicBool,
@@ -76,7 +76,7 @@ struct Inner {
 /// A running engine. Cheap to clone, `Send + Sync`: share it between threads and HTTP workers.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Engine {
@@ -214,14 +214,14 @@ impl Engine {
         Ok(self.inner.projection.read())
     }
 
-    fn running(&self) -> Result<&Running, EngineError> {
+    pub(crate) fn running(&self) -> Result<&Running, EngineError> {
         if !self.is_ready() {
             return Err(EngineError::NotReady);
         }
         self.inner.running.get().ok_or(EngineError::NotReady)
     }
 
-    async fn submit(&self, records: Vec<Record>) -> Result<u64, EngineError> {
+    pub(crate) async fn submit(&self, records: Vec<Record>) -> Result<u64, EngineError> {
         match self.submit_guarded(records, None).await? {
             Submitted::Committed { first_seq } => Ok(first_seq),
             Submitted::AlreadyUsed(_) => {

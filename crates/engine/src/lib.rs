@@ -7,6 +7,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod accounts;
 pub mod config;
 pub mod dispatcher;
 mod engine;
@@ -17,9 +18,10 @@ pub mod router;
 pub mod subscription;
 pub mod target;
 
+pub use accounts::CreatedKey;
 pub use config::{DeliveryConfig, EngineConfig};
 pub use engine::{
     rebuild as projection_rebuild, Engine, NewEvent, NewWebhook, Published, StartupReport,
 };
 pub use error::EngineError;
-pub use projection::{Account, Pending, Projection, WebhookEntry};
+pub use projection::{Account, ApiKeyEntry, Pending, Projection, WebhookEntry};

@@ -1,3 +1,4 @@
+pub mod accounts;
 pub mod events;
 pub mod ops;
 pub mod webhooks;
