@@ -70,7 +70,7 @@ impl AuthFailures {
             Ok(()) => ApiError::unauthorized(),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                tracing::warn!(%ip, "repeated failed authentication; rate limited");
+                tracing::debug!(%ip, "repeated failed authentication; rate limited");
                 ApiError::rate_limited().retry_after(wait.as_secs().max(1))
             }
         }
