@@ -170,6 +170,7 @@ fn accounts_are_isolated_from_each_other() {
             format!("/webhooks/{wb}/replay"),
             Some(json!({"since": "2020-01-01T00:00:00.000Z"})),
         ),
+        ("GET", format!("/webhooks/{wb}/deliveries"), None),
         ("DELETE", format!("/webhooks/{wb}"), None),
         ("GET", format!("/webhooks/{wd}"), None),
         ("DELETE", format!("/webhooks/{wd}"), None),

@@ -54,6 +54,8 @@ struct Shared {
     script: Mutex<HashMap<String, VecDeque<Reply>>>,
     /// By path: every request to it gets this (after the per-id script).
     per_path: Mutex<HashMap<String, Reply>>,
+    /// By path: the share of requests answered 500 at random.
+    flaky: Mutex<HashMap<String, f64>>,
 }
 
 pub struct Receiver {
@@ -110,6 +112,11 @@ impl Receiver {
         self.shared.per_path.lock().insert(path.to_owned(), reply);
     }
 
+    /// Requests to `path` fail (500) at random with probability `p` (after the per-id script).
+    pub fn fail_randomly(&self, path: &str, p: f64) {
+        self.shared.flaky.lock().insert(path.to_owned(), p);
+    }
+
     pub fn all(&self) -> Vec<Received> {
         self.shared.log.lock().clone()
     }
@@ -161,6 +168,10 @@ async fn handle(
                 .and_then(VecDeque::pop_front)
         })
         .or_else(|| shared.per_path.lock().get(&path).copied())
+        .or_else(|| {
+            let p = shared.flaky.lock().get(&path).copied()?;
+            (rand::random::<f64>() < p).then_some(Reply::status(500))
+        })
         .unwrap_or(Reply::status(200));
     let headers = req
         .headers()

@@ -166,6 +166,43 @@ impl Server {
         }
     }
 
+    /// SIGTERM and wait: a clean stop (the server saves a checkpoint).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let status = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while c.try_wait().unwrap().is_none() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "server did not stop on SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts again on the same data directory (after [`Server::kill9`] or [`Server::stop`]).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.stdout_lines.lock().clear();
+        self.spawn();
+    }
+
+    /// The env the server runs with (to run the binary's other commands on the same data dir).
+    pub fn command_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![(
+            "BUILDR_STORAGE__PATH".to_owned(),
+            self.data_dir.display().to_string(),
+        )];
+        env.extend(self.env.iter().cloned());
+        env
+    }
+
     /// Starts again on the same data directory.
     pub fn restart(&mut self) {
         self.kill9();
@@ -247,14 +284,24 @@ impl Drop for Server {
     }
 }
 
-/// Runs the binary with `args` and env, returning (exit code, stdout+stderr).
+/// Runs the binary with `args` and env, returning (exit code, stdout+stderr). Killed after 60 s (and
+/// then the exit code is -1), so a command that should have stopped cannot hang the suite.
 pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(binary());
-    cmd.args(args).env_remove("BUILDR_ADMIN_TOKEN");
+    cmd.args(args)
+        .env_remove("BUILDR_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

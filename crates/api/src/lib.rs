@@ -37,7 +37,7 @@ impl AppState {
 
 /// Registers every route. Use inside `App::new().configure(...)` with `web::Data<AppState>` set.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use routes::{accounts, events, ops, webhooks};
+    use routes::{accounts, deliveries, events, ops, webhooks};
     cfg.app_data(
         web::QueryConfig::default()
             .error_handler(|e, _| ApiError::bad_request(format!("bad query string: {e}")).into()),
@@ -77,6 +77,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/webhooks/{id}/secret/rotate",
                 web::post().to(webhooks::rotate),
+            )
+            .route("/webhooks/{id}/deliveries", web::get().to(deliveries::list))
+            .route(
+                "/webhooks/{id}/deliveries/{event_id}/attempts",
+                web::get().to(deliveries::attempts),
+            )
+            .route("/webhooks/{id}/replay", web::post().to(deliveries::replay))
+            .route(
+                "/webhooks/{id}/replays/{replay_id}",
+                web::get().to(deliveries::replay_status),
             )
             .service(
                 web::resource("/events")

@@ -1,6 +1,6 @@
 //! The JSON shapes of responses (API.md). Domain types never go out as they are.
 
-use buildr_core::{Event, ObjectId, Webhook};
+use buildr_core::{AttemptRecord, Delivery, Event, ObjectId, Webhook};
 use buildr_engine::Account;
 use serde::Serialize;
 use serde_json::Value;
@@ -80,6 +80,63 @@ impl EventView {
                 url: e.data.url.clone(),
             },
             created_at: e.created_at.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct DeliveryView {
+    pub event_id: String,
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub status: &'static str,
+    pub attempts: u32,
+    pub last_attempt_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: Option<u64>,
+}
+
+impl DeliveryView {
+    pub fn new(seq: u64, d: &Delivery) -> Self {
+        Self {
+            event_id: d.event_id.to_string(),
+            seq,
+            event_type: d.event_type.as_str(),
+            status: d.status.as_str(),
+            attempts: d.attempts,
+            last_attempt_at: d.last_attempt_at.map(|t| t.to_string()),
+            next_attempt_at: d.next_attempt_at.map(|t| t.to_string()),
+            response_status: d.response_status,
+            response_body: d.last_attempt_at.map(|_| d.response_body.clone()),
+            error: d.error.clone(),
+            duration_ms: d.duration_ms,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub attempted_at: String,
+    pub response_status: Option<u16>,
+    pub response_body: String,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl AttemptView {
+    pub fn new(n: u32, a: &AttemptRecord) -> Self {
+        Self {
+            attempt: n,
+            attempted_at: a.at.to_string(),
+            response_status: a.response_status,
+            response_body: a.response_body.clone(),
+            error: a.error.clone(),
+            duration_ms: a.duration_ms,
         }
     }
 }

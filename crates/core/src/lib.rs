@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api_key;
+pub mod delivery;
 pub mod duration;
 pub mod event;
 pub mod ids;
@@ -16,6 +17,7 @@ pub mod validate;
 pub mod webhook;
 
 pub use api_key::NewApiKey;
+pub use delivery::{Delivery, DeliveryStatus};
 pub use duration::HumanDuration;
 pub use event::{Event, EventData, EventType, ObjectId};
 pub use ids::{AccountId, EventId, IdError, ReplayId, WebhookId};

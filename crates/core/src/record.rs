@@ -2,7 +2,7 @@
 //! serves from is a projection of them. New variants go at the end (the encoding numbers them in order).
 
 use crate::event::{EventData, EventType};
-use crate::ids::{AccountId, EventId, WebhookId};
+use crate::ids::{AccountId, EventId, ReplayId, WebhookId};
 use crate::secret::Secret;
 use crate::time::Timestamp;
 use crate::webhook::{DisabledReason, Webhook};
@@ -35,6 +35,13 @@ pub enum Record {
     /// Written in the same atomic batch right after the `count` events it answered for.
     IdempotencyKeyUsed(IdempotencyRecord),
     DeliveryAttempted(AttemptRecord),
+    /// Queue these events again for the webhook (a replay), with their original ids.
+    ReplayRequested {
+        id: ReplayId,
+        webhook: WebhookId,
+        seqs: Vec<u64>,
+        at: Timestamp,
+    },
     /// An account API key: only its SHA-256 is stored; `prefix` (its first 11 characters) names it.
     ApiKeyCreated {
         account: AccountId,

@@ -11,6 +11,14 @@ pub struct EngineConfig {
     pub delivery: DeliveryConfig,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
+    /// A projection checkpoint is written after this many records…
+    pub checkpoint_every: u64,
+    /// …or after this long if anything changed (and on a clean stop).
+    pub checkpoint_interval: Duration,
+    /// Finished events older than this are removed from the log (`None`: kept for ever).
+    pub retention: Option<Duration>,
+    /// How often retention runs.
+    pub retention_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +43,10 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             delivery: DeliveryConfig::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            checkpoint_every: 100_000,
+            checkpoint_interval: Duration::from_secs(60),
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }

@@ -7,21 +7,23 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod accounts;
+pub mod checkpoint;
 pub mod config;
 pub mod dispatcher;
 mod engine;
 pub mod error;
+pub mod indexer;
 pub mod log_actor;
 pub mod projection;
+pub mod replay;
+pub mod retention;
 pub mod router;
 pub mod subscription;
 pub mod target;
 
-pub use accounts::CreatedKey;
+pub use checkpoint::full_replay;
 pub use config::{DeliveryConfig, EngineConfig};
-pub use engine::{
-    rebuild as projection_rebuild, Engine, NewEvent, NewWebhook, Published, StartupReport,
-};
+pub use engine::{CreatedKey, Engine, NewEvent, NewWebhook, Published, StartupReport};
 pub use error::EngineError;
-pub use projection::{Account, ApiKeyEntry, Pending, Projection, WebhookEntry};
+pub use projection::{Account, ApiKeyEntry, Pending, Projection, ReplayState, WebhookEntry};
+pub use replay::ReplayRange;

@@ -2,6 +2,8 @@
 //! writes it as one atomic, fsynced sled batch (group commit), then applies the batch to the projection,
 //! answers the callers (a `202` is only ever sent after this), and hands the effects to the router.
 
+use crate::checkpoint;
+use crate::indexer::IndexWriter;
 use crate::projection::{Effect, IdempotencyEntry, Projection};
 use crate::router::{Effects, Router};
 use actix::prelude::*;
@@ -63,13 +65,38 @@ struct Pending {
     reply: Option<oneshot::Sender<Result<Submitted, SubmitError>>>,
 }
 
+/// The LogActor's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSettings {
+    pub checkpoint: CheckpointPolicy,
+    pub idempotency_ttl: Duration,
+    /// Finished events older than this are compacted away (`None`: never).
+    pub retention: Option<Duration>,
+    pub retention_interval: Duration,
+}
+
+/// When the LogActor writes a projection checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    /// After this many records since the last one…
+    pub every_records: u64,
+    /// …or this long, if anything changed.
+    pub interval: Duration,
+}
+
 pub struct LogActor {
     log: Arc<EventLog>,
     projection: Arc<RwLock<Projection>>,
     router: Option<Addr<Router>>,
+    indexer: IndexWriter,
     queue: Vec<Pending>,
     flushing: bool,
-    idempotency_ttl: Duration,
+    checkpointing: bool,
+    checkpointed_seq: u64,
+    compacting: bool,
+    settings: LogSettings,
+    /// Callers waiting for a clean stop (queue written, checkpoint saved).
+    stopping: Vec<oneshot::Sender<()>>,
     stats: Arc<LogStats>,
 }
 
@@ -77,16 +104,23 @@ impl LogActor {
     pub fn new(
         log: Arc<EventLog>,
         projection: Arc<RwLock<Projection>>,
-        idempotency_ttl: Duration,
+        indexer: IndexWriter,
+        checkpointed_seq: u64,
+        settings: LogSettings,
         stats: Arc<LogStats>,
     ) -> Self {
         Self {
             log,
             projection,
             router: None,
+            indexer,
             queue: Vec::new(),
             flushing: false,
-            idempotency_ttl,
+            checkpointing: false,
+            checkpointed_seq,
+            compacting: false,
+            settings,
+            stopping: Vec::new(),
             stats,
         }
     }
@@ -94,7 +128,7 @@ impl LogActor {
     fn cutoff(&self) -> Timestamp {
         Timestamp::from_millis(
             Timestamp::now().as_millis()
-                - i64::try_from(self.idempotency_ttl.as_millis()).unwrap_or(i64::MAX),
+                - i64::try_from(self.settings.idempotency_ttl.as_millis()).unwrap_or(i64::MAX),
         )
     }
 
@@ -133,7 +167,8 @@ impl LogActor {
         }
         self.queue = deferred;
         if to_write.is_empty() {
-            return self.flush(ctx);
+            self.flush(ctx);
+            return self.after_flush(ctx);
         }
         self.flushing = true;
         let log = self.log.clone();
@@ -164,6 +199,101 @@ impl LogActor {
                 }
             }
             act.flush(ctx);
+            act.after_flush(ctx);
+        }));
+    }
+
+    /// Writes a checkpoint when one is due (or when stopping), once nothing is being written.
+    fn after_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing {
+            return;
+        }
+        let last = self.log.last_seq();
+        let due = last >= self.checkpointed_seq + self.settings.checkpoint.every_records;
+        if due || !self.stopping.is_empty() {
+            self.checkpoint(ctx);
+        }
+    }
+
+    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
+        if self.checkpointing {
+            return;
+        }
+        let (seq, bytes) = {
+            let p = self.projection.read();
+            if p.last_seq == self.checkpointed_seq {
+                (p.last_seq, None)
+            } else {
+                (p.last_seq, Some(checkpoint::encode(&p)))
+            }
+        };
+        self.checkpointing = true;
+        let log = self.log.clone();
+        let indexer = self.indexer.clone();
+        let write = actix_rt::task::spawn_blocking(move || {
+            // The index is caught up first, so a clean stop leaves nothing to redo.
+            indexer.sync();
+            match bytes {
+                Some(b) => log.save_checkpoint(seq, &b),
+                None => log.flush(),
+            }
+        });
+        ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
+            act.checkpointing = false;
+            match res {
+                Ok(Ok(())) => {
+                    tracing::debug!(seq, "projection checkpoint saved");
+                    act.checkpointed_seq = seq;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "saving a projection checkpoint failed"),
+                Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
+            }
+            if !act.stopping.is_empty() && act.queue.is_empty() && !act.flushing {
+                for done in act.stopping.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+            act.after_flush(ctx);
+        }));
+    }
+
+    /// Retention: removes finished events older than the retention period (see [`crate::retention`]).
+    fn compact(&mut self, ctx: &mut Context<Self>) {
+        let Some(retention) = self.settings.retention else {
+            return;
+        };
+        if self.compacting {
+            return;
+        }
+        self.compacting = true;
+        let keep = self.projection.read().retention_keep();
+        let cutoff = Timestamp::from_millis(
+            Timestamp::now().as_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+        );
+        let log = self.log.clone();
+        let indexer = self.indexer.clone();
+        let work = actix_rt::task::spawn_blocking(move || {
+            let plan = crate::retention::plan(&log, cutoff, &keep)?;
+            let removed = log.remove(&plan.records)?;
+            if !plan.event_seqs.is_empty() {
+                indexer.forget(plan.event_seqs.clone(), plan.event_ids.clone());
+            }
+            Ok::<_, crate::error::EngineError>((removed, plan.event_seqs.len()))
+        });
+        ctx.spawn(work.into_actor(self).map(|res, act, _| {
+            act.compacting = false;
+            match res {
+                Ok(Ok((0, _))) => {}
+                Ok(Ok((records, events))) => {
+                    tracing::info!(
+                        records,
+                        events,
+                        "retention removed finished events older than the retention period"
+                    )
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "retention failed; it runs again later"),
+                Err(e) => tracing::warn!(error = %e, "retention task failed"),
+            }
         }));
     }
 
@@ -178,12 +308,17 @@ impl LogActor {
 
     fn apply(&mut self, first: u64, records: &[Record]) {
         let mut effects: Vec<Effect> = Vec::new();
+        let mut ops = Vec::new();
         {
             let mut projection = self.projection.write();
             for (i, r) in records.iter().enumerate() {
-                effects.extend(projection.apply(first + i as u64, r));
+                let seq = first + i as u64;
+                let e = projection.apply(seq, r);
+                crate::indexer::ops(seq, r, &e, &mut ops);
+                effects.extend(e);
             }
         }
+        self.indexer.apply(ops, first + records.len() as u64 - 1);
         if let (Some(router), false) = (&self.router, effects.is_empty()) {
             router.do_send(Effects(effects));
         }
@@ -198,6 +333,16 @@ impl Actor for LogActor {
         ctx.run_interval(Duration::from_secs(60), |act, _| {
             let cutoff = act.cutoff();
             act.projection.write().expire_idempotency(cutoff);
+        });
+        if self.settings.retention.is_some() {
+            ctx.run_interval(self.settings.retention_interval, |act, ctx| {
+                act.compact(ctx)
+            });
+        }
+        ctx.run_interval(self.settings.checkpoint.interval, |act, ctx| {
+            if !act.flushing && act.log.last_seq() > act.checkpointed_seq {
+                act.checkpoint(ctx);
+            }
         });
     }
 }
@@ -226,6 +371,25 @@ impl Handler<Submit> for LogActor {
         });
         self.flush(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(SubmitError::Stopped)) })
+    }
+}
+
+/// Write what is queued, save a checkpoint, then answer: a clean stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for LogActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.stopping.push(tx);
+        self.flush(ctx);
+        self.after_flush(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

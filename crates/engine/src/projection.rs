@@ -5,8 +5,10 @@
 //! [`Effect`]s the live actors must act on.
 
 use buildr_core::{
-    AccountId, AttemptOutcome, EventType, IdempotencyRecord, Record, Timestamp, Webhook, WebhookId,
+    AccountId, AttemptOutcome, EventType, IdempotencyRecord, Record, ReplayId, Timestamp, Webhook,
+    WebhookId,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What the actors must do after a record is applied.
@@ -22,7 +24,7 @@ pub enum Effect {
     WebhookRemoved(WebhookId),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub id: AccountId,
     pub name: String,
@@ -32,7 +34,7 @@ pub struct Account {
 }
 
 /// A live account API key: only its hash is known.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyEntry {
     pub account: AccountId,
     pub hash: [u8; 32],
@@ -40,7 +42,7 @@ pub struct ApiKeyEntry {
 }
 
 /// An undelivered event of one webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Pending {
     /// Attempts made so far.
     pub attempts: u32,
@@ -48,7 +50,7 @@ pub struct Pending {
     pub next_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookEntry {
     pub webhook: Webhook,
     /// Undelivered events by seq.
@@ -57,7 +59,7 @@ pub struct WebhookEntry {
     pub failing_since: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyEntry {
     pub request_hash: [u8; 32],
     pub first_seq: u64,
@@ -66,7 +68,22 @@ pub struct IdempotencyEntry {
     pub at: Timestamp,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// A replay's progress: `remaining` are the seqs not yet delivered (or finally failed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayState {
+    pub webhook: WebhookId,
+    pub events: u64,
+    pub remaining: BTreeSet<u64>,
+    pub created_at: Timestamp,
+}
+
+impl ReplayState {
+    pub fn done(&self) -> u64 {
+        self.events - self.remaining.len() as u64
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Projection {
     /// The last seq applied.
     pub last_seq: u64,
@@ -76,6 +93,7 @@ pub struct Projection {
     webhooks: BTreeMap<WebhookId, WebhookEntry>,
     by_account: HashMap<AccountId, BTreeSet<WebhookId>>,
     idempotency: HashMap<(AccountId, String), IdempotencyEntry>,
+    replays: BTreeMap<ReplayId, ReplayState>,
 }
 
 impl Projection {
@@ -169,6 +187,7 @@ impl Projection {
                     if let Some(set) = self.by_account.get_mut(&e.webhook.account) {
                         set.remove(id);
                     }
+                    self.replays.retain(|_, r| &r.webhook != id);
                     effects.push(Effect::WebhookRemoved(id.clone()));
                 }
             }
@@ -207,8 +226,41 @@ impl Projection {
                     },
                 );
             }
+            Record::ReplayRequested {
+                id,
+                webhook,
+                seqs,
+                at,
+            } => {
+                if let Some(e) = self.webhooks.get_mut(webhook) {
+                    for &s in seqs {
+                        if let std::collections::btree_map::Entry::Vacant(v) = e.pending.entry(s) {
+                            v.insert(Pending::default());
+                            effects.push(Effect::Deliver {
+                                webhook: webhook.clone(),
+                                seq: s,
+                            });
+                        }
+                    }
+                    self.replays.insert(
+                        id.clone(),
+                        ReplayState {
+                            webhook: webhook.clone(),
+                            events: seqs.len() as u64,
+                            remaining: seqs.iter().copied().collect(),
+                            created_at: *at,
+                        },
+                    );
+                }
+            }
             Record::DeliveryAttempted(a) => {
                 if let Some(e) = self.webhooks.get_mut(&a.webhook) {
+                    let finished = !matches!(a.outcome, AttemptOutcome::Retrying { .. });
+                    if finished {
+                        for r in self.replays.values_mut().filter(|r| r.webhook == a.webhook) {
+                            r.remaining.remove(&a.seq);
+                        }
+                    }
                     match a.outcome {
                         AttemptOutcome::Succeeded => {
                             e.pending.remove(&a.seq);
@@ -286,6 +338,17 @@ impl Projection {
             .collect()
     }
 
+    /// A replay of `webhook` (of `account`).
+    pub fn replay(
+        &self,
+        account: &AccountId,
+        webhook: &WebhookId,
+        id: &ReplayId,
+    ) -> Option<&ReplayState> {
+        self.webhook(account, webhook)?;
+        self.replays.get(id).filter(|r| &r.webhook == webhook)
+    }
+
     pub fn idempotency(&self, account: &AccountId, key: &str) -> Option<&IdempotencyEntry> {
         self.idempotency.get(&(account.clone(), key.to_owned()))
     }
@@ -303,6 +366,21 @@ impl Projection {
                 .filter(|e| !e.webhook.disabled && e.webhook.wants(t))
                 .count()
         })
+    }
+
+    /// What retention must keep: every undelivered seq, and the webhooks failing now.
+    pub fn retention_keep(&self) -> crate::retention::Keep {
+        let mut keep = crate::retention::Keep::default();
+        for e in self.webhooks.values() {
+            keep.pending.extend(e.pending.keys().copied());
+            if e.failing_since.is_some() {
+                keep.failing.insert(e.webhook.id.clone());
+            }
+        }
+        for r in self.replays.values() {
+            keep.pending.extend(r.remaining.iter().copied());
+        }
+        keep
     }
 
     pub fn webhook_count(&self) -> usize {

@@ -65,8 +65,8 @@ mod tests {
     use super::*;
     use buildr_core::{
         AccountId, AttemptOutcome, AttemptRecord, DisabledReason, EventData, EventId, EventRecord,
-        EventType, IdempotencyRecord, ObjectId, Secret, Timestamp, Webhook, WebhookChanges,
-        WebhookId,
+        EventType, IdempotencyRecord, ObjectId, ReplayId, Secret, Timestamp, Webhook,
+        WebhookChanges, WebhookId,
     };
 
     /// One record of every kind.
@@ -142,6 +142,12 @@ mod tests {
                 duration_ms: 12,
                 outcome: AttemptOutcome::Retrying { next_at: at },
             }),
+            Record::ReplayRequested {
+                id: ReplayId::generate(),
+                webhook: id.clone(),
+                seqs: vec![1, 5, 9],
+                at,
+            },
             Record::WebhookDeleted { id, at },
             Record::ApiKeyCreated {
                 account: account.clone(),

@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod index;
 
 pub use codec::{decode, encode, DecodeError, FORMAT_VERSION};
+pub use index::{DeliveryIndex, IndexOp};
 
 use buildr_core::Record;
 use std::path::Path;
@@ -37,6 +39,7 @@ pub struct EventLog {
     db: sled::Db,
     records: sled::Tree,
     checkpoints: sled::Tree,
+    index: DeliveryIndex,
     next_seq: AtomicU64,
 }
 
@@ -57,6 +60,7 @@ impl EventLog {
         let db = sled::Config::new().path(dir).open()?;
         let records = db.open_tree("records")?;
         let checkpoints = db.open_tree("checkpoints")?;
+        let index = DeliveryIndex::new(db.open_tree("delivery_index")?);
         let mut report = OpenReport::default();
         while let Some((k, v)) = records.last()? {
             let seq = seq_of(&k).ok_or(LogError::BadKey(0))?;
@@ -78,6 +82,7 @@ impl EventLog {
             db,
             records,
             checkpoints,
+            index,
             next_seq: AtomicU64::new(report.last_seq + 1),
         };
         Ok((log, report))
@@ -100,6 +105,21 @@ impl EventLog {
         self.next_seq
             .store(first + records.len() as u64, Ordering::Release);
         Ok(first)
+    }
+
+    /// Removes records (retention). Never the last one: the next seq must stay above every seq ever
+    /// used, and it is derived from the last record on open.
+    pub fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
+        let last = self.last_seq();
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for &seq in seqs.iter().filter(|&&s| s < last) {
+            batch.remove(&key(seq));
+            n += 1;
+        }
+        self.records.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(n)
     }
 
     /// Appends bytes as they are, bypassing encoding (tests and tools that need a damaged record).
@@ -157,6 +177,17 @@ impl EventLog {
             let seq = seq_of(v.get(..8)?)?;
             Some((seq, v[8..].to_vec()))
         }))
+    }
+
+    /// The delivery index (a projection kept in the same database; see [`DeliveryIndex`]).
+    pub fn index(&self) -> &DeliveryIndex {
+        &self.index
+    }
+
+    /// Flushes everything (the index and checkpoints included) to disk.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Bytes on disk (sled's own estimate).

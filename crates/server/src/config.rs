@@ -24,9 +24,7 @@ pub struct Config {
     pub delivery: DeliverySection,
     #[serde(default)]
     pub ingest: IngestSection,
-    /// Accepted per API.md; compaction of old events is not built yet (issue 3), so nothing reads it.
     #[serde(default)]
-    #[allow(dead_code)]
     pub retention: RetentionSection,
     #[serde(default)]
     pub log: LogSection,
@@ -50,12 +48,18 @@ impl Default for ServerSection {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     pub path: PathBuf,
+    /// Extension: write a projection checkpoint after this many records…
+    pub checkpoint_every: u64,
+    /// …or after this long if anything changed (and always on a clean stop).
+    pub checkpoint_interval: HumanDuration,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
         Self {
             path: PathBuf::from("./data"),
+            checkpoint_every: 100_000,
+            checkpoint_interval: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -137,13 +141,17 @@ impl Default for IngestSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSection {
+    /// Finished events older than this are removed from the log ("0s": kept for ever).
     pub events: HumanDuration,
+    /// Extension: how often retention runs.
+    pub interval: HumanDuration,
 }
 
 impl Default for RetentionSection {
     fn default() -> Self {
         Self {
             events: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
+            interval: HumanDuration(Duration::from_secs(3600)),
         }
     }
 }
@@ -242,6 +250,14 @@ impl Config {
                 max_in_flight: d.max_in_flight,
             },
             idempotency_ttl: self.ingest.idempotency_ttl.0,
+            checkpoint_every: self.storage.checkpoint_every.max(1),
+            checkpoint_interval: self
+                .storage
+                .checkpoint_interval
+                .0
+                .max(Duration::from_millis(100)),
+            retention: Some(self.retention.events.0).filter(|d| !d.is_zero()),
+            retention_interval: self.retention.interval.0.max(Duration::from_millis(100)),
         }
     }
 }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod replay;
 mod verify;
 
 use actix_web::{web, App, HttpServer};
@@ -30,6 +31,29 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Queue events again for a webhook, offline (server stopped); the next `serve` delivers them.
+    Replay {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The webhook (wh_…).
+        #[arg(long)]
+        webhook: String,
+        /// Events created at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// …and before this one.
+        #[arg(long)]
+        until: Option<String>,
+        /// Or by seq: from this seq (inclusive)…
+        #[arg(long)]
+        from_seq: Option<u64>,
+        /// …to this one (exclusive).
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// Only the events whose delivery to the webhook failed.
+        #[arg(long)]
+        only_failed: bool,
+    },
     /// Inspect the event log.
     Log {
         #[command(subcommand)]
@@ -50,6 +74,23 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Replay {
+            config,
+            webhook,
+            since,
+            until,
+            from_seq,
+            to_seq,
+            only_failed,
+        } => replay::run(replay::Args {
+            config: config.as_deref(),
+            webhook: &webhook,
+            since: since.as_deref(),
+            until: until.as_deref(),
+            from_seq,
+            to_seq,
+            only_failed,
+        }),
         Command::Log {
             command: LogCommand::Verify { config },
         } => verify::run(config.as_deref()),
@@ -115,8 +156,18 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
         let handle = server.handle();
         let failure = std::sync::Arc::new(parking_lot_free::Slot::default());
         let slot = failure.clone();
+        let watched = engine.clone();
         actix_rt::spawn(async move {
-            if let Err(e) = engine.ready().await {
+            let ready = watched.ready().await;
+            if ready.is_ok() {
+                let r = watched.startup_report();
+                let from = r.checkpoint_seq.map_or_else(|| "no checkpoint".to_owned(), |s| format!("checkpoint at seq {s}"));
+                println!("ready: replayed {} log records ({from}) in {} ms", r.replayed_records, r.millis);
+                if !r.open.truncated.is_empty() {
+                    println!("recovered: cut torn records at the end of the log: {:?}", r.open.truncated);
+                }
+            }
+            if let Err(e) = ready {
                 slot.set(e.to_string());
                 handle.stop(false).await;
             }
@@ -124,6 +175,13 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
         server.await.context("server error")?;
         if let Some(e) = failure.take() {
             anyhow::bail!("start-up failed: {e}");
+        }
+        // A clean stop saves a checkpoint so the next start replays nothing.
+        if engine.is_ready() {
+            match engine.shutdown().await {
+                Ok(()) => tracing::info!("stopped cleanly; projection checkpoint saved"),
+                Err(e) => tracing::warn!(error = %e, "clean stop incomplete; the next start replays the log tail"),
+            }
         }
         Ok(())
     })

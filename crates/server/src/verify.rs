@@ -16,8 +16,29 @@ pub fn run(config_path: Option<&Path>) -> Result<()> {
     if !report.truncated.is_empty() {
         println!("cut torn records at the tail: {:?}", report.truncated);
     }
-    let (projection, records) =
-        buildr_engine::projection_rebuild(&log).context("the log does not replay")?;
+    let (mut projection, records) =
+        buildr_engine::full_replay(&log).context("the log does not replay")?;
+    // Idempotency keys expire in the live projection as time passes; compare both as of now.
+    let ttl = i64::try_from(cfg.ingest.idempotency_ttl.0.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = buildr_core::Timestamp::from_millis(
+        buildr_core::Timestamp::now()
+            .as_millis()
+            .saturating_sub(ttl),
+    );
+    projection.expire_idempotency(cutoff);
+    // The checkpoint (if any) plus the tail must give exactly what the full replay gives.
+    let (mut restored, rebuilt) = buildr_engine::checkpoint::restore(&log, |_, _, _| {})
+        .context("the log does not replay")?;
+    restored.expire_idempotency(cutoff);
+    if let Some(seq) = rebuilt.from_checkpoint {
+        if restored != projection {
+            anyhow::bail!("the projection checkpoint at seq {seq} plus the log tail differs from a full replay");
+        }
+        println!(
+            "checkpoint at seq {seq} plus {} tail records matches the full replay",
+            rebuilt.replayed
+        );
+    }
     println!(
         "ok: {records} records (last seq {}), {} webhooks, {} undelivered",
         log.last_seq(),

@@ -1,4 +1,5 @@
 pub mod accounts;
+pub mod deliveries;
 pub mod events;
 pub mod ops;
 pub mod webhooks;

@@ -2,7 +2,7 @@
 //! (`AccountCreated`, `ApiKeyCreated`, `ApiKeyRevoked`); the projection keeps only key hashes, so a key
 //! is shown once, when it is made, and a revocation is refused from the moment it is acknowledged.
 
-use crate::engine::Engine;
+use super::Engine;
 use crate::error::EngineError;
 use crate::projection::Account;
 use buildr_core::{api_key, validate, AccountId, NewApiKey, Record, Timestamp};

@@ -1,0 +1,159 @@
+//! `/webhooks/{id}/deliveries`, `/attempts`, `/replay` and `/replays`: what happened to each event, and
+//! sending it again.
+
+use super::int_param;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::json::StrictJson;
+use crate::views::{AttemptView, DeliveryView};
+use crate::AppState;
+use actix_web::{web, HttpResponse};
+use buildr_core::{DeliveryStatus, EventId, ReplayId, Timestamp, WebhookId};
+use buildr_engine::ReplayRange;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+
+fn webhook_id(raw: &str) -> Result<WebhookId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("webhook"))
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let id = webhook_id(&path)?;
+    let limit = int_param("limit", query.get("limit"), 50, 1..=250)?;
+    let status = match query.get("status").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(s.parse::<DeliveryStatus>().map_err(|()| {
+            ApiError::invalid(
+                "status",
+                "must be one of pending, retrying, succeeded, failed",
+            )
+        })?),
+    };
+    let before = match query.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            c.parse::<u64>()
+                .map_err(|_| ApiError::invalid("cursor", "not a cursor from this API"))?,
+        ),
+    };
+    let (page, next) =
+        state
+            .engine
+            .deliveries(&caller.account, &id, status, before, limit as usize)?;
+    let views: Vec<DeliveryView> = page
+        .iter()
+        .map(|(seq, d)| DeliveryView::new(*seq, d))
+        .collect();
+    Ok(HttpResponse::Ok()
+        .json(json!({ "deliveries": views, "next_cursor": next.map(|n| n.to_string()) })))
+}
+
+pub async fn attempts(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (wh, ev) = path.into_inner();
+    let id = webhook_id(&wh)?;
+    let event: EventId = ev.parse().map_err(|_| ApiError::not_found("delivery"))?;
+    let attempts = state.engine.attempts(&caller.account, &id, &event)?;
+    let views: Vec<AttemptView> = attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AttemptView::new(i as u32 + 1, a))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "attempts": views })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    from_seq: Option<u64>,
+    #[serde(default)]
+    to_seq: Option<u64>,
+    #[serde(default)]
+    only_failed: bool,
+}
+
+fn time(field: &str, raw: &str) -> Result<Timestamp, ApiError> {
+    Timestamp::parse_rfc3339(raw).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            "must be an RFC 3339 time, e.g. 2026-11-29T13:46:14.123Z",
+        )
+    })
+}
+
+fn range(b: &ReplayBody) -> Result<ReplayRange, ApiError> {
+    match (&b.since, b.from_seq) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "from_seq",
+            "give either since/until or from_seq/to_seq, not both",
+        )),
+        (None, None) => Err(ApiError::invalid("since", "is required (or from_seq)")),
+        (Some(since), None) => {
+            if b.to_seq.is_some() {
+                return Err(ApiError::invalid("to_seq", "goes with from_seq, not since"));
+            }
+            let since = time("since", since)?;
+            let until = b.until.as_deref().map(|u| time("until", u)).transpose()?;
+            if until.is_some_and(|u| u <= since) {
+                return Err(ApiError::invalid("until", "must be after since"));
+            }
+            Ok(ReplayRange::Time { since, until })
+        }
+        (None, Some(from)) => {
+            if b.until.is_some() {
+                return Err(ApiError::invalid("until", "goes with since, not from_seq"));
+            }
+            if b.to_seq.is_some_and(|t| t <= from) {
+                return Err(ApiError::invalid("to_seq", "must be greater than from_seq"));
+            }
+            Ok(ReplayRange::Seq { from, to: b.to_seq })
+        }
+    }
+}
+
+pub async fn replay(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: StrictJson<ReplayBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = webhook_id(&path)?;
+    let range = range(&body.value)?;
+    let (replay, events) = state
+        .engine
+        .replay(&caller.account, &id, range, body.value.only_failed)
+        .await?;
+    Ok(HttpResponse::Accepted()
+        .json(json!({ "replay": { "id": replay.to_string(), "events": events } })))
+}
+
+pub async fn replay_status(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (wh, rp) = path.into_inner();
+    let id = webhook_id(&wh)?;
+    let rp: ReplayId = rp.parse().map_err(|_| ApiError::not_found("replay"))?;
+    let r = state.engine.replay_status(&caller.account, &id, &rp)?;
+    Ok(HttpResponse::Ok().json(json!({ "replay": {
+        "id": rp.to_string(),
+        "events": r.events,
+        "done": r.done(),
+        "created_at": r.created_at.to_string(),
+    }})))
+}

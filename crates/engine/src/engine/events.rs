@@ -1,0 +1,125 @@
+//! Engine calls on events: publish (with idempotency) and read.
+
+use crate::error::EngineError;
+use crate::log_actor::{IdempotencyGuard, Submitted};
+use buildr_core::{
+    AccountId, Event, EventId, EventRecord, FieldError, IdempotencyRecord, Record, Timestamp,
+};
+
+use super::{to_event, Engine, NewEvent, Published};
+
+impl Engine {
+    /// Publishes `events` atomically; returns once they are durable. With `idempotency` (key and a hash of
+    /// the request), a repeat of the same key and hash returns the first answer and stores nothing, and a
+    /// repeat with another hash is [`EngineError::IdempotencyConflict`].
+    pub async fn publish(
+        &self,
+        caller: &AccountId,
+        events: Vec<NewEvent>,
+        idempotency: Option<(String, [u8; 32])>,
+        batch: bool,
+    ) -> Result<Published, EngineError> {
+        self.running()?;
+        for (i, e) in events.iter().enumerate() {
+            if self.inner.projection.read().account(&e.account).is_none() {
+                let field = if batch {
+                    format!("events[{i}].account")
+                } else {
+                    "event.account".into()
+                };
+                return Err(EngineError::Unprocessable(FieldError::new(
+                    field,
+                    "unknown account",
+                )));
+            }
+        }
+        let now = Timestamp::now();
+        let mut records: Vec<Record> = events
+            .into_iter()
+            .map(|e| {
+                Record::EventPublished(EventRecord {
+                    id: EventId::generate(),
+                    account: e.account,
+                    event_type: e.event_type,
+                    data: e.data,
+                    created_at: now,
+                })
+            })
+            .collect();
+        let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        let guard = idempotency.as_ref().map(|(key, hash)| {
+            records.push(Record::IdempotencyKeyUsed(IdempotencyRecord {
+                account: caller.clone(),
+                key: key.clone(),
+                request_hash: *hash,
+                count,
+                batch,
+                at: now,
+            }));
+            IdempotencyGuard {
+                account: caller.clone(),
+                key: key.clone(),
+            }
+        });
+        match self.submit_guarded(records.clone(), guard).await? {
+            Submitted::Committed { first_seq } => {
+                let events = records
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| match r {
+                        Record::EventPublished(e) => Some(to_event(first_seq + i as u64, e)),
+                        _ => None,
+                    })
+                    .collect();
+                Ok(Published {
+                    events,
+                    replayed: false,
+                })
+            }
+            Submitted::AlreadyUsed(entry) => {
+                let hash = idempotency.map(|(_, h)| h);
+                if Some(entry.request_hash) != hash || entry.batch != batch {
+                    return Err(EngineError::IdempotencyConflict);
+                }
+                let end = entry.first_seq + u64::from(entry.count);
+                let events = self.read_events(entry.first_seq, end, None, usize::MAX)?;
+                Ok(Published {
+                    events,
+                    replayed: true,
+                })
+            }
+        }
+    }
+
+    /// `account`'s events with seq > `after_seq`, oldest first, at most `limit`.
+    pub fn list_events(
+        &self,
+        account: &AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, EngineError> {
+        self.running()?;
+        self.read_events(after_seq.saturating_add(1), u64::MAX, Some(account), limit)
+    }
+
+    fn read_events(
+        &self,
+        from: u64,
+        to: u64,
+        account: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<Event>, EngineError> {
+        let mut out = Vec::new();
+        for item in self.inner.log.range(from, to) {
+            if out.len() >= limit {
+                break;
+            }
+            if let (seq, Record::EventPublished(e)) = item? {
+                if account.is_none_or(|a| *a == e.account) {
+                    out.push(to_event(seq, e));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,350 @@
+//! The [`Engine`] handle: start the engine on a data directory, then manage webhooks and publish events
+//! without HTTP. The HTTP API is a thin layer over exactly these calls.
+
+use crate::checkpoint;
+use crate::config::EngineConfig;
+use crate::dispatcher::Dispatcher;
+use crate::error::EngineError;
+use crate::indexer::{self, IndexWriter};
+use crate::log_actor::{
+    CheckpointPolicy, IdempotencyGuard, LogActor, LogSettings, LogStats, SetRouter, Shutdown,
+    Submit, Submitted,
+};
+use crate::projection::Projection;
+use crate::router::{ActiveSubscriptions, Router};
+use crate::subscription::SubscriptionDeps;
+use actix::prelude::*;
+use buildr_core::{
+    AccountId, Delivery, Event, EventData, EventRecord, EventType, Record, Secret, Timestamp,
+};
+use buildr_log::{EventLog, OpenReport};
+use parking_lot::RwLock;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+pub use accounts::CreatedKey;
+
+mod accounts;
+mod deliveries;
+mod events;
+mod webhooks;
+
+/// A webhook to create (fields already checked with `buildr_core::validate`).
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub url: String,
+    pub description: String,
+    pub filter_types: Option<Vec<EventType>>,
+    /// `None`: generate one.
+    pub secret: Option<Secret>,
+    pub rate_limit: u32,
+}
+
+/// An event to publish.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub account: AccountId,
+    pub event_type: EventType,
+    pub data: EventData,
+}
+
+/// What a publish returned.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub events: Vec<Event>,
+    /// True when an `Idempotency-Key` repeat returned the first response and stored nothing.
+    pub replayed: bool,
+}
+
+/// A page of deliveries (seq and row, newest first) and the cursor of the next page.
+pub type DeliveryPage = (Vec<(u64, Delivery)>, Option<u64>);
+
+/// What start-up found: torn records cut from the tail, the checkpoint used, records replayed, time taken.
+#[derive(Debug, Clone, Default)]
+pub struct StartupReport {
+    pub open: OpenReport,
+    pub checkpoint_seq: Option<u64>,
+    pub replayed_records: u64,
+    pub millis: u128,
+}
+
+struct Running {
+    log_actor: Addr<LogActor>,
+    router: Addr<Router>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    log: Arc<EventLog>,
+    projection: Arc<RwLock<Projection>>,
+    running: OnceLock<Running>,
+    failed: OnceLock<String>,
+    ready: AtomicBool,
+    ready_notify: tokio::sync::Notify,
+    report: RwLock<StartupReport>,
+    stats: Arc<LogStats>,
+}
+
+/// A running engine. Cheap to clone, `Send + Sync`: share it between threads and HTTP workers.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Opens the log in `config.data_dir` and starts rebuilding the projection in the background. Must be
+    /// called inside an actix `System`; the actors run on the calling arbiter. Calls made before the
+    /// rebuild is done fail with [`EngineError::NotReady`]; await [`Engine::ready`] to wait for it.
+    pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            EngineError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let (log, open) = EventLog::open(&config.data_dir)?;
+        for seq in &open.truncated {
+            tracing::warn!(
+                seq,
+                "cut a torn record off the end of the log (a write interrupted by a crash)"
+            );
+        }
+        let inner = Arc::new(Inner {
+            config,
+            log: Arc::new(log),
+            projection: Arc::new(RwLock::new(Projection::default())),
+            running: OnceLock::new(),
+            failed: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            ready_notify: tokio::sync::Notify::new(),
+            report: RwLock::new(StartupReport {
+                open,
+                ..Default::default()
+            }),
+            stats: Arc::new(LogStats::default()),
+        });
+        let engine = Engine { inner };
+        let starting = engine.clone();
+        actix_rt::spawn(async move {
+            if let Err(e) = starting.boot().await {
+                tracing::error!(error = %e, "start-up failed");
+                let _ = starting.inner.failed.set(e.to_string());
+                starting.inner.ready_notify.notify_waiters();
+            }
+        });
+        Ok(engine)
+    }
+
+    async fn boot(&self) -> Result<(), EngineError> {
+        let started = Instant::now();
+        let log = self.inner.log.clone();
+        let (projection, rebuilt) = actix_rt::task::spawn_blocking(move || restore(&log))
+            .await
+            .map_err(|e| EngineError::Storage(format!("replay task failed: {e}")))??;
+        let checkpointed_seq = rebuilt.from_checkpoint.unwrap_or(0);
+        let replayed = rebuilt.replayed;
+        *self.inner.projection.write() = projection;
+
+        let cfg = &self.inner.config;
+        let projection = self.inner.projection.clone();
+        let settings = LogSettings {
+            checkpoint: CheckpointPolicy {
+                every_records: cfg.checkpoint_every.max(1),
+                interval: cfg.checkpoint_interval,
+            },
+            idempotency_ttl: cfg.idempotency_ttl,
+            retention: cfg.retention,
+            retention_interval: cfg.retention_interval,
+        };
+        let indexer = IndexWriter::start(self.inner.log.clone());
+        let log_actor = LogActor::create(|_| {
+            LogActor::new(
+                self.inner.log.clone(),
+                projection.clone(),
+                indexer,
+                checkpointed_seq,
+                settings,
+                self.inner.stats.clone(),
+            )
+        });
+        let deps = Rc::new(SubscriptionDeps {
+            log: self.inner.log.clone(),
+            log_actor: log_actor.clone(),
+            dispatcher: Dispatcher::new(&cfg.delivery),
+            config: cfg.delivery.clone(),
+        });
+        let router = Router::new(projection.clone(), deps).start();
+        log_actor
+            .send(SetRouter(router.clone()))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        let _ = self.inner.running.set(Running { log_actor, router });
+
+        if projection
+            .read()
+            .account(&AccountId::default_account())
+            .is_none()
+        {
+            self.submit(vec![Record::AccountCreated {
+                id: AccountId::default_account(),
+                name: "Default".into(),
+                at: Timestamp::now(),
+            }])
+            .await?;
+        }
+        {
+            let mut report = self.inner.report.write();
+            report.replayed_records = replayed;
+            report.checkpoint_seq = rebuilt.from_checkpoint;
+            report.millis = started.elapsed().as_millis();
+            tracing::info!(
+                records = replayed,
+                checkpoint = ?rebuilt.from_checkpoint,
+                millis = report.millis,
+                "event log replayed; ready"
+            );
+        }
+        self.inner.ready.store(true, Ordering::Release);
+        self.inner.ready_notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Waits until start-up replay is done (or has failed).
+    pub async fn ready(&self) -> Result<(), EngineError> {
+        loop {
+            let notified = self.inner.ready_notify.notified();
+            if self.is_ready() {
+                return Ok(());
+            }
+            if let Some(e) = self.inner.failed.get() {
+                return Err(EngineError::Storage(e.clone()));
+            }
+            notified.await;
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    pub fn startup_report(&self) -> StartupReport {
+        self.inner.report.read().clone()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn log_stats(&self) -> &LogStats {
+        &self.inner.stats
+    }
+
+    /// Read access to the projection (for metrics and tools; request handlers use the scoped getters).
+    pub fn projection(&self) -> Result<parking_lot::RwLockReadGuard<'_, Projection>, EngineError> {
+        self.running()?;
+        Ok(self.inner.projection.read())
+    }
+
+    /// Replays the whole log into a fresh projection (for checks: it must equal the live one).
+    pub fn rebuild_projection(&self) -> Result<Projection, EngineError> {
+        checkpoint::full_replay(&self.inner.log).map(|(p, _)| p)
+    }
+
+    /// A clean stop: writes what is queued, brings the delivery index up to date and saves a checkpoint,
+    /// so the next start replays nothing. (A crash instead is safe too; the next start replays more.)
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
+        let running = self.inner.running.get().ok_or(EngineError::NotReady)?;
+        running
+            .log_actor
+            .send(Shutdown)
+            .await
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// How many subscription actors run (one per enabled webhook).
+    pub async fn active_subscriptions(&self) -> Result<usize, EngineError> {
+        let running = self.running()?;
+        running
+            .router
+            .send(ActiveSubscriptions)
+            .await
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    fn running(&self) -> Result<&Running, EngineError> {
+        if !self.is_ready() {
+            return Err(EngineError::NotReady);
+        }
+        self.inner.running.get().ok_or(EngineError::NotReady)
+    }
+
+    async fn submit(&self, records: Vec<Record>) -> Result<u64, EngineError> {
+        match self.submit_guarded(records, None).await? {
+            Submitted::Committed { first_seq } => Ok(first_seq),
+            Submitted::AlreadyUsed(_) => {
+                Err(EngineError::Storage("unexpected idempotency answer".into()))
+            }
+        }
+    }
+
+    async fn submit_guarded(
+        &self,
+        records: Vec<Record>,
+        guard: Option<IdempotencyGuard>,
+    ) -> Result<Submitted, EngineError> {
+        let running = self.inner.running.get().ok_or(EngineError::NotReady)?;
+        running
+            .log_actor
+            .send(Submit { records, guard })
+            .await
+            .map_err(|_| EngineError::Stopped)?
+            .map_err(|e| EngineError::Storage(e.to_string()))
+    }
+
+    fn require_account(&self, account: &AccountId) -> Result<(), EngineError> {
+        self.running()?;
+        match self.inner.projection.read().account(account) {
+            Some(_) => Ok(()),
+            None => Err(EngineError::NotFound("account")),
+        }
+    }
+}
+
+pub(crate) fn to_event(seq: u64, e: EventRecord) -> Event {
+    Event {
+        seq,
+        id: e.id,
+        account: e.account,
+        event_type: e.event_type,
+        data: e.data,
+        created_at: e.created_at,
+    }
+}
+
+/// The projection at the log's end (checkpoint + tail), with the delivery index caught up on the way.
+fn restore(log: &EventLog) -> Result<(Projection, checkpoint::Rebuilt), EngineError> {
+    let index_seq = log.index().applied_seq()?;
+    let mut ops = Vec::new();
+    let mut last = 0;
+    let mut pending_err = None;
+    let result = checkpoint::restore(log, |seq, record, effects| {
+        if seq <= index_seq || pending_err.is_some() {
+            return;
+        }
+        indexer::ops(seq, record, effects, &mut ops);
+        last = seq;
+        if ops.len() >= 10_000 {
+            if let Err(e) = log.index().apply(&ops, seq, |s| indexer::event_at(log, s)) {
+                pending_err = Some(e);
+            }
+            ops.clear();
+        }
+    })?;
+    if let Some(e) = pending_err {
+        return Err(e.into());
+    }
+    if !ops.is_empty() {
+        log.index()
+            .apply(&ops, last, |s| indexer::event_at(log, s))?;
+    }
+    Ok(result)
+}

@@ -1,0 +1,61 @@
+//! Retention: events older than `retention.events` whose deliveries are all finished are removed from
+//! the log, with their attempt records and index rows. Seq order is kept (records are removed, never
+//! renumbered), the last record is never removed (it fixes the next seq), undelivered events are kept
+//! whatever their age, and so are the attempt records of a webhook that is failing now (they date its
+//! `failing_since`), so a replay of what remains rebuilds the same state.
+
+use crate::error::EngineError;
+use buildr_core::{EventId, Record, Timestamp, WebhookId};
+use buildr_log::EventLog;
+use std::collections::HashSet;
+
+/// What must stay whatever its age: undelivered seqs, and webhooks failing now.
+#[derive(Debug, Default, Clone)]
+pub struct Keep {
+    pub pending: HashSet<u64>,
+    pub failing: HashSet<WebhookId>,
+}
+
+/// What a compaction removes.
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    /// Every record to remove.
+    pub records: Vec<u64>,
+    /// The events among them (seqs and ids), for the delivery index.
+    pub event_seqs: HashSet<u64>,
+    pub event_ids: Vec<EventId>,
+}
+
+/// Records are close to time order, so the scan stops this long past the cutoff.
+const SCAN_SLACK_MS: i64 = 3_600_000;
+
+pub fn plan(log: &EventLog, cutoff: Timestamp, keep: &Keep) -> Result<Plan, EngineError> {
+    let mut plan = Plan::default();
+    let last = log.last_seq();
+    let stop_after = Timestamp::from_millis(cutoff.as_millis().saturating_add(SCAN_SLACK_MS));
+    for item in log.range(1, last) {
+        let (seq, record) = item?;
+        match record {
+            Record::EventPublished(e) => {
+                if e.created_at >= stop_after {
+                    break;
+                }
+                if e.created_at < cutoff && !keep.pending.contains(&seq) {
+                    plan.records.push(seq);
+                    plan.event_seqs.insert(seq);
+                    plan.event_ids.push(e.id);
+                }
+            }
+            Record::DeliveryAttempted(a)
+                if a.at < cutoff
+                    && !keep.pending.contains(&a.seq)
+                    && !keep.failing.contains(&a.webhook) =>
+            {
+                plan.records.push(seq);
+            }
+            Record::IdempotencyKeyUsed(i) if i.at < cutoff => plan.records.push(seq),
+            _ => {}
+        }
+    }
+    Ok(plan)
+}

@@ -1,0 +1,271 @@
+//! The delivery index: a persisted projection of the log for the delivery-records API — one row per
+//! (webhook, event) with its status and last attempt, every attempt, and event id → seq. It lives in one
+//! sled tree and each batch of updates is written atomically together with the seq it brings the index
+//! up to, so after a crash it is caught up from that seq and nothing is counted twice.
+//!
+//! Keys: `r` webhook 0 seq → Delivery; `a` webhook 0 seq attempt-record-seq → AttemptRecord;
+//! `e` event id → seq; `m applied` → seq.
+
+use crate::LogError;
+use buildr_core::{AttemptRecord, Delivery, DeliveryStatus, EventId, EventType, WebhookId};
+use std::collections::HashMap;
+
+const APPLIED: &[u8] = b"mapplied";
+
+/// One change to the index, derived from a record and its effects.
+#[derive(Debug, Clone)]
+pub enum IndexOp {
+    /// An event was published at `seq`.
+    Event { seq: u64, id: EventId },
+    /// The event at `seq` was queued for `webhook` (published, or replayed; a replay does not carry the
+    /// event's id and type, which are then read from the log when the row is new).
+    Queued {
+        webhook: WebhookId,
+        seq: u64,
+        event: Option<(EventId, EventType)>,
+    },
+    /// An attempt, recorded at `record_seq`.
+    Attempt {
+        record_seq: u64,
+        attempt: AttemptRecord,
+    },
+    /// The webhook is gone: its rows go too.
+    WebhookDeleted(WebhookId),
+}
+
+pub struct DeliveryIndex {
+    tree: sled::Tree,
+}
+
+fn prefix(tag: u8, webhook: &WebhookId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(webhook.as_str().len() + 18);
+    k.push(tag);
+    k.extend_from_slice(webhook.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+fn row_key(webhook: &WebhookId, seq: u64) -> Vec<u8> {
+    let mut k = prefix(b'r', webhook);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn attempt_key(webhook: &WebhookId, seq: u64, record_seq: u64) -> Vec<u8> {
+    let mut k = prefix(b'a', webhook);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(&record_seq.to_be_bytes());
+    k
+}
+
+fn event_key(id: &EventId) -> Vec<u8> {
+    let mut k = vec![b'e'];
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
+}
+
+fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap_or_default()
+}
+
+fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Option<T> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .ok()
+        .map(|(v, _)| v)
+}
+
+fn seq_suffix(k: &[u8]) -> Option<u64> {
+    let tail = k.get(k.len().checked_sub(8)?..)?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
+
+impl DeliveryIndex {
+    pub(crate) fn new(tree: sled::Tree) -> Self {
+        Self { tree }
+    }
+
+    /// The last log seq whose changes are in the index.
+    pub fn applied_seq(&self) -> Result<u64, LogError> {
+        Ok(self
+            .tree
+            .get(APPLIED)?
+            .and_then(|v| seq_suffix(&v))
+            .unwrap_or(0))
+    }
+
+    /// Applies `ops` and records `applied_seq`, atomically (no flush: the log is the truth).
+    pub fn apply(
+        &self,
+        ops: &[IndexOp],
+        applied_seq: u64,
+        event_at: impl Fn(u64) -> Option<(EventId, EventType)>,
+    ) -> Result<(), LogError> {
+        let mut rows: HashMap<Vec<u8>, Option<Delivery>> = HashMap::new();
+        let mut batch = sled::Batch::default();
+        for op in ops {
+            match op {
+                IndexOp::Event { seq, id } => batch.insert(event_key(id), &seq.to_be_bytes()),
+                IndexOp::Queued {
+                    webhook,
+                    seq,
+                    event,
+                } => {
+                    let key = row_key(webhook, *seq);
+                    let row = match self.cached(&mut rows, &key)? {
+                        Some(mut r) => {
+                            r.requeue();
+                            r
+                        }
+                        None => match event.clone().or_else(|| event_at(*seq)) {
+                            Some((id, t)) => Delivery::queued(id, t),
+                            None => continue,
+                        },
+                    };
+                    rows.insert(key, Some(row));
+                }
+                IndexOp::Attempt {
+                    record_seq,
+                    attempt,
+                } => {
+                    let key = row_key(&attempt.webhook, attempt.seq);
+                    if let Some(mut row) = self.cached(&mut rows, &key)? {
+                        row.record(attempt);
+                        rows.insert(key, Some(row));
+                        batch.insert(
+                            attempt_key(&attempt.webhook, attempt.seq, *record_seq),
+                            enc(attempt),
+                        );
+                    }
+                }
+                IndexOp::WebhookDeleted(w) => {
+                    for tag in [b'r', b'a'] {
+                        for item in self.tree.scan_prefix(prefix(tag, w)) {
+                            let (k, _) = item?;
+                            rows.remove(k.as_ref());
+                            batch.remove(k);
+                        }
+                    }
+                    rows.retain(|k, _| !k.starts_with(&prefix(b'r', w)));
+                }
+            }
+        }
+        for (k, v) in rows {
+            match v {
+                Some(row) => batch.insert(k, enc(&row)),
+                None => batch.remove(k),
+            }
+        }
+        batch.insert(APPLIED, &applied_seq.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn cached(
+        &self,
+        rows: &mut HashMap<Vec<u8>, Option<Delivery>>,
+        key: &[u8],
+    ) -> Result<Option<Delivery>, LogError> {
+        if let Some(r) = rows.get(key) {
+            return Ok(r.clone());
+        }
+        Ok(self.tree.get(key)?.and_then(|v| dec(&v)))
+    }
+
+    pub fn seq_of(&self, event: &EventId) -> Result<Option<u64>, LogError> {
+        Ok(self
+            .tree
+            .get(event_key(event))?
+            .and_then(|v| seq_suffix(&v)))
+    }
+
+    pub fn delivery(&self, webhook: &WebhookId, seq: u64) -> Result<Option<Delivery>, LogError> {
+        Ok(self.tree.get(row_key(webhook, seq))?.and_then(|v| dec(&v)))
+    }
+
+    /// `webhook`'s deliveries, newest first, with seq < `before` (a cursor), optionally of one status.
+    pub fn deliveries(
+        &self,
+        webhook: &WebhookId,
+        status: Option<DeliveryStatus>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Delivery)>, LogError> {
+        let start = row_key(webhook, 0);
+        let end = row_key(webhook, before.unwrap_or(u64::MAX));
+        let mut out = Vec::new();
+        for item in self.tree.range(start..end).rev() {
+            let (k, v) = item?;
+            let (Some(seq), Some(row)) = (seq_suffix(&k), dec::<Delivery>(&v)) else {
+                continue;
+            };
+            if status.is_none_or(|s| s == row.status) {
+                out.push((seq, row));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every attempt of `webhook` at the event `seq`, oldest first.
+    pub fn attempts(&self, webhook: &WebhookId, seq: u64) -> Result<Vec<AttemptRecord>, LogError> {
+        let mut p = prefix(b'a', webhook);
+        p.extend_from_slice(&seq.to_be_bytes());
+        self.tree
+            .scan_prefix(p)
+            .map(|item| {
+                let (_, v) = item?;
+                Ok(dec::<AttemptRecord>(&v))
+            })
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
+    /// Forgets everything about the events at `seqs` (retention removed them from the log).
+    pub fn forget(
+        &self,
+        seqs: &std::collections::HashSet<u64>,
+        ids: &[EventId],
+    ) -> Result<usize, LogError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for tag in [b'r', b'a'] {
+            for item in self.tree.scan_prefix([tag]) {
+                let (k, _) = item?;
+                // Row keys end in the seq; attempt keys in seq then the attempt record's seq.
+                let seq = if tag == b'r' {
+                    seq_suffix(&k)
+                } else {
+                    k.len().checked_sub(8).and_then(|e| seq_suffix(&k[..e]))
+                };
+                if seq.is_some_and(|s| seqs.contains(&s)) {
+                    batch.remove(k);
+                    n += 1;
+                }
+            }
+        }
+        for id in ids {
+            batch.remove(event_key(id));
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    /// Seqs of `webhook`'s deliveries that are `failed`, in `from..to`.
+    pub fn failed_in(&self, webhook: &WebhookId, from: u64, to: u64) -> Result<Vec<u64>, LogError> {
+        let mut out = Vec::new();
+        for item in self
+            .tree
+            .range(row_key(webhook, from)..row_key(webhook, to.max(from)))
+        {
+            let (k, v) = item?;
+            if let (Some(seq), Some(row)) = (seq_suffix(&k), dec::<Delivery>(&v)) {
+                if row.status == DeliveryStatus::Failed {
+                    out.push(seq);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,361 @@
+//! Delivery that never gives up and never loses: disabling, Retry-After, delivery records, replay.
+#![allow(clippy::unwrap_used)]
+
+use buildr_e2e::receiver::Reply;
+use buildr_e2e::server::run_binary;
+use buildr_e2e::{wait_until, Receiver, Server};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn create(s: &Server, url: String, extra: Value) -> String {
+    let mut w = json!({"url": url, "rate_limit": 60000});
+    if let (Some(o), Some(e)) = (w.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    let (st, v) = s.call("POST", "/webhooks", Some(json!({ "webhook": w })));
+    assert_eq!(st, 201, "{v}");
+    v["webhook"]["id"].as_str().unwrap().to_owned()
+}
+
+fn publish(s: &Server, id: i64) -> Value {
+    let (st, v) = s.call(
+        "POST",
+        "/events",
+        Some(json!({"event": {"type": "contact.create", "data": {"id": id, "url": format!("https://x.example/{id}")}}})),
+    );
+    assert_eq!(st, 202, "{v}");
+    v["event"].clone()
+}
+
+fn webhook(s: &Server, id: &str) -> Value {
+    s.call("GET", &format!("/webhooks/{id}"), None).1["webhook"].clone()
+}
+
+fn deliveries(s: &Server, id: &str, query: &str) -> Vec<Value> {
+    let (st, v) = s.call("GET", &format!("/webhooks/{id}/deliveries{query}"), None);
+    assert_eq!(st, 200, "{v}");
+    v["deliveries"].as_array().unwrap().clone()
+}
+
+fn ids_at(rx: &Receiver, path: &str) -> Vec<String> {
+    rx.at(path)
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect()
+}
+
+#[test]
+fn gone_disables_at_once_and_reenabling_resumes_the_backlog() {
+    let s = Server::start();
+    let rx = Receiver::start();
+    let id = create(&s, rx.url("/gone"), json!({}));
+    rx.answer_path("/gone", Reply::status(410));
+    let a = publish(&s, 1);
+    assert!(wait_until(Duration::from_secs(10), || webhook(&s, &id)
+        ["disabled"]
+        == true));
+    let w = webhook(&s, &id);
+    assert_eq!(w["disabled_reason"], "gone");
+    assert_eq!(rx.count("/gone"), 1, "no attempt after 410");
+    // Published while disabled: not queued for it.
+    let b = publish(&s, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rx.count("/gone"), 1);
+
+    rx.answer_path("/gone", Reply::status(200));
+    let (st, v) = s.call(
+        "PATCH",
+        &format!("/webhooks/{id}"),
+        Some(json!({"webhook": {"disabled": false}})),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["webhook"]["disabled_reason"], Value::Null);
+    assert!(
+        wait_until(Duration::from_secs(10), || rx.count("/gone") >= 2),
+        "the backlog resumes"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got = ids_at(&rx, "/gone");
+    assert_eq!(got, vec![a["id"].as_str().unwrap().to_owned(); 2]);
+    assert!(!got.contains(&b["id"].as_str().unwrap().to_owned()));
+    let d = deliveries(&s, &id, "");
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (d[0]["status"].clone(), d[0]["attempts"].clone()),
+        (json!("succeeded"), json!(2))
+    );
+}
+
+#[test]
+fn a_webhook_failing_for_disable_after_is_disabled() {
+    let s = Server::builder()
+        .env("BUILDR_DELIVERY__DISABLE_AFTER", "1s")
+        .env(
+            "BUILDR_DELIVERY__RETRY_SCHEDULE",
+            "200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms",
+        )
+        .start();
+    let rx = Receiver::start();
+    let id = create(&s, rx.url("/down"), json!({}));
+    rx.answer_path("/down", Reply::status(500));
+    publish(&s, 1);
+    assert!(wait_until(Duration::from_secs(15), || webhook(&s, &id)
+        ["disabled"]
+        == true));
+    assert_eq!(webhook(&s, &id)["disabled_reason"], "failing");
+    let n = rx.count("/down");
+    assert!(
+        (5..=8).contains(&n),
+        "about 1s of 200ms retries before disabling, got {n}"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(rx.count("/down"), n, "nothing is sent while disabled");
+}
+
+#[test]
+fn retry_after_is_waited_for() {
+    let s = Server::builder()
+        .env("BUILDR_DELIVERY__RETRY_SCHEDULE", "50ms,2s")
+        .start();
+    let rx = Receiver::start();
+    create(&s, rx.url("/busy"), json!({}));
+    rx.script(
+        json!(1),
+        vec![Reply {
+            status: 429,
+            retry_after: Some(1),
+            delay: None,
+        }],
+    );
+    publish(&s, 1);
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/busy") >= 2));
+    let got = rx.at("/busy");
+    let gap = got[1].at.duration_since(got[0].at);
+    assert!(
+        gap >= Duration::from_millis(950),
+        "waited {gap:?}, Retry-After said 1 s"
+    );
+    assert_eq!(got[1].status, 200);
+}
+
+#[test]
+fn deliveries_and_attempts_are_recorded_and_survive_a_crash() {
+    let mut s = Server::start();
+    let rx = Receiver::start();
+    let id = create(&s, rx.url("/d"), json!({}));
+    rx.script(json!(1), vec![Reply::status(500), Reply::status(200)]);
+    rx.script(json!(2), vec![Reply::status(503); 4]);
+    let ok = publish(&s, 1);
+    let failed = publish(&s, 2);
+    let settled = || {
+        let d = deliveries(&s, &id, "");
+        d.len() == 2
+            && d.iter()
+                .all(|d| d["status"] == "succeeded" || d["status"] == "failed")
+    };
+    assert!(wait_until(Duration::from_secs(15), settled));
+    let check = |s: &Server| {
+        let d = deliveries(s, &id, "");
+        assert_eq!(d[0]["event_id"], failed["id"], "newest first");
+        assert_eq!(d[0]["status"], "failed");
+        assert_eq!(d[0]["attempts"], 4, "1 + the schedule's 3 retries");
+        assert_eq!(d[0]["response_status"], 503);
+        assert_eq!(d[1]["status"], "succeeded");
+        assert_eq!(d[1]["attempts"], 2);
+        assert_eq!(d[1]["type"], "contact.create");
+        let f = deliveries(s, &id, "?status=failed");
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0]["event_id"], failed["id"]);
+        let (st, v) = s.call(
+            "GET",
+            &format!(
+                "/webhooks/{id}/deliveries/{}/attempts",
+                ok["id"].as_str().unwrap()
+            ),
+            None,
+        );
+        assert_eq!(st, 200);
+        let a = v["attempts"].as_array().unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            (a[0]["attempt"].clone(), a[0]["response_status"].clone()),
+            (json!(1), json!(500))
+        );
+        assert_eq!(
+            (a[1]["attempt"].clone(), a[1]["response_status"].clone()),
+            (json!(2), json!(200))
+        );
+        assert_eq!(a[1]["response_body"], "received");
+        assert!(a[1]["duration_ms"].is_u64());
+        assert!(a[0]["error"].as_str().unwrap().contains("500"));
+        // Pages walk everything once.
+        let p1 = s
+            .call("GET", &format!("/webhooks/{id}/deliveries?limit=1"), None)
+            .1;
+        let cursor = p1["next_cursor"].as_str().unwrap().to_owned();
+        let p2 = s
+            .call(
+                "GET",
+                &format!("/webhooks/{id}/deliveries?limit=1&cursor={cursor}"),
+                None,
+            )
+            .1;
+        assert_eq!(p2["deliveries"][0]["event_id"], ok["id"]);
+        assert_eq!(p2["next_cursor"], Value::Null);
+    };
+    check(&s);
+    s.kill9();
+    s.start_again();
+    check(&s);
+    let (st, v) = s.call(
+        "GET",
+        &format!("/webhooks/{id}/deliveries?status=lost"),
+        None,
+    );
+    assert_eq!((st, v["error"]["field"].clone()), (400, json!("status")));
+    let (st, _) = s.call(
+        "GET",
+        &format!("/webhooks/{id}/deliveries/evt_nope/attempts"),
+        None,
+    );
+    assert_eq!(st, 404);
+}
+
+#[test]
+fn replay_resends_with_original_ids_and_only_failed_resends_only_failures() {
+    let s = Server::start();
+    let rx = Receiver::start();
+    let id = create(&s, rx.url("/r"), json!({}));
+    let other = create(
+        &s,
+        rx.url("/other"),
+        json!({"filter_types": ["company.create"]}),
+    );
+    rx.script(json!(1), vec![Reply::status(500); 4]);
+    let before = "2000-01-01T00:00:00Z";
+    let e1 = publish(&s, 1);
+    let e2 = publish(&s, 2);
+    assert!(wait_until(Duration::from_secs(15), || deliveries(
+        &s,
+        &id,
+        "?status=failed"
+    )
+    .len()
+        == 1
+        && deliveries(&s, &id, "?status=succeeded").len() == 1));
+    assert_eq!(rx.count("/r"), 5);
+
+    let (st, v) = s.call(
+        "POST",
+        &format!("/webhooks/{id}/replay"),
+        Some(json!({"since": before, "only_failed": true})),
+    );
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(v["replay"]["events"], 1);
+    let rp = v["replay"]["id"].as_str().unwrap().to_owned();
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/r") >= 6));
+    assert_eq!(
+        rx.at("/r")[5].header("webhook-id"),
+        e1["id"].as_str().unwrap(),
+        "original id"
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        let r = s
+            .call("GET", &format!("/webhooks/{id}/replays/{rp}"), None)
+            .1;
+        r["replay"]["done"] == 1 && r["replay"]["events"] == 1
+    }));
+
+    let (st, v) = s.call(
+        "POST",
+        &format!("/webhooks/{id}/replay"),
+        Some(json!({"from_seq": 1})),
+    );
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(
+        v["replay"]["events"], 2,
+        "both events of this webhook's filter, none of the other's"
+    );
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/r") >= 8));
+    std::thread::sleep(Duration::from_millis(300));
+    let tail: Vec<String> = ids_at(&rx, "/r")[6..].to_vec();
+    assert_eq!(tail.len(), 2);
+    assert!(
+        tail.contains(&e1["id"].as_str().unwrap().to_owned())
+            && tail.contains(&e2["id"].as_str().unwrap().to_owned())
+    );
+    assert_eq!(rx.count("/other"), 0);
+
+    // A replay of another webhook's range by seq covers none of ours; bad requests are refused.
+    let (_, v) = s.call(
+        "POST",
+        &format!("/webhooks/{other}/replay"),
+        Some(json!({"from_seq": 1})),
+    );
+    assert_eq!(v["replay"]["events"], 0);
+    for (body, field) in [
+        (json!({}), "since"),
+        (json!({"since": "yesterday"}), "since"),
+        (json!({"since": before, "from_seq": 1}), "from_seq"),
+        (json!({"from_seq": 5, "to_seq": 5}), "to_seq"),
+        (json!({"from_seq": 1, "only_failed": "yes"}), "only_failed"),
+    ] {
+        let (st, v) = s.call("POST", &format!("/webhooks/{id}/replay"), Some(body));
+        assert_eq!(
+            (st, v["error"]["field"].clone()),
+            (400, json!(field)),
+            "{v}"
+        );
+    }
+    let (st, _) = s.call("GET", &format!("/webhooks/{id}/replays/rp_nope"), None);
+    assert_eq!(st, 404);
+}
+
+#[test]
+fn offline_replay_is_carried_out_by_the_next_serve() {
+    let mut s = Server::start();
+    let rx = Receiver::start();
+    let id = create(&s, rx.url("/off"), json!({}));
+    let e = publish(&s, 9);
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/off") == 1));
+    s.stop();
+    let env = s.command_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = buildr_e2e::repo_root().join("config/test.toml");
+    let cfg = config.to_str().unwrap();
+    let (code, out) = run_binary(
+        &[
+            "replay",
+            "--config",
+            cfg,
+            "--webhook",
+            &id,
+            "--since",
+            "2000-01-01T00:00:00Z",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 events queued"), "{out}");
+    let (code, out) = run_binary(
+        &[
+            "replay",
+            "--config",
+            cfg,
+            "--webhook",
+            "wh_nope",
+            "--from-seq",
+            "1",
+        ],
+        &env,
+    );
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(
+        rx.count("/off"),
+        1,
+        "nothing is sent while the server is stopped"
+    );
+    s.start_again();
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/off") == 2));
+    assert_eq!(ids_at(&rx, "/off")[1], e["id"].as_str().unwrap());
+}
