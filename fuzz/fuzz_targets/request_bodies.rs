@@ -3,7 +3,7 @@
 #![no_main]
 
 use buildr_api::json::decode;
-use buildr_api::routes::{accounts, events, webhooks};
+use buildr_api::routes::{accounts, deliveries, events, webhooks};
 use buildr_core::validate;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode::<events::BatchBody>(data);
     let _ = decode::<accounts::CreateBody>(data);
     let _ = decode::<accounts::NewKeyBody>(data);
+    let _ = decode::<deliveries::ReplayBody>(data);
     // The validators, on whatever strings and numbers the body holds.
     if let Ok(v) = decode::<Value>(data) {
         visit(&v);
@@ -33,6 +34,10 @@ fn visit(v: &Value) {
             let _ = s.parse::<buildr_core::EventType>();
             let _ = s.parse::<buildr_core::AccountId>();
             let _ = s.parse::<buildr_core::WebhookId>();
+            if let Some(t) = buildr_core::Timestamp::parse_rfc3339(s) {
+                // What the API shows parses back to the same instant.
+                assert_eq!(buildr_core::Timestamp::parse_rfc3339(&t.to_string()), Some(t));
+            }
         }
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
