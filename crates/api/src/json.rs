@@ -27,12 +27,17 @@ impl<T: DeserializeOwned + 'static, const LIMIT: usize> FromRequest for StrictJs
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let content_type_ok = require_json_content_type(req).is_ok();
+        let too_large = declared_length(req).is_some_and(|n| n > LIMIT);
         let read = read_body::<LIMIT>(req, payload);
         Box::pin(async move {
-            let raw = read.await?;
+            // Refused before a byte of the body is read.
+            if too_large {
+                return Err(ApiError::too_large(LIMIT));
+            }
             if !content_type_ok {
                 return Err(ApiError::unsupported_media_type());
             }
+            let raw = read.await?;
             let value = decode(&raw)?;
             Ok(StrictJson { value, raw })
         })
@@ -68,11 +73,7 @@ fn read_body<const LIMIT: usize>(
     req: &HttpRequest,
     payload: &mut Payload,
 ) -> LocalBoxFuture<'static, Result<Bytes, ApiError>> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(req);
     let mut payload = payload.take();
     Box::pin(async move {
         if declared.is_some_and(|n| n > LIMIT) {
@@ -89,6 +90,13 @@ fn read_body<const LIMIT: usize>(
         }
         Ok(buf.freeze())
     })
+}
+
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
 }
 
 /// Decodes JSON, turning serde's message into an error that names the field.
