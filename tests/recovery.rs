@@ -64,6 +64,7 @@ fn a_record() -> Record {
             url: "https://x.example/1".into(),
         },
         created_at: Timestamp::now(),
+        only_webhook: None,
     })
 }
 

@@ -136,17 +136,21 @@ impl fmt::Display for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The error body every failure carries.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `payload_too_large`,
+    /// `unsupported_media_type`, `unprocessable`, `rate_limited` or `unavailable`.
+    pub code: String,
+    pub message: String,
+    /// The field at fault, e.g. `webhook.rate_limit`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<String>,
 }
 
 impl ResponseError for ApiError {
@@ -161,11 +165,11 @@ impl ResponseError for ApiError {
         } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             res.insert_header((header::RETRY_AFTER, "1"));
         }
-        res.json(Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
+        res.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                field: self.field.clone(),
             },
         })
     }

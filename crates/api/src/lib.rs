@@ -5,6 +5,8 @@
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod openapi;
+pub mod request_log;
 pub mod routes;
 pub mod views;
 
@@ -35,9 +37,44 @@ impl AppState {
     }
 }
 
+/// Declares the API routes once: they are registered from this list and the OpenAPI test checks every
+/// one of them is documented, so a route cannot be added without its spec.
+macro_rules! api_routes {
+    ($( $path:literal => { $( $method:ident : $handler:path ),+ $(,)? } ),* $(,)?) => {
+        /// Every route under [`API_PREFIX`]: (method, path).
+        pub const ROUTES: &[(&str, &str)] = &[ $( $( (stringify!($method), $path) ),+ ),* ];
+
+        fn register(scope: actix_web::Scope) -> actix_web::Scope {
+            scope $( .service(web::resource($path) $( .route(web::$method().to($handler)) )+ ) )*
+        }
+    };
+}
+
+api_routes! {
+    "/event-types" => { get: routes::ops::event_types },
+    "/accounts" => { post: routes::accounts::create, get: routes::accounts::list },
+    "/accounts/{id}/keys" => { post: routes::accounts::create_key },
+    "/accounts/{id}/keys/{key_prefix}" => { delete: routes::accounts::revoke_key },
+    "/webhooks" => { post: routes::webhooks::create, get: routes::webhooks::list },
+    "/webhooks/{id}" => {
+        get: routes::webhooks::get,
+        patch: routes::webhooks::patch,
+        delete: routes::webhooks::delete,
+    },
+    "/webhooks/{id}/secret" => { get: routes::webhooks::secret },
+    "/webhooks/{id}/secret/rotate" => { post: routes::webhooks::rotate },
+    "/webhooks/{id}/test" => { post: routes::webhooks::send_test },
+    "/webhooks/{id}/deliveries" => { get: routes::deliveries::list },
+    "/webhooks/{id}/deliveries/{event_id}/attempts" => { get: routes::deliveries::attempts },
+    "/webhooks/{id}/replay" => { post: routes::deliveries::replay },
+    "/webhooks/{id}/replays/{replay_id}" => { get: routes::deliveries::replay_status },
+    "/events" => { post: routes::events::publish, get: routes::events::list },
+    "/events/batch" => { post: routes::events::publish_batch },
+}
+
 /// Registers every route. Use inside `App::new().configure(...)` with `web::Data<AppState>` set.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use routes::{accounts, deliveries, events, ops, webhooks};
+    use routes::ops;
     cfg.app_data(
         web::QueryConfig::default()
             .error_handler(|e, _| ApiError::bad_request(format!("bad query string: {e}")).into()),
@@ -48,53 +85,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
+    .route("/metrics", web::get().to(ops::metrics))
+    // The spec needs no token and is served while the log replays.
+    .route(
+        &format!("{API_PREFIX}/openapi.json"),
+        web::get().to(openapi::serve),
+    )
     .service(
-        web::scope(API_PREFIX)
-            .wrap(from_fn(require_ready))
-            .route("/event-types", web::get().to(ops::event_types))
-            .service(
-                web::resource("/accounts")
-                    .route(web::post().to(accounts::create))
-                    .route(web::get().to(accounts::list)),
-            )
-            .route("/accounts/{id}/keys", web::post().to(accounts::create_key))
-            .route(
-                "/accounts/{id}/keys/{prefix}",
-                web::delete().to(accounts::revoke_key),
-            )
-            .service(
-                web::resource("/webhooks")
-                    .route(web::post().to(webhooks::create))
-                    .route(web::get().to(webhooks::list)),
-            )
-            .service(
-                web::resource("/webhooks/{id}")
-                    .route(web::get().to(webhooks::get))
-                    .route(web::patch().to(webhooks::patch))
-                    .route(web::delete().to(webhooks::delete)),
-            )
-            .route("/webhooks/{id}/secret", web::get().to(webhooks::secret))
-            .route(
-                "/webhooks/{id}/secret/rotate",
-                web::post().to(webhooks::rotate),
-            )
-            .route("/webhooks/{id}/deliveries", web::get().to(deliveries::list))
-            .route(
-                "/webhooks/{id}/deliveries/{event_id}/attempts",
-                web::get().to(deliveries::attempts),
-            )
-            .route("/webhooks/{id}/replay", web::post().to(deliveries::replay))
-            .route(
-                "/webhooks/{id}/replays/{replay_id}",
-                web::get().to(deliveries::replay_status),
-            )
-            .service(
-                web::resource("/events")
-                    .route(web::post().to(events::publish))
-                    .route(web::get().to(events::list)),
-            )
-            .route("/events/batch", web::post().to(events::publish_batch))
-            .default_service(web::to(not_found)),
+        register(web::scope(API_PREFIX))
+            .default_service(web::to(not_found))
+            .wrap(from_fn(require_ready)),
     );
 }
 

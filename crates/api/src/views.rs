@@ -1,18 +1,27 @@
-//! The JSON shapes of responses (API.md). Domain types never go out as they are.
+//! The JSON shapes of responses (API.md). Domain types never go out as they are. Every shape derives
+//! its OpenAPI schema here, so the published spec is the code.
 
-use buildr_core::{AttemptRecord, Delivery, Event, ObjectId, Webhook};
+use buildr_core::{AttemptRecord, Delivery, Event, EventType, ObjectId, Webhook};
 use buildr_engine::Account;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::openapi::schema::{
+    KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WebhookView {
+    #[schema(example = "wh_01j9z8x7k2m3n4p5q6r7s8t9v0")]
     pub id: String,
     pub url: String,
     pub description: String,
+    /// `null`: all event types.
     pub filter_types: Option<Vec<&'static str>>,
+    /// Deliveries per minute.
     pub rate_limit: u32,
     pub disabled: bool,
+    /// `gone`, `failing` or `manual`.
     pub disabled_reason: Option<&'static str>,
     pub created_at: String,
     pub updated_at: String,
@@ -48,7 +57,45 @@ impl WebhookView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+pub struct WebhookResponse {
+    pub webhook: WebhookView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+    /// Pass back as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecretResponse {
+    pub secret: String,
+}
+
+/// An integer or a string.
+pub(crate) fn object_id_schema() -> Schema {
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .build(),
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DataView {
+    #[schema(schema_with = object_id_schema)]
+    pub id: Value,
+    pub url: String,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct EventView {
     pub id: String,
     pub seq: u64,
@@ -57,12 +104,6 @@ pub struct EventView {
     pub account: String,
     pub data: DataView,
     pub created_at: String,
-}
-
-#[derive(Serialize)]
-pub struct DataView {
-    pub id: Value,
-    pub url: String,
 }
 
 impl EventView {
@@ -84,17 +125,61 @@ impl EventView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+pub struct EventResponse {
+    pub event: EventView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventsResponse {
+    pub events: Vec<EventView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventView>,
+    /// The last seq returned (or `after_seq` when none): pass it back as `after_seq`.
+    pub next_seq: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventTypeView {
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventTypeList {
+    pub event_types: Vec<EventTypeView>,
+}
+
+impl EventTypeList {
+    pub fn all() -> Self {
+        Self {
+            event_types: EventType::ALL
+                .iter()
+                .map(|t| EventTypeView {
+                    name: t.as_str(),
+                    description: t.description(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct DeliveryView {
     pub event_id: String,
     pub seq: u64,
     #[serde(rename = "type")]
     pub event_type: &'static str,
+    /// `pending`, `retrying`, `succeeded` or `failed`.
     pub status: &'static str,
     pub attempts: u32,
     pub last_attempt_at: Option<String>,
     pub next_attempt_at: Option<String>,
     pub response_status: Option<u16>,
+    /// The first 1 KiB of the last response.
     pub response_body: Option<String>,
     pub error: Option<String>,
     pub duration_ms: Option<u64>,
@@ -118,7 +203,13 @@ impl DeliveryView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct AttemptView {
     pub attempt: u32,
     pub attempted_at: String,
@@ -141,7 +232,45 @@ impl AttemptView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+pub struct AttemptList {
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplayCreatedView {
+    pub id: String,
+    /// How many events were queued again.
+    pub events: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplayCreated {
+    pub replay: ReplayCreatedView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplayView {
+    pub id: String,
+    pub events: u64,
+    /// Events delivered (or finally failed) so far.
+    pub done: u64,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplayResponse {
+    pub replay: ReplayView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct AccountView {
     pub id: String,
     pub name: String,
@@ -167,4 +296,26 @@ impl AccountView {
             ..Self::new(a)
         }
     }
+}
+
+/// `POST /accounts`: the account and its first key (the only time the key is shown).
+#[derive(Serialize, ToSchema)]
+pub struct AccountCreated {
+    pub account: AccountView,
+    /// `bk_…`: shown once, stored only as a hash.
+    pub api_key: String,
+    /// The key's first 11 characters: names it (e.g. to revoke it); not secret.
+    pub key_prefix: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccountList {
+    pub accounts: Vec<AccountView>,
+}
+
+/// `POST /accounts/{id}/keys`.
+#[derive(Serialize, ToSchema)]
+pub struct KeyCreated {
+    pub api_key: String,
+    pub key_prefix: String,
 }

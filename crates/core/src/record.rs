@@ -82,6 +82,9 @@ pub struct EventRecord {
     pub event_type: EventType,
     pub data: EventData,
     pub created_at: Timestamp,
+    /// A test event (`POST /webhooks/{id}/test`): delivered to this webhook only, whatever its filter, and
+    /// never listed, replayed or delivered to any other.
+    pub only_webhook: Option<WebhookId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

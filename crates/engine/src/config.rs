@@ -34,6 +34,8 @@ pub struct DeliveryConfig {
     pub allow_private_targets: bool,
     /// Attempts in flight at once to one webhook.
     pub max_in_flight: usize,
+    /// Accept and store everything but send nothing (maintenance; API fuzzing). Deliveries wait, durably.
+    pub paused: bool,
 }
 
 impl EngineConfig {
@@ -60,6 +62,7 @@ impl Default for DeliveryConfig {
             secret_rotation_overlap: Duration::from_secs(24 * 3600),
             allow_private_targets: false,
             max_in_flight: 32,
+            paused: false,
         }
     }
 }

@@ -14,6 +14,7 @@ mod engine;
 pub mod error;
 pub mod indexer;
 pub mod log_actor;
+pub mod metrics;
 pub mod projection;
 pub mod replay;
 pub mod retention;

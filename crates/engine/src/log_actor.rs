@@ -4,6 +4,7 @@
 
 use crate::checkpoint;
 use crate::indexer::IndexWriter;
+use crate::metrics::Metrics;
 use crate::projection::{Effect, IdempotencyEntry, Projection};
 use crate::router::{Effects, Router};
 use actix::prelude::*;
@@ -51,14 +52,6 @@ pub enum SubmitError {
     Stopped,
 }
 
-/// Group-commit statistics, for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct LogStats {
-    pub batches: std::sync::atomic::AtomicU64,
-    pub records: std::sync::atomic::AtomicU64,
-    pub flush_micros: std::sync::atomic::AtomicU64,
-}
-
 struct Pending {
     records: Vec<Record>,
     guard: Option<IdempotencyGuard>,
@@ -97,7 +90,7 @@ pub struct LogActor {
     settings: LogSettings,
     /// Callers waiting for a clean stop (queue written, checkpoint saved).
     stopping: Vec<oneshot::Sender<()>>,
-    stats: Arc<LogStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl LogActor {
@@ -107,7 +100,7 @@ impl LogActor {
         indexer: IndexWriter,
         checkpointed_seq: u64,
         settings: LogSettings,
-        stats: Arc<LogStats>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             log,
@@ -121,7 +114,7 @@ impl LogActor {
             compacting: false,
             settings,
             stopping: Vec::new(),
-            stats,
+            metrics,
         }
     }
 
@@ -298,12 +291,8 @@ impl LogActor {
     }
 
     fn record_stats(&self, records: usize, took: Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.stats.batches.fetch_add(1, Relaxed);
-        self.stats.records.fetch_add(records as u64, Relaxed);
-        self.stats
-            .flush_micros
-            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        self.metrics.log_batch_records.observe(records as f64);
+        self.metrics.log_flush_seconds.observe(took.as_secs_f64());
     }
 
     fn apply(&mut self, first: u64, records: &[Record]) {
@@ -315,6 +304,9 @@ impl LogActor {
                 let seq = first + i as u64;
                 let e = projection.apply(seq, r);
                 crate::indexer::ops(seq, r, &e, &mut ops);
+                if matches!(r, Record::EventPublished(ev) if ev.only_webhook.is_none()) {
+                    self.metrics.events_published.inc();
+                }
                 effects.extend(e);
             }
         }

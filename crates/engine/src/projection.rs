@@ -191,6 +191,21 @@ impl Projection {
                     effects.push(Effect::WebhookRemoved(id.clone()));
                 }
             }
+            Record::EventPublished(ev) if ev.only_webhook.is_some() => {
+                let target = ev
+                    .only_webhook
+                    .as_ref()
+                    .and_then(|id| self.webhooks.get_mut(id));
+                if let Some(e) =
+                    target.filter(|e| e.webhook.account == ev.account && !e.webhook.disabled)
+                {
+                    e.pending.insert(seq, Pending::default());
+                    effects.push(Effect::Deliver {
+                        webhook: e.webhook.id.clone(),
+                        seq,
+                    });
+                }
+            }
             Record::EventPublished(ev) => {
                 if let Some(ids) = self.by_account.get(&ev.account) {
                     for id in ids {

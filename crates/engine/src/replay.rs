@@ -82,7 +82,12 @@ pub fn plan(
             let (seq, record) = item?;
             progress(seq);
             if let Record::EventPublished(e) = record {
-                if e.account == w.account && w.wants(e.event_type) && range.admits(e.created_at) {
+                let own_test = e.only_webhook.as_ref() == Some(webhook);
+                let matches = match &e.only_webhook {
+                    Some(_) => own_test,
+                    None => e.account == w.account && w.wants(e.event_type),
+                };
+                if matches && range.admits(e.created_at) {
                     take(seq, &mut seqs)?;
                 }
             }

@@ -39,13 +39,15 @@ impl Router {
     fn sync(&mut self, id: &WebhookId) {
         let projection = self.projection.read();
         match projection.webhook_by_id(id) {
-            Some(entry) if !entry.webhook.disabled => match self.subs.get(id) {
-                Some(addr) => addr.do_send(Configure(entry.webhook.clone())),
-                None => {
-                    let actor = SubscriptionActor::new(entry, self.deps.clone());
-                    self.subs.insert(id.clone(), actor.start());
+            Some(entry) if !entry.webhook.disabled && !self.deps.config.paused => {
+                match self.subs.get(id) {
+                    Some(addr) => addr.do_send(Configure(entry.webhook.clone())),
+                    None => {
+                        let actor = SubscriptionActor::new(entry, self.deps.clone());
+                        self.subs.insert(id.clone(), actor.start());
+                    }
                 }
-            },
+            }
             _ => {
                 // Dropping the last address stops the actor once its mailbox is empty; its in-flight
                 // attempts are abandoned and redone from the projection if it is started again.

@@ -27,6 +27,7 @@ pub struct SubscriptionDeps {
     pub log_actor: Addr<LogActor>,
     pub dispatcher: Dispatcher,
     pub config: DeliveryConfig,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Deliver these seqs (duplicates of what the actor already holds are ignored).
@@ -235,6 +236,17 @@ impl SubscriptionActor {
                 }
             }
         };
+        let m = &self.deps.metrics;
+        m.attempt_seconds.observe(r.duration.as_secs_f64());
+        let label = match outcome {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Retrying { .. } => "retrying",
+            AttemptOutcome::Failed => "failed",
+        };
+        m.attempts.with_label_values(&[label]).inc();
+        if label == "retrying" {
+            m.retries_scheduled.inc();
+        }
         let mut facts = vec![Record::DeliveryAttempted(AttemptRecord {
             webhook: self.webhook.id.clone(),
             seq,

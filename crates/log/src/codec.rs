@@ -121,6 +121,7 @@ mod tests {
                     url: "https://x.example/1".into(),
                 },
                 created_at: at,
+                only_webhook: Some(id.clone()),
             }),
             Record::IdempotencyKeyUsed(IdempotencyRecord {
                 account: account.clone(),

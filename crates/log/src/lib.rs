@@ -211,6 +211,7 @@ mod tests {
                 url: format!("https://x.example/{n}"),
             },
             created_at: Timestamp::now(),
+            only_webhook: None,
         })
     }
 

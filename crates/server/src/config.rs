@@ -82,6 +82,8 @@ pub struct DeliverySection {
     pub allow_private_targets: bool,
     /// Extension: attempts in flight at once per webhook.
     pub max_in_flight: usize,
+    /// Extension: accept and store everything, send nothing (deliveries wait durably).
+    pub paused: bool,
 }
 
 impl Default for DeliverySection {
@@ -101,6 +103,7 @@ impl Default for DeliverySection {
             secret_rotation_overlap: HumanDuration(d.secret_rotation_overlap),
             allow_private_targets: d.allow_private_targets,
             max_in_flight: d.max_in_flight,
+            paused: d.paused,
         }
     }
 }
@@ -248,6 +251,7 @@ impl Config {
                 secret_rotation_overlap: d.secret_rotation_overlap.0,
                 allow_private_targets: d.allow_private_targets,
                 max_in_flight: d.max_in_flight,
+                paused: d.paused,
             },
             idempotency_ttl: self.ingest.idempotency_ttl.0,
             checkpoint_every: self.storage.checkpoint_every.max(1),

@@ -126,6 +126,7 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
         let state = web::Data::new(AppState::new(engine.clone(), &token));
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(buildr_api::request_log::request_log))
                 .app_data(state.clone())
                 .configure(buildr_api::configure)
                 .default_service(web::to(buildr_api::not_found))

@@ -3,21 +3,25 @@
 
 use super::int_param;
 use crate::auth::Caller;
-use crate::error::ApiError;
+#[allow(unused_imports)]
+use crate::error::{ApiError, ErrorBody};
 use crate::json::StrictJson;
-use crate::views::{AttemptView, DeliveryView};
+use crate::views::{
+    AttemptList, AttemptView, DeliveryList, DeliveryView, ReplayCreated, ReplayCreatedView,
+    ReplayResponse, ReplayView,
+};
 use crate::AppState;
 use actix_web::{web, HttpResponse};
 use buildr_core::{DeliveryStatus, EventId, ReplayId, Timestamp, WebhookId};
 use buildr_engine::ReplayRange;
 use serde::Deserialize;
-use serde_json::json;
 use std::collections::HashMap;
 
 fn webhook_id(raw: &str) -> Result<WebhookId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("webhook"))
 }
 
+#[utoipa::path(get, path = "/api/2023-01/webhooks/{id}/deliveries", tag = "deliveries", params(("id" = String, Path, description = "Webhook id (wh_…)"), ("status" = Option<String>, Query, description = "pending | retrying | succeeded | failed"), ("limit" = Option<u32>, Query, description = "1-250, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "Deliveries, newest first", body = DeliveryList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -50,10 +54,13 @@ pub async fn list(
         .iter()
         .map(|(seq, d)| DeliveryView::new(*seq, d))
         .collect();
-    Ok(HttpResponse::Ok()
-        .json(json!({ "deliveries": views, "next_cursor": next.map(|n| n.to_string()) })))
+    Ok(HttpResponse::Ok().json(DeliveryList {
+        deliveries: views,
+        next_cursor: next.map(|n| n.to_string()),
+    }))
 }
 
+#[utoipa::path(get, path = "/api/2023-01/webhooks/{id}/deliveries/{event_id}/attempts", tag = "deliveries", params(("id" = String, Path, description = "Webhook id (wh_…)"), ("event_id" = String, Path, description = "Event id (evt_…)")), responses((status = 200, description = "Every attempt, oldest first", body = AttemptList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody)))]
 pub async fn attempts(
     state: web::Data<AppState>,
     caller: Caller,
@@ -68,10 +75,10 @@ pub async fn attempts(
         .enumerate()
         .map(|(i, a)| AttemptView::new(i as u32 + 1, a))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "attempts": views })))
+    Ok(HttpResponse::Ok().json(AttemptList { attempts: views }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
     #[serde(default)]
@@ -125,6 +132,7 @@ fn range(b: &ReplayBody) -> Result<ReplayRange, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/api/2023-01/webhooks/{id}/replay", tag = "deliveries", params(("id" = String, Path, description = "Webhook id (wh_…)")), request_body = ReplayBody, responses((status = 202, description = "Queued again with their original ids", body = ReplayCreated), (status = 400, description = "Invalid request (the field is named)", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Body is not JSON", body = ErrorBody), (status = 503, description = "Starting up or storage unavailable", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody)))]
 pub async fn replay(
     state: web::Data<AppState>,
     caller: Caller,
@@ -137,10 +145,15 @@ pub async fn replay(
         .engine
         .replay(&caller.account, &id, range, body.value.only_failed)
         .await?;
-    Ok(HttpResponse::Accepted()
-        .json(json!({ "replay": { "id": replay.to_string(), "events": events } })))
+    Ok(HttpResponse::Accepted().json(ReplayCreated {
+        replay: ReplayCreatedView {
+            id: replay.to_string(),
+            events,
+        },
+    }))
 }
 
+#[utoipa::path(get, path = "/api/2023-01/webhooks/{id}/replays/{replay_id}", tag = "deliveries", params(("id" = String, Path, description = "Webhook id (wh_…)"), ("replay_id" = String, Path, description = "Replay id (rp_…)")), responses((status = 200, description = "Progress", body = ReplayResponse), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody)))]
 pub async fn replay_status(
     state: web::Data<AppState>,
     caller: Caller,
@@ -150,10 +163,12 @@ pub async fn replay_status(
     let id = webhook_id(&wh)?;
     let rp: ReplayId = rp.parse().map_err(|_| ApiError::not_found("replay"))?;
     let r = state.engine.replay_status(&caller.account, &id, &rp)?;
-    Ok(HttpResponse::Ok().json(json!({ "replay": {
-        "id": rp.to_string(),
-        "events": r.events,
-        "done": r.done(),
-        "created_at": r.created_at.to_string(),
-    }})))
+    Ok(HttpResponse::Ok().json(ReplayResponse {
+        replay: ReplayView {
+            id: rp.to_string(),
+            events: r.events,
+            done: r.done(),
+            created_at: r.created_at.to_string(),
+        },
+    }))
 }

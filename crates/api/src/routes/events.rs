@@ -2,15 +2,16 @@
 
 use super::int_param;
 use crate::auth::Caller;
-use crate::error::ApiError;
+#[allow(unused_imports)]
+use crate::error::{ApiError, ErrorBody};
 use crate::json::{StrictJson, BATCH_LIMIT};
-use crate::views::EventView;
+use crate::views::{EventList, EventResponse, EventView, EventsResponse};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use buildr_core::{validate, AccountId, EventData, EventType, ObjectId};
 use buildr_engine::NewEvent;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -18,19 +19,19 @@ pub const MAX_BATCH: usize = 1000;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_STRING_ID: usize = 255;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishBody {
     event: EventInput,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     events: Vec<EventInput>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EventInput {
     #[serde(rename = "type")]
@@ -40,9 +41,10 @@ struct EventInput {
     data: DataInput,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DataInput {
+    #[schema(schema_with = crate::views::object_id_schema)]
     id: Value,
     url: String,
 }
@@ -106,6 +108,7 @@ fn idempotency(req: &HttpRequest, raw: &[u8]) -> Result<Option<(String, [u8; 32]
     Ok(Some((key.to_owned(), Sha256::digest(raw).into())))
 }
 
+#[utoipa::path(post, path = "/api/2023-01/events", tag = "events", params(("Idempotency-Key" = Option<String>, Header, description = "≤ 255 chars; a repeat with the same body returns the first answer")), request_body = PublishBody, responses((status = 202, description = "Durable on disk", body = EventResponse), (status = 400, description = "Invalid request (the field is named)", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Body is not JSON", body = ErrorBody), (status = 503, description = "Starting up or storage unavailable", body = ErrorBody), (status = 403, description = "Publishing into another account", body = ErrorBody), (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody), (status = 422, description = "Refused value, e.g. a private target", body = ErrorBody)))]
 pub async fn publish(
     state: web::Data<AppState>,
     caller: Caller,
@@ -118,10 +121,15 @@ pub async fn publish(
         .engine
         .publish(&caller.account, vec![event], idem, false)
         .await?;
-    let view = published.events.first().map(EventView::new);
-    Ok(HttpResponse::Accepted().json(json!({ "event": view })))
+    let event = published
+        .events
+        .first()
+        .map(EventView::new)
+        .ok_or_else(|| ApiError::internal("the event was not stored"))?;
+    Ok(HttpResponse::Accepted().json(EventResponse { event }))
 }
 
+#[utoipa::path(post, path = "/api/2023-01/events/batch", tag = "events", params(("Idempotency-Key" = Option<String>, Header, description = "≤ 255 chars")), request_body = BatchBody, responses((status = 202, description = "All durable, or none stored", body = EventsResponse), (status = 400, description = "Invalid request (the field is named)", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Body is not JSON", body = ErrorBody), (status = 503, description = "Starting up or storage unavailable", body = ErrorBody), (status = 403, description = "Publishing into another account", body = ErrorBody), (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody), (status = 422, description = "Refused value, e.g. a private target", body = ErrorBody)))]
 pub async fn publish_batch(
     state: web::Data<AppState>,
     caller: Caller,
@@ -143,9 +151,10 @@ pub async fn publish_batch(
         .publish(&caller.account, events, idem, true)
         .await?;
     let views: Vec<EventView> = published.events.iter().map(EventView::new).collect();
-    Ok(HttpResponse::Accepted().json(json!({ "events": views })))
+    Ok(HttpResponse::Accepted().json(EventsResponse { events: views }))
 }
 
+#[utoipa::path(get, path = "/api/2023-01/events", tag = "events", params(("after_seq" = Option<u64>, Query, description = "default 0"), ("limit" = Option<u32>, Query, description = "1-1000, default 100")), responses((status = 200, description = "The caller's events after after_seq", body = EventList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -158,5 +167,8 @@ pub async fn list(
         .list_events(&caller.account, after, limit as usize)?;
     let next_seq = events.last().map_or(after, |e| e.seq);
     let views: Vec<EventView> = events.iter().map(EventView::new).collect();
-    Ok(HttpResponse::Ok().json(json!({ "events": views, "next_seq": next_seq })))
+    Ok(HttpResponse::Ok().json(EventList {
+        events: views,
+        next_seq,
+    }))
 }

@@ -1,29 +1,45 @@
 //! Liveness, readiness and the event-type catalogue.
 
 use crate::auth::Caller;
+use crate::error::ErrorBody;
+use crate::views::{EventTypeList, Status};
 use crate::AppState;
 use actix_web::{web, HttpResponse};
-use buildr_core::EventType;
-use serde_json::json;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "Alive", body = Status)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Status {
+        status: "ok",
+        message: None,
+    })
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "Start-up replay done", body = Status), (status = 503, description = "Replaying the log", body = Status)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.engine.is_ready() {
-        HttpResponse::Ok().json(json!({ "status": "ready" }))
+        HttpResponse::Ok().json(Status {
+            status: "ready",
+            message: None,
+        })
     } else {
         HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "1"))
-            .json(json!({ "status": "starting", "message": "replaying the event log" }))
+            .json(Status {
+                status: "starting",
+                message: Some("replaying the event log"),
+            })
     }
 }
 
+#[utoipa::path(get, path = "/api/2023-01/event-types", tag = "events", responses((status = 200, description = "The six event types", body = EventTypeList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]
 pub async fn event_types(_caller: Caller) -> HttpResponse {
-    let types: Vec<_> = EventType::ALL
-        .iter()
-        .map(|t| json!({ "name": t.as_str(), "description": t.description() }))
-        .collect();
-    HttpResponse::Ok().json(json!({ "event_types": types }))
+    HttpResponse::Ok().json(EventTypeList::all())
+}
+
+/// Prometheus text. Like `/healthz`, it needs no token: expose it only where operators can reach it.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.engine.metrics_text())
 }

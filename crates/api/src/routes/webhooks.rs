@@ -2,24 +2,26 @@
 
 use super::int_param;
 use crate::auth::Caller;
-use crate::error::ApiError;
+#[allow(unused_imports)]
+use crate::error::{ApiError, ErrorBody};
 use crate::json::{OptionalJson, StrictJson};
-use crate::views::WebhookView;
+use crate::views::{
+    EventResponse, EventView, SecretResponse, WebhookList, WebhookResponse, WebhookView,
+};
 use crate::AppState;
 use actix_web::{web, HttpResponse};
 use buildr_core::{validate, DisabledReason, WebhookChanges, WebhookId};
 use buildr_engine::NewWebhook;
 use serde::{Deserialize, Deserializer};
-use serde_json::json;
 use std::collections::HashMap;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     webhook: WebhookInput,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WebhookInput {
     url: String,
@@ -33,7 +35,7 @@ struct WebhookInput {
     rate_limit: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     webhook: PatchInput,
@@ -41,7 +43,7 @@ pub struct PatchBody {
 
 /// A PATCH: absent fields stay as they are; `null` is accepted only where it means something
 /// (`filter_types: null` = all types).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchInput {
     #[serde(default, deserialize_with = "present")]
@@ -78,6 +80,7 @@ fn webhook_id(raw: &str) -> Result<WebhookId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("webhook"))
 }
 
+#[utoipa::path(post, path = "/api/2023-01/webhooks", tag = "webhooks", request_body = CreateBody, responses((status = 201, description = "Created; the only answer besides GET …/secret that shows the secret", body = WebhookResponse), (status = 400, description = "Invalid request (the field is named)", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Body is not JSON", body = ErrorBody), (status = 503, description = "Starting up or storage unavailable", body = ErrorBody), (status = 422, description = "Refused value, e.g. a private target", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -107,9 +110,12 @@ pub async fn create(
         rate_limit,
     };
     let created = state.engine.create_webhook(&caller.account, new).await?;
-    Ok(HttpResponse::Created().json(json!({ "webhook": WebhookView::with_secret(&created) })))
+    Ok(HttpResponse::Created().json(WebhookResponse {
+        webhook: WebhookView::with_secret(&created),
+    }))
 }
 
+#[utoipa::path(get, path = "/api/2023-01/webhooks", tag = "webhooks", params(("limit" = Option<u32>, Query, description = "1-250, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page of webhooks, oldest first", body = WebhookList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -128,10 +134,13 @@ pub async fn list(
             .engine
             .list_webhooks(&caller.account, cursor.as_ref(), limit as usize)?;
     let views: Vec<WebhookView> = page.iter().map(WebhookView::new).collect();
-    Ok(HttpResponse::Ok()
-        .json(json!({ "webhooks": views, "next_cursor": next.map(|n| n.to_string()) })))
+    Ok(HttpResponse::Ok().json(WebhookList {
+        webhooks: views,
+        next_cursor: next.map(|n| n.to_string()),
+    }))
 }
 
+#[utoipa::path(get, path = "/api/2023-01/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "Webhook id (wh_…)")), responses((status = 200, description = "The webhook", body = WebhookResponse), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody)))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -140,9 +149,12 @@ pub async fn get(
     let w = state
         .engine
         .get_webhook(&caller.account, &webhook_id(&path)?)?;
-    Ok(HttpResponse::Ok().json(json!({ "webhook": WebhookView::new(&w) })))
+    Ok(HttpResponse::Ok().json(WebhookResponse {
+        webhook: WebhookView::new(&w),
+    }))
 }
 
+#[utoipa::path(patch, path = "/api/2023-01/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "Webhook id (wh_…)")), request_body = PatchBody, responses((status = 200, description = "Changed", body = WebhookResponse), (status = 400, description = "Invalid request (the field is named)", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Body is not JSON", body = ErrorBody), (status = 503, description = "Starting up or storage unavailable", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody), (status = 422, description = "Refused value, e.g. a private target", body = ErrorBody)))]
 pub async fn patch(
     state: web::Data<AppState>,
     caller: Caller,
@@ -179,9 +191,12 @@ pub async fn patch(
         .engine
         .update_webhook(&caller.account, &id, changes)
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "webhook": WebhookView::new(&w) })))
+    Ok(HttpResponse::Ok().json(WebhookResponse {
+        webhook: WebhookView::new(&w),
+    }))
 }
 
+#[utoipa::path(delete, path = "/api/2023-01/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "Webhook id (wh_…)")), responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody)))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -194,6 +209,7 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/api/2023-01/webhooks/{id}/secret", tag = "webhooks", params(("id" = String, Path, description = "Webhook id (wh_…)")), responses((status = 200, description = "The signing secret", body = SecretResponse), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody)))]
 pub async fn secret(
     state: web::Data<AppState>,
     caller: Caller,
@@ -202,16 +218,19 @@ pub async fn secret(
     let w = state
         .engine
         .get_webhook(&caller.account, &webhook_id(&path)?)?;
-    Ok(HttpResponse::Ok().json(json!({ "secret": w.secret.as_str() })))
+    Ok(HttpResponse::Ok().json(SecretResponse {
+        secret: w.secret.as_str().to_owned(),
+    }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     #[serde(default)]
     secret: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/2023-01/webhooks/{id}/secret/rotate", tag = "webhooks", params(("id" = String, Path, description = "Webhook id (wh_…)")), request_body(content = Option<RotateBody>, description = "Optional: the new secret; omitted, one is generated"), responses((status = 200, description = "The new secret; the previous one keeps signing for secret_rotation_overlap", body = SecretResponse), (status = 400, description = "Invalid request (the field is named)", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Body is not JSON", body = ErrorBody), (status = 503, description = "Starting up or storage unavailable", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody)))]
 pub async fn rotate(
     state: web::Data<AppState>,
     caller: Caller,
@@ -229,5 +248,34 @@ pub async fn rotate(
         .engine
         .rotate_secret(&caller.account, &id, requested)
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "secret": secret.as_str() })))
+    Ok(HttpResponse::Ok().json(SecretResponse {
+        secret: secret.as_str().to_owned(),
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestBody {
+    #[serde(rename = "type")]
+    event_type: String,
+}
+
+/// `POST /webhooks/{id}/test`: an example event of the given type, delivered to this webhook only.
+#[utoipa::path(post, path = "/api/2023-01/webhooks/{id}/test", tag = "webhooks", params(("id" = String, Path, description = "Webhook id (wh_…)")), request_body = TestBody, responses((status = 202, description = "An example event, delivered to this webhook only", body = EventResponse), (status = 400, description = "Invalid request (the field is named)", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Body is not JSON", body = ErrorBody), (status = 503, description = "Starting up or storage unavailable", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody), (status = 422, description = "Refused value, e.g. a private target", body = ErrorBody)))]
+pub async fn send_test(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: StrictJson<TestBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = webhook_id(&path)?;
+    let t: buildr_core::EventType = body
+        .value
+        .event_type
+        .parse()
+        .map_err(|e| ApiError::invalid("type", format!("{e}")))?;
+    let event = state.engine.send_test(&caller.account, &id, t).await?;
+    Ok(HttpResponse::Accepted().json(EventResponse {
+        event: EventView::new(&event),
+    }))
 }

@@ -3,7 +3,8 @@
 use crate::error::EngineError;
 use crate::log_actor::{IdempotencyGuard, Submitted};
 use buildr_core::{
-    AccountId, Event, EventId, EventRecord, FieldError, IdempotencyRecord, Record, Timestamp,
+    AccountId, Event, EventData, EventId, EventRecord, EventType, FieldError, IdempotencyRecord,
+    ObjectId, Record, Timestamp, WebhookId,
 };
 
 use super::{to_event, Engine, NewEvent, Published};
@@ -43,6 +44,7 @@ impl Engine {
                     event_type: e.event_type,
                     data: e.data,
                     created_at: now,
+                    only_webhook: None,
                 })
             })
             .collect();
@@ -115,11 +117,52 @@ impl Engine {
                 break;
             }
             if let (seq, Record::EventPublished(e)) = item? {
-                if account.is_none_or(|a| *a == e.account) {
+                // Listing an account's events leaves out test events (they are not the platform's facts).
+                let listed = match account {
+                    Some(a) => *a == e.account && e.only_webhook.is_none(),
+                    None => true,
+                };
+                if listed {
                     out.push(to_event(seq, e));
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Sends an example event of type `t` to `webhook` only (whatever its filter); returns once durable.
+    pub async fn send_test(
+        &self,
+        account: &AccountId,
+        webhook: &WebhookId,
+        t: EventType,
+    ) -> Result<Event, EngineError> {
+        let w = self.get_webhook(account, webhook)?;
+        if w.disabled {
+            return Err(EngineError::Unprocessable(FieldError::new(
+                "webhook",
+                "is disabled; enable it to send a test event",
+            )));
+        }
+        let plural = match t {
+            EventType::ContactCreate | EventType::ContactUpdate => "contacts",
+            EventType::OpportunityCreate | EventType::OpportunityUpdate => "opportunities",
+            EventType::CompanyCreate | EventType::CompanyUpdate => "companies",
+        };
+        let record = EventRecord {
+            id: EventId::generate(),
+            account: account.clone(),
+            event_type: t,
+            data: EventData {
+                id: ObjectId::Int(2279),
+                url: format!("https://app.buildr.example/{plural}/2279"),
+            },
+            created_at: Timestamp::now(),
+            only_webhook: Some(webhook.clone()),
+        };
+        let seq = self
+            .submit(vec![Record::EventPublished(record.clone())])
+            .await?;
+        Ok(to_event(seq, record))
     }
 }

@@ -7,9 +7,10 @@ use crate::dispatcher::Dispatcher;
 use crate::error::EngineError;
 use crate::indexer::{self, IndexWriter};
 use crate::log_actor::{
-    CheckpointPolicy, IdempotencyGuard, LogActor, LogSettings, LogStats, SetRouter, Shutdown,
-    Submit, Submitted,
+    CheckpointPolicy, IdempotencyGuard, LogActor, LogSettings, SetRouter, Shutdown, Submit,
+    Submitted,
 };
+use crate::metrics::Metrics;
 use crate::projection::Projection;
 use crate::router::{ActiveSubscriptions, Router};
 use crate::subscription::SubscriptionDeps;
@@ -84,7 +85,7 @@ struct Inner {
     ready: AtomicBool,
     ready_notify: tokio::sync::Notify,
     report: RwLock<StartupReport>,
-    stats: Arc<LogStats>,
+    metrics: Arc<Metrics>,
 }
 
 /// A running engine. Cheap to clone, `Send + Sync`: share it between threads and HTTP workers.
@@ -120,7 +121,7 @@ impl Engine {
                 open,
                 ..Default::default()
             }),
-            stats: Arc::new(LogStats::default()),
+            metrics: Arc::new(Metrics::new()),
         });
         let engine = Engine { inner };
         let starting = engine.clone();
@@ -163,7 +164,7 @@ impl Engine {
                 indexer,
                 checkpointed_seq,
                 settings,
-                self.inner.stats.clone(),
+                self.inner.metrics.clone(),
             )
         });
         let deps = Rc::new(SubscriptionDeps {
@@ -171,6 +172,7 @@ impl Engine {
             log_actor: log_actor.clone(),
             dispatcher: Dispatcher::new(&cfg.delivery),
             config: cfg.delivery.clone(),
+            metrics: self.inner.metrics.clone(),
         });
         let router = Router::new(projection.clone(), deps).start();
         log_actor
@@ -234,8 +236,9 @@ impl Engine {
         &self.inner.config
     }
 
-    pub fn log_stats(&self) -> &LogStats {
-        &self.inner.stats
+    /// Prometheus text of the engine's metrics (and the process's).
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.render(&self.inner.projection.read())
     }
 
     /// Read access to the projection (for metrics and tools; request handlers use the scoped getters).
