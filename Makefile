@@ -3,8 +3,10 @@
 
 CARGO ?= cargo
 VERIFIER := tests/verifier
+UI_TEST := tests/ui
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test build verifier lint fmt clippy bench clean fuzz
+.PHONY: run test test-ui build verifier ui-deps chromium lint fmt clippy bench clean fuzz fuzz-api
 
 ## Build and start the service on its embedded default: sled under ./data, admin token generated.
 run:
@@ -22,10 +24,36 @@ $(VERIFIER)/node_modules/.installed: $(VERIFIER)/package.json $(VERIFIER)/packag
 	cd $(VERIFIER) && npm ci --no-audit --no-fund
 	touch $@
 
-## Build everything and pass every test: unit, engine and end-to-end (the real binary on real sled dirs).
-test: verifier
+## Headless Chromium for the Developer page's browser test (Debian's package; Playwright's own browser
+## downloads need the internet). Installed once; later runs only check it is there.
+chromium:
+	@test -x $(CHROMIUM) || { echo "installing chromium for the Developer page test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+## playwright-core (drives Chromium) and svix (checks the page's secret), pinned by the lock file.
+ui-deps: chromium $(UI_TEST)/node_modules/.installed
+
+$(UI_TEST)/node_modules/.installed: $(UI_TEST)/package.json $(UI_TEST)/package-lock.json
+	@command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	cd $(UI_TEST) && npm ci --no-audit --no-fund
+	touch $@
+
+## The Developer page in headless Chromium against the real binary; screenshots in target/ui-screenshots/.
+test-ui: ui-deps
+	$(CARGO) build --bin buildr-webhooks
+	cd $(UI_TEST) && CHROMIUM=$(CHROMIUM) node --test developer-page.test.mjs
+
+## Build everything and pass every test: unit, engine and end-to-end (the real binary on real sled dirs),
+## then the Developer page in a browser.
+test: verifier ui-deps
 	$(CARGO) build --bin buildr-webhooks
 	$(CARGO) test --workspace --no-fail-fast
+	cd $(UI_TEST) && CHROMIUM=$(CHROMIUM) node --test developer-page.test.mjs
+
+## schemathesis against the running server with its own OpenAPI document (100 examples per operation).
+fuzz-api:
+	$(CARGO) build --bin buildr-webhooks
+	tests/fuzz-api/run.sh 100
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -51,4 +79,4 @@ fuzz:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VERIFIER)/node_modules
+	rm -rf $(VERIFIER)/node_modules $(UI_TEST)/node_modules

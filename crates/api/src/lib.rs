@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod developer_page;
 pub mod error;
 pub mod json;
 pub mod openapi;
@@ -83,6 +84,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
     )
+    .configure(developer_page::configure)
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
     .route("/metrics", web::get().to(ops::metrics))

@@ -142,6 +142,25 @@ pub struct EventList {
     pub next_seq: u64,
 }
 
+/// One of the six event types.
+#[derive(ToSchema)]
+#[schema(as = EventTypeName)]
+#[allow(dead_code)] // a schema only: requests carry the name as a string
+pub enum EventTypeName {
+    #[schema(rename = "contact.create")]
+    ContactCreate,
+    #[schema(rename = "contact.update")]
+    ContactUpdate,
+    #[schema(rename = "opportunity.create")]
+    OpportunityCreate,
+    #[schema(rename = "opportunity.update")]
+    OpportunityUpdate,
+    #[schema(rename = "company.create")]
+    CompanyCreate,
+    #[schema(rename = "company.update")]
+    CompanyUpdate,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct EventTypeView {
     pub name: &'static str,

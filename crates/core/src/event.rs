@@ -125,6 +125,18 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event a log record describes, at `seq`.
+    pub fn from_record(seq: u64, e: crate::record::EventRecord) -> Self {
+        Self {
+            seq,
+            id: e.id,
+            account: e.account,
+            event_type: e.event_type,
+            data: e.data,
+            created_at: e.created_at,
+        }
+    }
+
     /// The body every receiver gets: `{"type", "timestamp", "id", "url"}` in that order.
     /// The same bytes on every attempt and replay.
     pub fn payload(&self) -> Vec<u8> {

@@ -144,14 +144,7 @@ impl SubscriptionActor {
 
     fn dispatch(&mut self, seq: u64, ctx: &mut Context<Self>) {
         let event = match self.deps.log.get(seq) {
-            Ok(Some(Record::EventPublished(e))) => Event {
-                seq,
-                id: e.id,
-                account: e.account,
-                event_type: e.event_type,
-                data: e.data,
-                created_at: e.created_at,
-            },
+            Ok(Some(Record::EventPublished(e))) => Event::from_record(seq, e),
             Ok(_) => {
                 tracing::warn!(webhook = %self.webhook.id, seq, "event no longer in the log; dropped from the backlog");
                 self.attempts.remove(&seq);

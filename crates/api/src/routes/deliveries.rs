@@ -1,7 +1,7 @@
 //! `/webhooks/{id}/deliveries`, `/attempts`, `/replay` and `/replays`: what happened to each event, and
 //! sending it again.
 
-use super::int_param;
+use super::{int_param, webhook_id};
 use crate::auth::Caller;
 #[allow(unused_imports)]
 use crate::error::{ApiError, ErrorBody};
@@ -12,16 +12,12 @@ use crate::views::{
 };
 use crate::AppState;
 use actix_web::{web, HttpResponse};
-use buildr_core::{DeliveryStatus, EventId, ReplayId, Timestamp, WebhookId};
+use buildr_core::{DeliveryStatus, EventId, ReplayId, Timestamp};
 use buildr_engine::ReplayRange;
 use serde::Deserialize;
 use std::collections::HashMap;
 
-fn webhook_id(raw: &str) -> Result<WebhookId, ApiError> {
-    raw.parse().map_err(|_| ApiError::not_found("webhook"))
-}
-
-#[utoipa::path(get, path = "/api/2023-01/webhooks/{id}/deliveries", tag = "deliveries", params(("id" = String, Path, description = "Webhook id (wh_…)"), ("status" = Option<String>, Query, description = "pending | retrying | succeeded | failed"), ("limit" = Option<u32>, Query, description = "1-250, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "Deliveries, newest first", body = DeliveryList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/2023-01/webhooks/{id}/deliveries", tag = "deliveries", params(("id" = String, Path, description = "Webhook id (wh_…)"), ("status" = Option<String>, Query, description = "pending | retrying | succeeded | failed"), ("limit" = Option<u32>, Query, description = "1-250, default 50", minimum = 1, maximum = 250), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "Deliveries, newest first", body = DeliveryList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody), (status = 404, description = "Not found (or another account's)", body = ErrorBody)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,

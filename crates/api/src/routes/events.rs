@@ -28,6 +28,7 @@ pub struct PublishBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
+    #[schema(min_items = 1, max_items = 1000)]
     events: Vec<EventInput>,
 }
 
@@ -35,6 +36,7 @@ pub struct BatchBody {
 #[serde(deny_unknown_fields)]
 struct EventInput {
     #[serde(rename = "type")]
+    #[schema(value_type = crate::views::EventTypeName)]
     event_type: String,
     #[serde(default)]
     account: Option<String>,
@@ -154,7 +156,7 @@ pub async fn publish_batch(
     Ok(HttpResponse::Accepted().json(EventsResponse { events: views }))
 }
 
-#[utoipa::path(get, path = "/api/2023-01/events", tag = "events", params(("after_seq" = Option<u64>, Query, description = "default 0"), ("limit" = Option<u32>, Query, description = "1-1000, default 100")), responses((status = 200, description = "The caller's events after after_seq", body = EventList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/2023-01/events", tag = "events", params(("after_seq" = Option<u64>, Query, description = "default 0"), ("limit" = Option<u32>, Query, description = "1-1000, default 100", minimum = 1, maximum = 1000)), responses((status = 200, description = "The caller's events after after_seq", body = EventList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,

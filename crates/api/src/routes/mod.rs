@@ -28,3 +28,8 @@ pub fn int_param(
             )
         })
 }
+
+/// A webhook id from the path; one that cannot exist is simply not found.
+pub fn webhook_id(raw: &str) -> Result<buildr_core::WebhookId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("webhook"))
+}

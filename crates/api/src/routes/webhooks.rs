@@ -1,6 +1,6 @@
 //! `/webhooks`: create, list, read, change, delete, secret.
 
-use super::int_param;
+use super::{int_param, webhook_id};
 use crate::auth::Caller;
 #[allow(unused_imports)]
 use crate::error::{ApiError, ErrorBody};
@@ -24,14 +24,23 @@ pub struct CreateBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WebhookInput {
+    /// Absolute http(s) URL of a public address, no credentials.
+    #[schema(format = "uri", min_length = 8, max_length = 2048)]
     url: String,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     description: Option<String>,
+    /// Omitted or null: all six types.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<crate::views::EventTypeName>>, min_items = 1, max_items = 6)]
     filter_types: Option<Vec<String>>,
+    /// `whsec_` + base64 of 24-75 bytes, or 6-256 printable ASCII characters; omitted: generated.
     #[serde(default)]
+    #[schema(min_length = 6, max_length = 256)]
     secret: Option<String>,
+    /// Deliveries per minute (default 60).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000000)]
     rate_limit: Option<i64>,
 }
 
@@ -75,11 +84,6 @@ fn not_null<T>(field: &str, v: Option<Option<T>>) -> Result<Option<T>, ApiError>
     }
 }
 
-fn webhook_id(raw: &str) -> Result<WebhookId, ApiError> {
-    // An id that cannot exist is simply not found.
-    raw.parse().map_err(|_| ApiError::not_found("webhook"))
-}
-
 #[utoipa::path(post, path = "/api/2023-01/webhooks", tag = "webhooks", request_body = CreateBody, responses((status = 201, description = "Created; the only answer besides GET …/secret that shows the secret", body = WebhookResponse), (status = 400, description = "Invalid request (the field is named)", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Body is not JSON", body = ErrorBody), (status = 503, description = "Starting up or storage unavailable", body = ErrorBody), (status = 422, description = "Refused value, e.g. a private target", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -115,7 +119,7 @@ pub async fn create(
     }))
 }
 
-#[utoipa::path(get, path = "/api/2023-01/webhooks", tag = "webhooks", params(("limit" = Option<u32>, Query, description = "1-250, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page of webhooks, oldest first", body = WebhookList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/2023-01/webhooks", tag = "webhooks", params(("limit" = Option<u32>, Query, description = "1-250, default 50", minimum = 1, maximum = 250), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page of webhooks, oldest first", body = WebhookList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,

@@ -313,14 +313,7 @@ impl Engine {
 }
 
 pub(crate) fn to_event(seq: u64, e: EventRecord) -> Event {
-    Event {
-        seq,
-        id: e.id,
-        account: e.account,
-        event_type: e.event_type,
-        data: e.data,
-        created_at: e.created_at,
-    }
+    Event::from_record(seq, e)
 }
 
 /// The projection at the log's end (checkpoint + tail), with the delivery index caught up on the way.
