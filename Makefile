@@ -6,7 +6,7 @@ VERIFIER := tests/verifier
 UI_TEST := tests/ui
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-ui build verifier ui-deps chromium lint fmt clippy bench clean fuzz fuzz-api
+.PHONY: run test test-ui build verifier ui-deps chromium lint fmt clippy bench bench-quick bench-build clean fuzz fuzz-api
 
 ## Build and start the service on its embedded default: sled under ./data, admin token generated.
 run:
@@ -54,6 +54,18 @@ test: verifier ui-deps
 fuzz-api:
 	$(CARGO) build --bin buildr-webhooks
 	tests/fuzz-api/run.sh 100
+
+## Benchmarks (issue 5): the release server and the bench driver + receiver, then every scenario against the
+## machine's own limits. Writes target/bench/results.json and ends with a Markdown table (docs/BENCHMARKS.md).
+bench-build:
+	$(CARGO) build --release -p buildr-server -p buildr-bench
+
+bench: bench-build
+	./target/release/buildr-bench
+
+## Every scenario small (seconds): checks the bench still works. Never fails on speed.
+bench-quick: bench-build
+	./target/release/buildr-bench --quick
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -10,13 +10,9 @@ use std::sync::Arc;
 /// The index changes of `record` at `seq`, given the effects the projection derived from it.
 pub fn ops(seq: u64, record: &Record, effects: &[Effect], out: &mut Vec<IndexOp>) {
     let event = match record {
-        Record::EventPublished(e) => {
-            out.push(IndexOp::Event {
-                seq,
-                id: e.id.clone(),
-            });
-            Some((e.id.clone(), e.event_type))
-        }
+        // An event's id → seq entry is written with its first delivery row (an event no webhook
+        // receives needs none: there is nothing to look up).
+        Record::EventPublished(e) => Some((e.id.clone(), e.event_type)),
         Record::DeliveryAttempted(a) => {
             out.push(IndexOp::Attempt {
                 record_seq: seq,

@@ -4,7 +4,7 @@
 //! up to, so after a crash it is caught up from that seq and nothing is counted twice.
 //!
 //! Keys: `r` webhook 0 seq → Delivery; `a` webhook 0 seq attempt-record-seq → AttemptRecord;
-//! `e` event id → seq; `m applied` → seq.
+//! `e` event id → seq (for events with at least one delivery); `m applied` → seq.
 
 use crate::LogError;
 use buildr_core::{AttemptRecord, Delivery, DeliveryStatus, EventId, EventType, WebhookId};
@@ -15,8 +15,6 @@ const APPLIED: &[u8] = b"mapplied";
 /// One change to the index, derived from a record and its effects.
 #[derive(Debug, Clone)]
 pub enum IndexOp {
-    /// An event was published at `seq`.
-    Event { seq: u64, id: EventId },
     /// The event at `seq` was queued for `webhook` (published, or replayed; a replay does not carry the
     /// event's id and type, which are then read from the log when the row is new).
     Queued {
@@ -102,9 +100,9 @@ impl DeliveryIndex {
     ) -> Result<(), LogError> {
         let mut rows: HashMap<Vec<u8>, Option<Delivery>> = HashMap::new();
         let mut batch = sled::Batch::default();
+        let mut ids_written = std::collections::HashSet::new();
         for op in ops {
             match op {
-                IndexOp::Event { seq, id } => batch.insert(event_key(id), &seq.to_be_bytes()),
                 IndexOp::Queued {
                     webhook,
                     seq,
@@ -117,7 +115,14 @@ impl DeliveryIndex {
                             r
                         }
                         None => match event.clone().or_else(|| event_at(*seq)) {
-                            Some((id, t)) => Delivery::queued(id, t),
+                            Some((id, t)) => {
+                                // The event id → seq entry, once per event and batch (re-writing it
+                                // later is harmless: it never changes).
+                                if ids_written.insert(*seq) {
+                                    batch.insert(event_key(&id), &seq.to_be_bytes());
+                                }
+                                Delivery::queued(id, t)
+                            }
                             None => continue,
                         },
                     };

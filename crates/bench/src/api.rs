@@ -1,0 +1,218 @@
+//! HTTP clients of the driver, on awc (the library the server delivers with): [`Api`] speaks the server's
+//! public API (API.md) with the admin token; [`ReceiverApi`] reads the counting receiver's stats.
+
+use anyhow::{bail, Context, Result};
+use awc::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+/// A keep-alive client allowed `limit` connections (awc's default is 100).
+pub fn client(limit: usize) -> awc::Client {
+    // awc builds a rustls config even for plain http; ring is the one provider compiled in (as in the
+    // server). Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let connector = awc::Connector::new()
+        .limit(limit)
+        .timeout(Duration::from_secs(10));
+    awc::Client::builder()
+        .connector(connector)
+        .timeout(Duration::from_secs(60))
+        .finish()
+}
+
+/// The event body the driver publishes: `data.id` is the driver's own number for the event (S4 uses it
+/// to match an arrival to its publish time).
+pub fn event_json(id: i64) -> String {
+    format!(
+        r#"{{"type":"contact.create","data":{{"id":{id},"url":"https://app.buildr.example/contacts/{id}"}}}}"#
+    )
+}
+
+/// The server's public API.
+#[derive(Clone)]
+pub struct Api {
+    client: awc::Client,
+    base: String,
+    auth: String,
+}
+
+impl Api {
+    pub fn new(client: awc::Client, base: &str, token: &str) -> Self {
+        Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            auth: format!("Bearer {token}"),
+        }
+    }
+
+    /// POSTs JSON to `/api/2023-01{path}`; returns the status and the body.
+    pub async fn post(&self, path: &str, body: String) -> Result<(u16, bytes::Bytes)> {
+        let url = format!("{}/api/2023-01{path}", self.base);
+        let mut res = self
+            .client
+            .post(&url)
+            .insert_header((AUTHORIZATION, self.auth.as_str()))
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .send_body(body)
+            .await
+            .map_err(|e| anyhow::anyhow!("POST {url}: {e}"))?;
+        let body = res
+            .body()
+            .limit(64 << 20)
+            .await
+            .with_context(|| format!("POST {url}: reading the answer"))?;
+        Ok((res.status().as_u16(), body))
+    }
+
+    /// Creates a webhook for every event type; returns its id.
+    pub async fn create_webhook(&self, url: &str, rate_limit: u32) -> Result<String> {
+        let body = format!(
+            r#"{{"webhook":{{"url":"{url}","description":"bench","rate_limit":{rate_limit},"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}}}"#
+        );
+        let (status, answer) = self.post("/webhooks", body).await?;
+        if status != 201 {
+            bail!(
+                "creating a webhook answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&answer).context("the webhook answer is not JSON")?;
+        v["webhook"]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the webhook answer has no webhook.id")
+    }
+
+    /// `POST /events`: one event; `Ok` only on `202` (durable).
+    pub async fn publish(&self, id: i64) -> Result<()> {
+        let (status, answer) = self
+            .post("/events", format!(r#"{{"event":{}}}"#, event_json(id)))
+            .await?;
+        if status != 202 {
+            bail!(
+                "publishing answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(())
+    }
+
+    /// `POST /events/batch` with the events numbered `ids`; `Ok` only on `202`.
+    pub async fn publish_batch(&self, ids: Range<i64>) -> Result<()> {
+        let events: Vec<String> = ids.map(event_json).collect();
+        let (status, answer) = self
+            .post(
+                "/events/batch",
+                format!(r#"{{"events":[{}]}}"#, events.join(",")),
+            )
+            .await?;
+        if status != 202 {
+            bail!(
+                "publishing a batch answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `GET /readyz` answers `200`.
+    pub async fn ready(&self) -> bool {
+        match self
+            .client
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16() == 200,
+            Err(_) => false,
+        }
+    }
+
+    /// Polls `/readyz` every 2 ms until `200` or `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.ready().await {
+                return Ok(());
+            }
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
+        }
+        bail!("the server was not ready within {timeout:?}")
+    }
+}
+
+/// The counting receiver's control paths.
+#[derive(Clone)]
+pub struct ReceiverApi {
+    client: awc::Client,
+    pub base: String,
+}
+
+/// What the receiver has counted.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+pub struct ReceiverStats {
+    pub hook: u64,
+    pub slow: u64,
+}
+
+impl ReceiverApi {
+    pub fn new(client: awc::Client, base: &str) -> Self {
+        Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub async fn stats(&self) -> Result<ReceiverStats> {
+        let mut res = self
+            .client
+            .get(format!("{}/stats", self.base))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("receiver stats: {e}"))?;
+        res.json()
+            .await
+            .map_err(|e| anyhow::anyhow!("receiver stats: {e}"))
+    }
+
+    pub async fn reset(&self) -> Result<()> {
+        self.client
+            .post(format!("{}/reset", self.base))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("receiver reset: {e}"))?;
+        Ok(())
+    }
+
+    /// Every `(data id, arrival unix nanos)` recorded on `/lat/*` since the last call.
+    pub async fn latencies(&self) -> Result<Vec<(i64, i64)>> {
+        let mut res = self
+            .client
+            .get(format!("{}/latencies", self.base))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("receiver latencies: {e}"))?;
+        let body = res
+            .body()
+            .limit(512 << 20)
+            .await
+            .context("receiver latencies: reading the answer")?;
+        serde_json::from_slice(&body).context("receiver latencies: not JSON")
+    }
+
+    /// Polls every 5 ms until `hook >= count`; returns when it was reached, or `None` at `deadline`
+    /// (with the last count).
+    pub async fn wait_hook(&self, count: u64, deadline: Instant) -> Result<(Option<Instant>, u64)> {
+        loop {
+            let s = self.stats().await?;
+            if s.hook >= count {
+                return Ok((Some(Instant::now()), s.hook));
+            }
+            if Instant::now() >= deadline {
+                return Ok((None, s.hook));
+            }
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
