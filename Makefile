@@ -6,7 +6,7 @@ VERIFIER := tests/verifier
 UI_TEST := tests/ui
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-ui build verifier ui-deps chromium lint fmt clippy bench bench-quick bench-build clean fuzz-api
+.PHONY: run test test-ui build verifier ui-deps chromium lint fmt clippy bench bench-quick bench-build clean fuzz fuzz-api
 
 ## Build and start the service on its embedded default: sled under ./data, admin token generated.
 run:
@@ -74,6 +74,20 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 lint: fmt clippy
+
+## Fuzz each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 60). Not part of `make test`.
+## cargo-fuzz wants nightly; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept its -Z flags.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := request_bodies secret_parse record_decode
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build -O
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

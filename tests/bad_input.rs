@@ -5,27 +5,95 @@ use buildr_e2e::server::{run_binary, ADMIN_TOKEN};
 use buildr_e2e::{Receiver, Server};
 use serde_json::{json, Value};
 
-fn snapshot(s: &Server) -> (Value, Value) {
-    (
+/// Everything stored, as every account sees it: webhooks (with the admin's secret), events, accounts.
+fn snapshot(s: &Server, key_b: &str, webhook: &str) -> Vec<Value> {
+    vec![
         s.call("GET", "/webhooks?limit=250", None).1,
         s.call("GET", "/events?limit=1000", None).1,
-    )
+        s.call("GET", &format!("/webhooks/{webhook}/secret"), None)
+            .1,
+        s.call("GET", "/accounts", None).1,
+        s.call_with(key_b, &[], "GET", "/webhooks?limit=250", None)
+            .1,
+        s.call_with(key_b, &[], "GET", "/events?limit=1000", None).1,
+    ]
 }
 
 #[test]
 fn bad_requests_get_their_documented_error_and_store_nothing() {
-    let s = Server::start();
+    let mut s = Server::start();
     let rx = Receiver::start();
     let url = rx.url("/x");
-    let (st, _) = s.call("POST", "/webhooks", Some(json!({"webhook": {"url": url}})));
+    let (st, v) = s.call("POST", "/webhooks", Some(json!({"webhook": {"url": url}})));
     assert_eq!(st, 201);
-    let before = snapshot(&s);
+    let wh_id = v["webhook"]["id"].as_str().unwrap().to_owned();
+    // A second account with a webhook, an event and a revoked key.
+    let (st, v) = s.call(
+        "POST",
+        "/accounts",
+        Some(json!({"account": {"name": "Bolt"}})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let acc_b = v["account"]["id"].as_str().unwrap().to_owned();
+    let key_b = v["api_key"].as_str().unwrap().to_owned();
+    let (_, v) = s.call("POST", &format!("/accounts/{acc_b}/keys"), None);
+    let revoked = v["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.call(
+            "DELETE",
+            &format!("/accounts/{acc_b}/keys/{}", &revoked[..11]),
+            None
+        )
+        .0,
+        204
+    );
+    let (st, _) = s.call_with(
+        &key_b,
+        &[],
+        "POST",
+        "/webhooks",
+        Some(json!({"webhook": {"url": rx.url("/b")}})),
+    );
+    assert_eq!(st, 201);
+    let event = |id: i64| json!({"event": {"type": "contact.create", "data": {"id": id, "url": "https://x.example/1"}}});
+    assert_eq!(s.call("POST", "/events", Some(event(1))).0, 202);
+    assert_eq!(
+        s.call_with(&key_b, &[], "POST", "/events", Some(event(2)))
+            .0,
+        202
+    );
+    assert!(buildr_e2e::wait_until(
+        std::time::Duration::from_secs(20),
+        || rx.count("/x") == 1 && rx.count("/b") == 1
+    ));
+    // Private targets refused from here on (the saved loopback URLs stay as they are).
+    s.restart_with_env("BUILDR_DELIVERY__ALLOW_PRIVATE_TARGETS", "false");
+
+    let before = snapshot(&s, &key_b, &wh_id);
     let auth = format!("Bearer {ADMIN_TOKEN}");
+    let auth_b = format!("Bearer {key_b}");
+    let auth_revoked = format!("Bearer {revoked}");
+    let as_b = ("Authorization", auth_b.as_str());
+    let wh_path = format!("/api/2023-01/webhooks/{wh_id}");
+    let rotate_path = format!("{wh_path}/secret/rotate");
+    let keys_b = format!("/api/2023-01/accounts/{acc_b}/keys");
+    let revoked_path = format!("{keys_b}/{}", &revoked[..11]);
+    let secret_path = format!("{wh_path}/secret");
     let json_ct = ("Content-Type", "application/json");
     let big = format!(
         r#"{{"webhook": {{"url": "{url}", "description": "{}"}}}}"#,
         "a".repeat(300 * 1024)
     );
+    let ev = |e: Value| json!({ "event": e }).to_string();
+    let ok_event =
+        json!({"type": "contact.create", "data": {"id": 1, "url": "https://x.example/1"}});
+    let big_event = ev(
+        json!({"type": "contact.create", "data": {"id": "x".repeat(300 * 1024), "url": "https://x.example/1"}}),
+    );
+    let huge_batch = json!({"events": vec![json!({"type": "contact.create", "data": {"id": "y".repeat(1000), "url": "https://x.example/1"}}); 4200]}).to_string();
+    let long_batch = json!({"events": vec![ok_event.clone(); 1001]}).to_string();
+    let long_key = "k".repeat(256);
+    let acc = |a: Value| json!({ "account": a }).to_string();
 
     // (method, path, body, headers, status, code, field)
     type Case<'a> = (
@@ -69,10 +137,63 @@ fn bad_requests_get_their_documented_error_and_store_nothing() {
         ("GET", "/api/2023-01/webhooks/wh_doesnotexist", String::new(), vec![], 404, "not_found", None),
         ("PATCH", "/api/2023-01/webhooks/wh_doesnotexist", wh(json!({"rate_limit": 5})), vec![json_ct], 404, "not_found", None),
         ("DELETE", "/api/2023-01/webhooks/wh_doesnotexist", String::new(), vec![], 404, "not_found", None),
+        // Oversize strings, duplicates, private targets (422), on create and on patch.
+        ("POST", "/api/2023-01/webhooks", wh(json!({"url": url, "description": "d".repeat(1025)})), vec![json_ct], 400, "invalid_request", Some("webhook.description")),
+        ("POST", "/api/2023-01/webhooks", wh(json!({"url": url, "filter_types": ["contact.create", "company.create", "contact.create"]})), vec![json_ct], 400, "invalid_request", Some("webhook.filter_types[2]")),
+        ("POST", "/api/2023-01/webhooks", wh(json!({"url": format!("https://example.com/{}", "p".repeat(2048))})), vec![json_ct], 400, "invalid_request", Some("webhook.url")),
+        ("POST", "/api/2023-01/webhooks", wh(json!({"url": url, "secret": "short"})), vec![json_ct], 400, "invalid_request", Some("webhook.secret")),
+        ("POST", "/api/2023-01/webhooks", wh(json!({"url": url, "rate_limit": 1_000_001})), vec![json_ct], 400, "invalid_request", Some("webhook.rate_limit")),
+        ("POST", "/api/2023-01/webhooks", wh(json!({"url": "http://10.0.0.8/x"})), vec![json_ct], 422, "unprocessable", Some("webhook.url")),
+        ("POST", "/api/2023-01/webhooks", wh(json!({"url": "http://localhost:9/x"})), vec![json_ct], 422, "unprocessable", Some("webhook.url")),
+        ("PATCH", &wh_path, wh(json!({"url": "http://169.254.169.254/latest"})), vec![json_ct], 422, "unprocessable", Some("webhook.url")),
+        ("PATCH", &wh_path, wh(json!({"rate_limit": 0, "description": "changed"})), vec![json_ct], 400, "invalid_request", Some("webhook.rate_limit")),
+        ("PATCH", &wh_path, wh(json!({"disabled": true, "filter_type": null})), vec![json_ct], 400, "invalid_request", Some("webhook.filter_type")),
+        ("PATCH", &wh_path, wh(json!({"rate_limit": 5})), vec![("Content-Type", "text/plain")], 415, "unsupported_media_type", None),
+        ("POST", &rotate_path, json!({"secret": "short"}).to_string(), vec![json_ct], 400, "invalid_request", Some("secret")),
+        ("POST", &rotate_path, json!({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}).to_string(), vec![("Content-Type", "text/plain")], 415, "unsupported_media_type", None),
+        ("POST", &rotate_path, json!({"secrets": "x"}).to_string(), vec![json_ct], 400, "invalid_request", Some("secrets")),
+        // Bad cursors and query parameters.
+        ("GET", "/api/2023-01/webhooks?cursor=wh_!!", String::new(), vec![], 400, "invalid_request", Some("cursor")),
+        ("GET", "/api/2023-01/webhooks?limit=ten", String::new(), vec![], 400, "invalid_request", Some("limit")),
+        ("GET", "/api/2023-01/events?after_seq=-1", String::new(), vec![], 400, "invalid_request", Some("after_seq")),
+        ("GET", "/api/2023-01/events?limit=0", String::new(), vec![], 400, "invalid_request", Some("limit")),
+        // Events: oversize bodies and fields, content type, idempotency key, accounts.
+        ("POST", "/api/2023-01/events", big_event, vec![json_ct], 413, "payload_too_large", None),
+        ("POST", "/api/2023-01/events/batch", huge_batch, vec![json_ct], 413, "payload_too_large", None),
+        ("POST", "/api/2023-01/events/batch", long_batch, vec![json_ct], 400, "invalid_request", Some("events")),
+        ("POST", "/api/2023-01/events", ev(ok_event.clone()), vec![], 415, "unsupported_media_type", None),
+        ("POST", "/api/2023-01/events", ev(ok_event.clone()), vec![json_ct, ("Idempotency-Key", &long_key)], 400, "invalid_request", Some("Idempotency-Key")),
+        ("POST", "/api/2023-01/events", ev(json!({"type": "contact.create", "data": {"id": "i".repeat(256), "url": "https://x.example/1"}})), vec![json_ct], 400, "invalid_request", Some("event.data.id")),
+        ("POST", "/api/2023-01/events", ev(json!({"type": "contact.create", "account": "nope", "data": {"id": 1, "url": "https://x.example/1"}})), vec![json_ct], 400, "invalid_request", Some("event.account")),
+        ("POST", "/api/2023-01/events", ev(json!({"type": "contact.create", "account": "acc_nope", "data": {"id": 1, "url": "https://x.example/1"}})), vec![json_ct], 422, "unprocessable", Some("event.account")),
+        // Across accounts: another account's webhook is not found; admin-only routes are forbidden.
+        ("GET", &wh_path, String::new(), vec![as_b], 404, "not_found", None),
+        ("PATCH", &wh_path, wh(json!({"rate_limit": 5})), vec![as_b, json_ct], 404, "not_found", None),
+        ("DELETE", &wh_path, String::new(), vec![as_b], 404, "not_found", None),
+        ("POST", &rotate_path, String::new(), vec![as_b], 404, "not_found", None),
+        ("GET", &secret_path, String::new(), vec![as_b], 404, "not_found", None),
+        ("POST", "/api/2023-01/events", ev(json!({"type": "contact.create", "account": "acc_default", "data": {"id": 1, "url": "https://x.example/1"}})), vec![as_b, json_ct], 403, "forbidden", None),
+        ("GET", "/api/2023-01/accounts", String::new(), vec![as_b], 403, "forbidden", None),
+        ("POST", &keys_b, String::new(), vec![as_b], 403, "forbidden", None),
+        ("GET", "/api/2023-01/webhooks", String::new(), vec![as_b, ("Buildr-Account", "acc_default")], 403, "forbidden", None),
+        ("GET", "/api/2023-01/webhooks", String::new(), vec![("Authorization", &auth_revoked)], 401, "unauthorized", None),
+        ("GET", "/api/2023-01/webhooks", String::new(), vec![("Buildr-Account", "acc_nope")], 404, "not_found", None),
+        ("GET", "/api/2023-01/webhooks", String::new(), vec![("Buildr-Account", "default")], 400, "invalid_request", Some("Buildr-Account")),
+        // Accounts and keys.
+        ("POST", "/api/2023-01/accounts", acc(json!({"name": ""})), vec![json_ct], 400, "invalid_request", Some("account.name")),
+        ("POST", "/api/2023-01/accounts", acc(json!({"name": "n".repeat(257)})), vec![json_ct], 400, "invalid_request", Some("account.name")),
+        ("POST", "/api/2023-01/accounts", acc(json!({"nam": "Acme"})), vec![json_ct], 400, "invalid_request", Some("account.nam")),
+        ("POST", "/api/2023-01/accounts", acc(json!({"name": 5})), vec![json_ct], 400, "invalid_request", Some("account.name")),
+        ("POST", "/api/2023-01/accounts", acc(json!({"name": "Acme"})), vec![("Content-Type", "text/plain")], 415, "unsupported_media_type", None),
+        ("POST", &keys_b, json!({"scope": "all"}).to_string(), vec![json_ct], 400, "invalid_request", Some("scope")),
+        ("POST", "/api/2023-01/accounts/acc_nope/keys", String::new(), vec![], 404, "not_found", None),
+        ("DELETE", "/api/2023-01/accounts/acc_default/keys/bk_nothere1", String::new(), vec![], 404, "not_found", None),
+        ("DELETE", &revoked_path, String::new(), vec![], 404, "not_found", None),
     ];
+    assert!(cases.len() >= 30);
     for (i, (method, path, body, headers, status, code, field)) in cases.iter().enumerate() {
         let mut h: Vec<(&str, &str)> = headers.clone();
-        if *status != 401 {
+        if *status != 401 && !h.iter().any(|(k, _)| *k == "Authorization") {
             h.push(("Authorization", &auth));
         }
         let body = (!body.is_empty()).then_some(body.as_str());
@@ -91,7 +212,11 @@ fn bad_requests_get_their_documented_error_and_store_nothing() {
             assert_eq!(v["error"]["field"], *f, "case {i}: {text}");
         }
     }
-    assert_eq!(before, snapshot(&s), "no bad request changed stored state");
+    assert_eq!(
+        before,
+        snapshot(&s, &key_b, &wh_id),
+        "no bad request changed stored state"
+    );
 }
 
 #[test]

@@ -82,11 +82,13 @@ fn a_torn_last_record_is_cut_and_every_earlier_event_kept() {
         log.append_raw_for_tests(&bytes[..bytes.len() / 2]).unwrap();
     }
     s.start_again();
+    // The line is printed once start-up is done, which may be just after /readyz answers 200.
     assert!(
-        s.stdout_lines
+        wait_until(Duration::from_secs(10), || s
+            .stdout_lines
             .lock()
             .iter()
-            .any(|l| l.starts_with("recovered: cut torn records")),
+            .any(|l| l.starts_with("recovered: cut torn records"))),
         "the server says so"
     );
     assert_eq!(event_ids(&s), before);

@@ -209,14 +209,34 @@ impl Server {
         self.spawn();
     }
 
+    /// Starts again on the same data directory with `k=v` set (or replaced) in its environment.
+    pub fn restart_with_env(&mut self, k: &str, v: &str) {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.to_owned(), v.to_owned()));
+        self.restart();
+    }
+
     /// A request with the admin token and a JSON body.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let token = format!("Bearer {}", self.token());
+        self.call_with(&self.token(), &[], method, path, body)
+    }
+
+    /// A request with `token` (an account key or the admin token), extra headers and a JSON body.
+    pub fn call_with(
+        &self,
+        token: &str,
+        extra: &[(&str, &str)],
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let token = format!("Bearer {token}");
         let body = body.map(|b| b.to_string());
         let mut headers = vec![("Authorization", token.as_str())];
         if body.is_some() {
             headers.push(("Content-Type", "application/json"));
         }
+        headers.extend_from_slice(extra);
         let (status, text) = self.raw(
             method,
             &format!("/api/2023-01{path}"),

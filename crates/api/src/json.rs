@@ -27,33 +27,76 @@ impl<T: DeserializeOwned + 'static, const LIMIT: usize> FromRequest for StrictJs
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let content_type_ok = require_json_content_type(req).is_ok();
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
+        let too_large = declared_length(req).is_some_and(|n| n > LIMIT);
+        let read = read_body::<LIMIT>(req, payload);
         Box::pin(async move {
-            if declared.is_some_and(|n| n > LIMIT) {
+            // Refused before a byte of the body is read.
+            if too_large {
                 return Err(ApiError::too_large(LIMIT));
             }
             if !content_type_ok {
                 return Err(ApiError::unsupported_media_type());
             }
-            let mut buf = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk
-                    .map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
-                if buf.len() + chunk.len() > LIMIT {
-                    return Err(ApiError::too_large(LIMIT));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            let raw = buf.freeze();
+            let raw = read.await?;
             let value = decode(&raw)?;
             Ok(StrictJson { value, raw })
         })
     }
+}
+
+/// An optional JSON body (routes such as `…/secret/rotate` take one or none): an empty body is `None`;
+/// anything else must be JSON with the JSON content type, within `LIMIT` like [`StrictJson`].
+pub struct OptionalJson<T, const LIMIT: usize = BODY_LIMIT>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static, const LIMIT: usize> FromRequest for OptionalJson<T, LIMIT> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type_ok = require_json_content_type(req).is_ok();
+        let read = read_body::<LIMIT>(req, payload);
+        Box::pin(async move {
+            let raw = read.await?;
+            if raw.is_empty() {
+                return Ok(OptionalJson(None));
+            }
+            if !content_type_ok {
+                return Err(ApiError::unsupported_media_type());
+            }
+            decode(&raw).map(|v| OptionalJson(Some(v)))
+        })
+    }
+}
+
+/// Reads the whole body, refusing (413) a declared or actual size over `LIMIT` before buffering it.
+fn read_body<const LIMIT: usize>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> LocalBoxFuture<'static, Result<Bytes, ApiError>> {
+    let declared = declared_length(req);
+    let mut payload = payload.take();
+    Box::pin(async move {
+        if declared.is_some_and(|n| n > LIMIT) {
+            return Err(ApiError::too_large(LIMIT));
+        }
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
+            if buf.len() + chunk.len() > LIMIT {
+                return Err(ApiError::too_large(LIMIT));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    })
+}
+
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
 }
 
 /// Decodes JSON, turning serde's message into an error that names the field.

@@ -25,6 +25,7 @@ pub const API_PREFIX: &str = "/api/2023-01";
 pub struct AppState {
     pub engine: Engine,
     pub admin_token: auth::AdminToken,
+    pub auth_failures: auth::AuthFailures,
 }
 
 impl AppState {
@@ -32,6 +33,7 @@ impl AppState {
         Self {
             engine,
             admin_token: auth::AdminToken::new(admin_token),
+            auth_failures: auth::AuthFailures::default(),
         }
     }
 }
@@ -51,6 +53,9 @@ macro_rules! api_routes {
 
 api_routes! {
     "/event-types" => { get: routes::ops::event_types },
+    "/accounts" => { post: routes::accounts::create, get: routes::accounts::list },
+    "/accounts/{id}/keys" => { post: routes::accounts::create_key },
+    "/accounts/{id}/keys/{key_prefix}" => { delete: routes::accounts::revoke_key },
     "/webhooks" => { post: routes::webhooks::create, get: routes::webhooks::list },
     "/webhooks/{id}" => {
         get: routes::webhooks::get,

@@ -2,7 +2,7 @@
 //! by hand), served without a token at `GET /api/2023-01/openapi.json`.
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{deliveries, events, ops, webhooks};
+use crate::routes::{accounts, deliveries, events, ops, webhooks};
 use crate::views;
 use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         events::publish, events::publish_batch, events::list,
         deliveries::list, deliveries::attempts, deliveries::replay, deliveries::replay_status,
         ops::event_types, ops::healthz, ops::readyz, ops::metrics,
+        accounts::create, accounts::list, accounts::create_key, accounts::revoke_key,
     ),
     components(schemas(
         ErrorBody, ErrorDetail,
@@ -28,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         views::EventTypeView, views::EventTypeList, views::EventTypeName,
         views::DeliveryView, views::DeliveryList, views::AttemptView, views::AttemptList,
         views::ReplayCreated, views::ReplayCreatedView, views::ReplayResponse, views::ReplayView, views::Status,
+        views::AccountView, views::AccountCreated, views::AccountList, views::KeyCreated,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -36,6 +38,7 @@ use utoipa::{Modify, OpenApi};
         (name = "events", description = "What happened on the Buildr platform"),
         (name = "deliveries", description = "What happened to each event, and sending it again"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "accounts", description = "Tenants and their API keys (admin token only)"),
     )
 )]
 pub struct ApiDoc;

@@ -2,6 +2,7 @@
 //! its OpenAPI schema here, so the published spec is the code.
 
 use buildr_core::{AttemptRecord, Delivery, Event, EventType, ObjectId, Webhook};
+use buildr_engine::Account;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::schema::{
@@ -286,4 +287,54 @@ pub struct Status {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<&'static str>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccountView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    /// Only in `GET /accounts`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_prefixes: Option<Vec<String>>,
+}
+
+impl AccountView {
+    pub fn new(a: &Account) -> Self {
+        Self {
+            id: a.id.to_string(),
+            name: a.name.clone(),
+            created_at: a.created_at.to_string(),
+            key_prefixes: None,
+        }
+    }
+
+    pub fn with_keys(a: &Account) -> Self {
+        Self {
+            key_prefixes: Some(a.key_prefixes.clone()),
+            ..Self::new(a)
+        }
+    }
+}
+
+/// `POST /accounts`: the account and its first key (the only time the key is shown).
+#[derive(Serialize, ToSchema)]
+pub struct AccountCreated {
+    pub account: AccountView,
+    /// `bk_…`: shown once, stored only as a hash.
+    pub api_key: String,
+    /// The key's first 11 characters: names it (e.g. to revoke it); not secret.
+    pub key_prefix: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccountList {
+    pub accounts: Vec<AccountView>,
+}
+
+/// `POST /accounts/{id}/keys`.
+#[derive(Serialize, ToSchema)]
+pub struct KeyCreated {
+    pub api_key: String,
+    pub key_prefix: String,
 }

@@ -2,6 +2,7 @@
 //! records of the event log. Pure logic, no I/O: everything here is unit-testable without a disk or a socket.
 #![forbid(unsafe_code)]
 
+pub mod api_key;
 pub mod delivery;
 pub mod duration;
 pub mod event;
@@ -15,6 +16,7 @@ pub mod time;
 pub mod validate;
 pub mod webhook;
 
+pub use api_key::NewApiKey;
 pub use delivery::{Delivery, DeliveryStatus};
 pub use duration::HumanDuration;
 pub use event::{Event, EventData, EventType, ObjectId};

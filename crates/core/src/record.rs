@@ -42,6 +42,19 @@ pub enum Record {
         seqs: Vec<u64>,
         at: Timestamp,
     },
+    /// An account API key: only its SHA-256 is stored; `prefix` (its first 11 characters) names it.
+    ApiKeyCreated {
+        account: AccountId,
+        prefix: String,
+        hash: [u8; 32],
+        at: Timestamp,
+    },
+    /// The key is refused from this record on.
+    ApiKeyRevoked {
+        account: AccountId,
+        prefix: String,
+        at: Timestamp,
+    },
 }
 
 /// A PATCH: only the fields present change.

@@ -61,9 +61,28 @@ pub fn object_url(field: &str, raw: &str) -> Result<(), FieldError> {
     }
 }
 
+pub const MAX_ACCOUNT_NAME_CHARS: usize = 256;
+
 pub fn description(field: &str, d: &str) -> Result<(), FieldError> {
     if d.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(FieldError::new(field, "must be at most 1024 characters"));
+    }
+    Ok(())
+}
+
+/// An account name: 1–256 characters, not only white space, no control characters.
+pub fn account_name(field: &str, name: &str) -> Result<(), FieldError> {
+    if name.trim().is_empty() || name.chars().count() > MAX_ACCOUNT_NAME_CHARS {
+        return Err(FieldError::new(
+            field,
+            "must be 1 to 256 characters, not only spaces",
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -152,5 +171,10 @@ mod tests {
         assert_eq!(rate_limit("r", 100), Ok(100));
         assert!(description("d", &"é".repeat(1024)).is_ok());
         assert!(description("d", &"é".repeat(1025)).is_err());
+        assert!(account_name("n", "Acme").is_ok());
+        assert!(account_name("n", "  ").is_err());
+        assert!(account_name("n", "a\nb").is_err());
+        assert!(account_name("n", &"é".repeat(256)).is_ok());
+        assert!(account_name("n", &"é".repeat(257)).is_err());
     }
 }

@@ -106,7 +106,7 @@ impl Dispatcher {
             .insert_header(("svix-signature", signature.as_str()));
         let mut response = match request.send_body(body).await {
             Ok(r) => r,
-            Err(e) => return failed(format!("request failed: {e}"), None, String::new()),
+            Err(e) => return failed(describe(&e), None, String::new()),
         };
         let status = response.status();
         let retry_after = response
@@ -138,6 +138,17 @@ impl Dispatcher {
             duration: started.elapsed(),
         }
     }
+}
+
+/// The recorded error of a request that got no answer; a connect-time policy refusal says only that.
+fn describe(e: &awc::error::SendRequestError) -> String {
+    use awc::error::{ConnectError, SendRequestError};
+    if let SendRequestError::Connect(ConnectError::Resolver(inner)) = e {
+        if let Some(refused) = inner.downcast_ref::<target::TargetRefused>() {
+            return refused.to_string();
+        }
+    }
+    format!("request failed: {e}")
 }
 
 async fn read_excerpt<S>(response: &mut awc::ClientResponse<S>) -> String

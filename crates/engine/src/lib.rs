@@ -24,7 +24,7 @@ pub mod target;
 
 pub use checkpoint::full_replay;
 pub use config::{DeliveryConfig, EngineConfig};
-pub use engine::{Engine, NewEvent, NewWebhook, Published, StartupReport};
+pub use engine::{CreatedKey, Engine, NewEvent, NewWebhook, Published, StartupReport};
 pub use error::EngineError;
-pub use projection::{Account, Pending, Projection, ReplayState, WebhookEntry};
+pub use projection::{Account, ApiKeyEntry, Pending, Projection, ReplayState, WebhookEntry};
 pub use replay::ReplayRange;

@@ -1,4 +1,5 @@
-//! The state the service serves from, derived only from the log: accounts, webhooks, each webhook's
+//! The state the service serves from, derived only from the log: accounts and their API key hashes,
+//! webhooks, each webhook's
 //! undelivered backlog (with its retry state) and the idempotency keys. [`Projection::apply`] is pure and
 //! deterministic, so a full replay of the log always rebuilds the same state, and it returns the
 //! [`Effect`]s the live actors must act on.
@@ -27,6 +28,16 @@ pub enum Effect {
 pub struct Account {
     pub id: AccountId,
     pub name: String,
+    pub created_at: Timestamp,
+    /// The prefixes of its live API keys, oldest first.
+    pub key_prefixes: Vec<String>,
+}
+
+/// A live account API key: only its hash is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyEntry {
+    pub account: AccountId,
+    pub hash: [u8; 32],
     pub created_at: Timestamp,
 }
 
@@ -77,6 +88,8 @@ pub struct Projection {
     /// The last seq applied.
     pub last_seq: u64,
     accounts: BTreeMap<AccountId, Account>,
+    /// Live API keys by prefix.
+    api_keys: HashMap<String, ApiKeyEntry>,
     webhooks: BTreeMap<WebhookId, WebhookEntry>,
     by_account: HashMap<AccountId, BTreeSet<WebhookId>>,
     idempotency: HashMap<(AccountId, String), IdempotencyEntry>,
@@ -95,8 +108,44 @@ impl Projection {
                         id: id.clone(),
                         name: name.clone(),
                         created_at: *at,
+                        key_prefixes: Vec::new(),
                     },
                 );
+            }
+            Record::ApiKeyCreated {
+                account,
+                prefix,
+                hash,
+                at,
+            } => {
+                // The engine never reuses a prefix; if a log ever held two, the first one wins.
+                if let Some(acc) = self.accounts.get_mut(account) {
+                    if !self.api_keys.contains_key(prefix) {
+                        acc.key_prefixes.push(prefix.clone());
+                        self.api_keys.insert(
+                            prefix.clone(),
+                            ApiKeyEntry {
+                                account: account.clone(),
+                                hash: *hash,
+                                created_at: *at,
+                            },
+                        );
+                    }
+                }
+            }
+            Record::ApiKeyRevoked {
+                account, prefix, ..
+            } => {
+                if self
+                    .api_keys
+                    .get(prefix)
+                    .is_some_and(|k| &k.account == account)
+                {
+                    self.api_keys.remove(prefix);
+                    if let Some(acc) = self.accounts.get_mut(account) {
+                        acc.key_prefixes.retain(|p| p != prefix);
+                    }
+                }
             }
             Record::WebhookCreated(w) => {
                 self.by_account
@@ -252,6 +301,16 @@ impl Projection {
 
     pub fn account(&self, id: &AccountId) -> Option<&Account> {
         self.accounts.get(id)
+    }
+
+    /// Every account, in id order (admin only).
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values()
+    }
+
+    /// The live API key with this prefix.
+    pub fn api_key(&self, prefix: &str) -> Option<&ApiKeyEntry> {
+        self.api_keys.get(prefix)
     }
 
     /// A webhook of `account` (another account's webhook is not found).

@@ -7,6 +7,15 @@ use buildr_core::target::is_public;
 use futures_util::future::LocalBoxFuture;
 use std::net::{IpAddr, SocketAddr};
 
+/// The connect-time policy refused every address a host resolved to. The dispatcher records its message
+/// as the attempt's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused: {host} resolves only to non-public addresses ({addrs}); set delivery.allow_private_targets to allow")]
+pub struct TargetRefused {
+    pub host: String,
+    pub addrs: String,
+}
+
 /// Resolves host names and keeps only public addresses (unless private targets are allowed).
 pub struct TargetResolver {
     pub allow_private: bool,
@@ -30,11 +39,10 @@ impl Resolve for TargetResolver {
                 .collect();
             if public.is_empty() {
                 let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-                return Err(format!(
-                    "refused: {host} resolves only to non-public addresses ({}); set delivery.allow_private_targets to allow",
-                    shown.join(", ")
-                )
-                .into());
+                return Err(Box::new(TargetRefused {
+                    host: host.to_owned(),
+                    addrs: shown.join(", "),
+                }) as Box<dyn std::error::Error>);
             }
             Ok(public)
         })

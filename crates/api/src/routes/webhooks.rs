@@ -4,7 +4,7 @@ use super::{int_param, webhook_id};
 use crate::auth::Caller;
 #[allow(unused_imports)]
 use crate::error::{ApiError, ErrorBody};
-use crate::json::StrictJson;
+use crate::json::{OptionalJson, StrictJson};
 use crate::views::{
     EventResponse, EventView, SecretResponse, WebhookList, WebhookResponse, WebhookView,
 };
@@ -239,20 +239,15 @@ pub async fn rotate(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    req: actix_web::HttpRequest,
-    body: web::Bytes,
+    body: OptionalJson<RotateBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = webhook_id(&path)?;
-    // The body is optional: an empty one generates a new secret.
-    let requested = if body.is_empty() {
-        None
-    } else {
-        crate::json::require_json_content_type(&req)?;
-        let b: RotateBody = crate::json::decode(&body)?;
-        b.secret
-            .map(|s| validate::secret("secret", &s))
-            .transpose()?
-    };
+    // The body is optional: an empty one (or no `secret`) generates a new secret.
+    let requested = body
+        .0
+        .and_then(|b| b.secret)
+        .map(|s| validate::secret("secret", &s))
+        .transpose()?;
     let secret = state
         .engine
         .rotate_secret(&caller.account, &id, requested)

@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+pub use accounts::CreatedKey;
+
+mod accounts;
 mod deliveries;
 mod events;
 mod webhooks;
