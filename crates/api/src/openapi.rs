@@ -57,6 +57,38 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        // Every route that can answer 401 can also answer 429: failed authentications are rate-limited
+        // per client address. Said once here rather than on every handler.
+        let limited = utoipa::openapi::ResponseBuilder::new()
+            .description(
+                "Too many failed authentications from this address; retry after Retry-After",
+            )
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if op.responses.responses.contains_key("401") {
+                    op.responses
+                        .responses
+                        .entry("429".to_owned())
+                        .or_insert_with(|| limited.clone().into());
+                }
+            }
+        }
     }
 }
 
