@@ -34,6 +34,8 @@ pub struct DeliveryConfig {
     pub allow_private_targets: bool,
     /// Attempts in flight at once to one webhook.
     pub max_in_flight: usize,
+    /// Delivery threads (arbiters) the subscription actors are spread over.
+    pub workers: usize,
     /// Accept and store everything but send nothing (maintenance; API fuzzing). Deliveries wait, durably.
     pub paused: bool,
 }
@@ -63,6 +65,7 @@ impl Default for DeliveryConfig {
             allow_private_targets: false,
             max_in_flight: 32,
             paused: false,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }

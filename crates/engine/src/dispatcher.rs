@@ -43,7 +43,17 @@ pub struct Dispatcher {
     allow_private: bool,
 }
 
+thread_local! {
+    static THIS_THREAD: std::cell::OnceCell<Dispatcher> = const { std::cell::OnceCell::new() };
+}
+
 impl Dispatcher {
+    /// The dispatcher of the calling thread (awc clients cannot cross threads; one per delivery arbiter,
+    /// made on first use with `cfg`).
+    pub fn for_this_thread(cfg: &DeliveryConfig) -> Self {
+        THIS_THREAD.with(|d| d.get_or_init(|| Dispatcher::new(cfg)).clone())
+    }
+
     pub fn new(cfg: &DeliveryConfig) -> Self {
         // rustls needs one process-wide crypto provider; ring is the one compiled in. An embedding program
         // may have installed one already, which is fine.

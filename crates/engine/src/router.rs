@@ -8,7 +8,6 @@ use actix::prelude::*;
 use buildr_core::WebhookId;
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 
 #[derive(Message)]
@@ -22,15 +21,24 @@ pub struct ActiveSubscriptions;
 
 pub struct Router {
     projection: Arc<RwLock<Projection>>,
-    deps: Rc<SubscriptionDeps>,
+    deps: Arc<SubscriptionDeps>,
+    /// The delivery arbiters (threads) the subscription actors are spread over.
+    arbiters: Vec<actix::ArbiterHandle>,
+    next_arbiter: usize,
     subs: HashMap<WebhookId, Addr<SubscriptionActor>>,
 }
 
 impl Router {
-    pub fn new(projection: Arc<RwLock<Projection>>, deps: Rc<SubscriptionDeps>) -> Self {
+    pub fn new(
+        projection: Arc<RwLock<Projection>>,
+        deps: Arc<SubscriptionDeps>,
+        arbiters: Vec<actix::ArbiterHandle>,
+    ) -> Self {
         Self {
             projection,
             deps,
+            arbiters,
+            next_arbiter: 0,
             subs: HashMap::new(),
         }
     }
@@ -44,7 +52,17 @@ impl Router {
                     Some(addr) => addr.do_send(Configure(entry.webhook.clone())),
                     None => {
                         let actor = SubscriptionActor::new(entry, self.deps.clone());
-                        self.subs.insert(id.clone(), actor.start());
+                        let addr = match self
+                            .arbiters
+                            .get(self.next_arbiter % self.arbiters.len().max(1))
+                        {
+                            Some(arbiter) => {
+                                self.next_arbiter += 1;
+                                SubscriptionActor::start_in_arbiter(arbiter, move |_| actor)
+                            }
+                            None => actor.start(),
+                        };
+                        self.subs.insert(id.clone(), addr);
                     }
                 }
             }

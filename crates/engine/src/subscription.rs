@@ -17,15 +17,14 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What every subscription actor shares (they all live on the router's arbiter).
+/// What every subscription actor shares. The actors are spread over the delivery arbiters (one per core);
+/// each arbiter thread has its own awc client ([`Dispatcher::for_this_thread`]).
 pub struct SubscriptionDeps {
     pub log: Arc<EventLog>,
     pub log_actor: Addr<LogActor>,
-    pub dispatcher: Dispatcher,
     pub config: DeliveryConfig,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -46,7 +45,7 @@ pub struct Stop;
 
 pub struct SubscriptionActor {
     webhook: Webhook,
-    deps: Rc<SubscriptionDeps>,
+    deps: Arc<SubscriptionDeps>,
     limiter: DefaultDirectRateLimiter,
     /// Every undelivered seq this actor owns, with the attempts made so far.
     attempts: HashMap<u64, u32>,
@@ -69,7 +68,7 @@ pub fn limiter(rate_limit: u32) -> DefaultDirectRateLimiter {
 }
 
 impl SubscriptionActor {
-    pub fn new(entry: &WebhookEntry, deps: Rc<SubscriptionDeps>) -> Self {
+    pub fn new(entry: &WebhookEntry, deps: Arc<SubscriptionDeps>) -> Self {
         let now = Timestamp::now();
         let mut actor = Self {
             webhook: entry.webhook.clone(),
@@ -158,7 +157,7 @@ impl SubscriptionActor {
             }
         };
         self.in_flight.insert(seq);
-        let dispatcher = self.deps.dispatcher.clone();
+        let dispatcher = Dispatcher::for_this_thread(&self.deps.config);
         let url = self.webhook.url.clone();
         let secrets: Vec<Secret> = self
             .webhook

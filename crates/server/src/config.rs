@@ -84,6 +84,8 @@ pub struct DeliverySection {
     pub max_in_flight: usize,
     /// Extension: accept and store everything, send nothing (deliveries wait durably).
     pub paused: bool,
+    /// Extension: delivery threads (default: one per core).
+    pub workers: usize,
 }
 
 impl Default for DeliverySection {
@@ -104,6 +106,7 @@ impl Default for DeliverySection {
             allow_private_targets: d.allow_private_targets,
             max_in_flight: d.max_in_flight,
             paused: d.paused,
+            workers: d.workers,
         }
     }
 }
@@ -252,6 +255,7 @@ impl Config {
                 allow_private_targets: d.allow_private_targets,
                 max_in_flight: d.max_in_flight,
                 paused: d.paused,
+                workers: d.workers.max(1),
             },
             idempotency_ttl: self.ingest.idempotency_ttl.0,
             checkpoint_every: self.storage.checkpoint_every.max(1),

@@ -3,7 +3,6 @@
 
 use crate::checkpoint;
 use crate::config::EngineConfig;
-use crate::dispatcher::Dispatcher;
 use crate::error::EngineError;
 use crate::indexer::{self, IndexWriter};
 use crate::log_actor::{
@@ -20,7 +19,6 @@ use buildr_core::{
 };
 use buildr_log::{EventLog, OpenReport};
 use parking_lot::RwLock;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -167,14 +165,19 @@ impl Engine {
                 self.inner.metrics.clone(),
             )
         });
-        let deps = Rc::new(SubscriptionDeps {
+        let deps = Arc::new(SubscriptionDeps {
             log: self.inner.log.clone(),
             log_actor: log_actor.clone(),
-            dispatcher: Dispatcher::new(&cfg.delivery),
             config: cfg.delivery.clone(),
             metrics: self.inner.metrics.clone(),
         });
-        let router = Router::new(projection.clone(), deps).start();
+        // One delivery arbiter (thread) per core; the actors of the webhooks are spread over them so one
+        // thread's CPU is not the ceiling for all deliveries.
+        let workers = cfg.delivery.workers.max(1);
+        let arbiters: Vec<actix::ArbiterHandle> = (0..workers)
+            .map(|_| actix::Arbiter::new().handle())
+            .collect();
+        let router = Router::new(projection.clone(), deps, arbiters).start();
         log_actor
             .send(SetRouter(router.clone()))
             .await
