@@ -12,13 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 fn publish(s: &Server, id: i64) -> Value {
-    let (st, v) = s.call(
-        "POST",
-        "/events",
-        Some(json!({"event": {"type": "contact.create", "data": {"id": id, "url": format!("https://x.example/{id}")}}})),
-    );
-    assert_eq!(st, 202, "{v}");
-    v["event"].clone()
+    s.publish("contact.create", json!(id))
 }
 
 fn event_ids(s: &Server) -> Vec<String> {
@@ -200,14 +194,7 @@ fn kill_9_soak_loses_nothing() {
             f.map(|f| f.iter().map(|t| t.to_string()).collect::<HashSet<String>>()),
         ));
     }
-    let types = [
-        "contact.create",
-        "contact.update",
-        "opportunity.create",
-        "opportunity.update",
-        "company.create",
-        "company.update",
-    ];
+    let types = buildr_e2e::EVENT_TYPES;
     let mut rng = rand::thread_rng();
     let mut acked: HashMap<String, String> = HashMap::new();
     let kill_after: HashSet<usize> = (0..6).map(|k| 10 + k * 16 + rng.gen_range(0..6)).collect();

@@ -9,30 +9,12 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-const TYPES: [&str; 6] = [
-    "contact.create",
-    "contact.update",
-    "opportunity.create",
-    "opportunity.update",
-    "company.create",
-    "company.update",
-];
+use buildr_e2e::EVENT_TYPES as TYPES;
 
 fn create_webhook(s: &Server, body: Value) -> Value {
     let (status, v) = s.call("POST", "/webhooks", Some(body));
     assert_eq!(status, 201, "{v}");
     v["webhook"].clone()
-}
-
-fn publish(s: &Server, t: &str, id: Value) -> Value {
-    let url = format!("https://app.buildr.example/objects/{id}");
-    let (status, v) = s.call(
-        "POST",
-        "/events",
-        Some(json!({"event": {"type": t, "data": {"id": id, "url": url}}})),
-    );
-    assert_eq!(status, 202, "{v}");
-    v["event"].clone()
 }
 
 #[test]
@@ -59,7 +41,7 @@ fn seed_webhook_gets_only_its_types_signed_so_svix_verifies() {
 
     let mut published = HashMap::new();
     for (i, t) in TYPES.iter().enumerate() {
-        let e = publish(&s, t, json!(2279 + i));
+        let e = s.publish(t, json!(2279 + i));
         assert!(e["id"].as_str().unwrap().starts_with("evt_"));
         published.insert(e["id"].as_str().unwrap().to_owned(), e);
     }
@@ -144,8 +126,8 @@ fn failures_are_retried_with_the_same_id_and_do_not_hold_back_the_next_event() {
         json!(1),
         vec![Reply::status(500), Reply::status(500), Reply::status(200)],
     );
-    let first = publish(&s, "contact.create", json!(1));
-    let second = publish(&s, "contact.create", json!(2));
+    let first = s.publish("contact.create", json!(1));
+    let second = s.publish("contact.create", json!(2));
     assert!(wait_until(Duration::from_secs(20), || rx.count("/r") >= 4));
     std::thread::sleep(Duration::from_millis(800));
     let got = rx.at("/r");
@@ -186,7 +168,7 @@ fn an_event_whose_retries_run_out_is_not_sent_again() {
         json!({"webhook": {"url": rx.url("/down"), "rate_limit": 6000}}),
     );
     rx.answer_path("/down", Reply::status(500));
-    publish(&s, "company.update", json!("c-1"));
+    s.publish("company.update", json!("c-1"));
     // Schedule 100ms, 200ms, 300ms: 4 attempts in all.
     assert!(wait_until(Duration::from_secs(20), || rx.count("/down") >= 4));
     std::thread::sleep(Duration::from_millis(1500));
@@ -263,7 +245,7 @@ fn every_acknowledged_event_survives_kill_9() {
                     } else {
                         "contact.update"
                     };
-                    let e = publish(s, ty, json!(t * 1000 + i));
+                    let e = s.publish(ty, json!(t * 1000 + i));
                     acked
                         .lock()
                         .unwrap()

@@ -12,6 +12,16 @@ pub use server::{Server, ServerBuilder};
 
 use std::time::{Duration, Instant};
 
+/// The six event types' names.
+pub const EVENT_TYPES: [&str; 6] = [
+    "contact.create",
+    "contact.update",
+    "opportunity.create",
+    "opportunity.update",
+    "company.create",
+    "company.update",
+];
+
 /// Polls `cond` every 20 ms until it is true or `timeout` passes; returns whether it became true.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -251,6 +251,22 @@ impl Server {
         (status, value)
     }
 
+    /// Publishes one event of type `t` about object `id` (its url is derived from the id); asserts the 202
+    /// and returns the `event` of the answer.
+    pub fn publish(&self, t: &str, id: Value) -> Value {
+        let url = format!(
+            "https://app.buildr.example/objects/{}",
+            id.as_str().map_or_else(|| id.to_string(), str::to_owned)
+        );
+        let (status, v) = self.call(
+            "POST",
+            "/events",
+            Some(serde_json::json!({"event": {"type": t, "data": {"id": id, "url": url}}})),
+        );
+        assert_eq!(status, 202, "{v}");
+        v["event"].clone()
+    }
+
     /// Any request, exactly as given; returns status and body text.
     pub fn raw(
         &self,
