@@ -222,16 +222,20 @@ fn every_acknowledged_event_survives_kill_9() {
         &s,
         json!({"webhook": {"url": rx.url("/opp"), "filter_types": ["opportunity.create"], "secret": "raw-secret-1", "rate_limit": 3000}}),
     );
-    let before: Vec<Value> = [&all, &some]
-        .iter()
-        .map(|w| {
-            let id = w["id"].as_str().unwrap();
-            json!([
-                s.call("GET", &format!("/webhooks/{id}"), None).1,
-                s.call("GET", &format!("/webhooks/{id}/secret"), None).1
-            ])
-        })
-        .collect();
+    // Each webhook as the API shows it, with its secret.
+    let snapshot = |s: &Server| -> Vec<Value> {
+        [&all, &some]
+            .iter()
+            .map(|w| {
+                let id = w["id"].as_str().unwrap();
+                json!([
+                    s.call("GET", &format!("/webhooks/{id}"), None).1,
+                    s.call("GET", &format!("/webhooks/{id}/secret"), None).1
+                ])
+            })
+            .collect()
+    };
+    let before = snapshot(&s);
 
     // 500 events from 4 concurrent publishers; every 202 is remembered.
     let acked = std::sync::Mutex::new(Vec::<(String, String)>::new());
@@ -286,16 +290,7 @@ fn every_acknowledged_event_survives_kill_9() {
         "nothing unmatched reached the filtered webhook"
     );
 
-    let after: Vec<Value> = [&all, &some]
-        .iter()
-        .map(|w| {
-            let id = w["id"].as_str().unwrap();
-            json!([
-                s.call("GET", &format!("/webhooks/{id}"), None).1,
-                s.call("GET", &format!("/webhooks/{id}/secret"), None).1
-            ])
-        })
-        .collect();
+    let after = snapshot(&s);
     assert_eq!(
         before, after,
         "webhooks and secrets are unchanged by the crash"

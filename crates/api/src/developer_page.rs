@@ -21,47 +21,26 @@ struct Asset {
 const INDEX: &str = include_str!("../assets/index.html");
 
 /// Everything under `/assets/`, by file name. The page imports nothing else.
+/// One embedded file: its name under `/assets/` is its file name in `crates/api/assets/`.
+macro_rules! asset {
+    ($name:literal, $content_type:literal) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_str!(concat!("../assets/", $name)),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../assets/app.css"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/app.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/api.js"),
-    },
-    Asset {
-        name: "dom.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/dom.js"),
-    },
-    Asset {
-        name: "form.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/form.js"),
-    },
-    Asset {
-        name: "detail.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/detail.js"),
-    },
-    Asset {
-        name: "deliveries.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/deliveries.js"),
-    },
-    Asset {
-        name: "icon.svg",
-        content_type: "image/svg+xml",
-        body: include_str!("../assets/icon.svg"),
-    },
+    asset!("app.css", "text/css; charset=utf-8"),
+    asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("api.js", "text/javascript; charset=utf-8"),
+    asset!("dom.js", "text/javascript; charset=utf-8"),
+    asset!("form.js", "text/javascript; charset=utf-8"),
+    asset!("detail.js", "text/javascript; charset=utf-8"),
+    asset!("deliveries.js", "text/javascript; charset=utf-8"),
+    asset!("icon.svg", "image/svg+xml"),
 ];
 
 /// Registers `GET /` and `GET /assets/{name}`.

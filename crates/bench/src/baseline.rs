@@ -39,8 +39,8 @@ pub fn sample_record(id: i64) -> Vec<u8> {
     }))
 }
 
-/// Durable records per second for raw sled appends, `batch` records per flush.
-pub fn l_disk(records: u64, batch: usize) -> Result<f64> {
+/// A sled database in a fresh temp dir and its `records` tree (the dir lives as long as the guard).
+fn temp_tree() -> Result<(tempfile::TempDir, sled::Db, sled::Tree)> {
     let dir = tempfile::tempdir().context("cannot make a temp dir for L-disk")?;
     let db = sled::Config::new()
         .path(dir.path())
@@ -49,6 +49,12 @@ pub fn l_disk(records: u64, batch: usize) -> Result<f64> {
     let tree = db
         .open_tree("records")
         .context("L-disk: cannot open tree")?;
+    Ok((dir, db, tree))
+}
+
+/// Durable records per second for raw sled appends, `batch` records per flush.
+pub fn l_disk(records: u64, batch: usize) -> Result<f64> {
+    let (_dir, db, tree) = temp_tree()?;
     let value = sample_record(100_000);
     let batch = batch.max(1) as u64;
     let started = Instant::now();
@@ -68,14 +74,7 @@ pub fn l_disk(records: u64, batch: usize) -> Result<f64> {
 /// Latency (ns) of each of `n` single-record sled appends with a flush: what one group commit costs at
 /// least, so S4's tail can be told apart from the disk's.
 pub fn l_disk_flush_latencies(n: u64) -> Result<Vec<i64>> {
-    let dir = tempfile::tempdir().context("cannot make a temp dir for L-disk")?;
-    let db = sled::Config::new()
-        .path(dir.path())
-        .open()
-        .context("L-disk: cannot open sled")?;
-    let tree = db
-        .open_tree("records")
-        .context("L-disk: cannot open tree")?;
+    let (_dir, db, tree) = temp_tree()?;
     let value = sample_record(100_000);
     let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     for seq in 1..=n {

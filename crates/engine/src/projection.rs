@@ -5,8 +5,7 @@
 //! [`Effect`]s the live actors must act on.
 
 use buildr_core::{
-    AccountId, AttemptOutcome, EventType, IdempotencyRecord, Record, ReplayId, Timestamp, Webhook,
-    WebhookId,
+    AccountId, AttemptOutcome, IdempotencyRecord, Record, ReplayId, Timestamp, Webhook, WebhookId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -371,16 +370,6 @@ impl Projection {
     /// Forgets idempotency keys older than `cutoff`.
     pub fn expire_idempotency(&mut self, cutoff: Timestamp) {
         self.idempotency.retain(|_, e| e.at >= cutoff);
-    }
-
-    /// How many webhooks would receive an event of this type now.
-    pub fn matching(&self, account: &AccountId, t: EventType) -> usize {
-        self.by_account.get(account).map_or(0, |ids| {
-            ids.iter()
-                .filter_map(|id| self.webhooks.get(id))
-                .filter(|e| !e.webhook.disabled && e.webhook.wants(t))
-                .count()
-        })
     }
 
     /// What retention must keep: every undelivered seq, and the webhooks failing now.

@@ -189,11 +189,6 @@ impl EventLog {
         self.db.flush()?;
         Ok(())
     }
-
-    /// Bytes on disk (sled's own estimate).
-    pub fn size_on_disk(&self) -> Result<u64, LogError> {
-        Ok(self.db.size_on_disk()?)
-    }
 }
 
 #[cfg(test)]

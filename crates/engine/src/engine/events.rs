@@ -21,18 +21,22 @@ impl Engine {
         batch: bool,
     ) -> Result<Published, EngineError> {
         self.running()?;
-        for (i, e) in events.iter().enumerate() {
-            if self.inner.projection.read().account(&e.account).is_none() {
-                let field = if batch {
-                    format!("events[{i}].account")
-                } else {
-                    "event.account".into()
-                };
-                return Err(EngineError::Unprocessable(FieldError::new(
-                    field,
-                    "unknown account",
-                )));
-            }
+        let unknown = {
+            let projection = self.inner.projection.read();
+            events
+                .iter()
+                .position(|e| projection.account(&e.account).is_none())
+        };
+        if let Some(i) = unknown {
+            let field = if batch {
+                format!("events[{i}].account")
+            } else {
+                "event.account".into()
+            };
+            return Err(EngineError::Unprocessable(FieldError::new(
+                field,
+                "unknown account",
+            )));
         }
         let now = Timestamp::now();
         let mut records: Vec<Record> = events
