@@ -25,10 +25,15 @@ pub fn sign(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 /// The `webhook-signature` header: one signature per key, space-separated (newest key first).
-pub fn signature_header(secrets: &[&Secret], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn signature_header<S: std::borrow::Borrow<Secret>>(
+    secrets: &[S],
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
     secrets
         .iter()
-        .map(|s| sign(s.key(), msg_id, timestamp, body))
+        .map(|s| sign(s.borrow().key(), msg_id, timestamp, body))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -38,6 +38,9 @@ pub struct DeliveryConfig {
     pub workers: usize,
     /// Accept and store everything but send nothing (maintenance; API fuzzing). Deliveries wait, durably.
     pub paused: bool,
+    /// A webhook's actor stops after it has been idle this long (at least until its rate limiter is full
+    /// again); the next event starts a new one.
+    pub idle_stop: Duration,
 }
 
 impl EngineConfig {
@@ -65,6 +68,7 @@ impl Default for DeliveryConfig {
             allow_private_targets: false,
             max_in_flight: 32,
             paused: false,
+            idle_stop: Duration::from_secs(60),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }

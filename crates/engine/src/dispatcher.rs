@@ -5,9 +5,39 @@
 use crate::config::DeliveryConfig;
 use crate::target::{self, TargetResolver};
 use awc::http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use buildr_core::{signing, Event, Secret, Timestamp};
+use buildr_core::{signing, Event, EventId, EventRecord, Secret, Timestamp};
+use bytes::Bytes;
 use futures_util::StreamExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// What is sent for one event: its id (the `webhook-id`) and its body. Made once when the event is
+/// published and shared by every webhook it fans out to; the same bytes on every attempt and replay.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub id: EventId,
+    pub body: Bytes,
+}
+
+impl Outgoing {
+    pub fn from_record(e: &EventRecord) -> Arc<Self> {
+        Arc::new(Self {
+            id: e.id.clone(),
+            body: Bytes::from(buildr_core::event::payload(
+                e.event_type,
+                e.created_at,
+                &e.data,
+            )),
+        })
+    }
+
+    pub fn from_event(e: &Event) -> Arc<Self> {
+        Arc::new(Self {
+            id: e.id.clone(),
+            body: Bytes::from(e.payload()),
+        })
+    }
+}
 
 /// At most this much of a response body is kept.
 pub const RESPONSE_EXCERPT_BYTES: usize = 1024;
@@ -81,7 +111,7 @@ impl Dispatcher {
     }
 
     /// POSTs `event` to `url`, signed with `secrets` (newest first).
-    pub async fn attempt(&self, url: &str, secrets: &[&Secret], event: &Event) -> AttemptResult {
+    pub async fn attempt(&self, url: &str, secrets: &[Secret], event: &Outgoing) -> AttemptResult {
         let started = Instant::now();
         let at = Timestamp::now();
         let failed = |error: String, status: Option<u16>, body: String| AttemptResult {
@@ -95,7 +125,7 @@ impl Dispatcher {
         if let Err(e) = target::check_literal(url, self.allow_private) {
             return failed(e, None, String::new());
         }
-        let body = event.payload();
+        let body = event.body.clone();
         let msg_id = event.id.as_str();
         let ts = at.unix_seconds();
         let signature = signing::signature_header(secrets, msg_id, ts, &body);

@@ -28,3 +28,8 @@ pub use engine::{CreatedKey, Engine, NewEvent, NewWebhook, Published, StartupRep
 pub use error::EngineError;
 pub use projection::{Account, ApiKeyEntry, Pending, Projection, ReplayState, WebhookEntry};
 pub use replay::ReplayRange;
+
+/// The mailbox bound of the engine's actors. Their messages are facts and work that must not be dropped,
+/// so it is effectively unbounded; not `usize::MAX`, which makes actix's sender accounting overflow once
+/// an address is cloned.
+pub(crate) const MAILBOX_CAPACITY: usize = 1 << 32;

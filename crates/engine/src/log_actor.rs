@@ -3,6 +3,7 @@
 //! answers the callers (a `202` is only ever sent after this), and hands the effects to the router.
 
 use crate::checkpoint;
+use crate::dispatcher::Outgoing;
 use crate::indexer::IndexWriter;
 use crate::metrics::Metrics;
 use crate::projection::{Effect, IdempotencyEntry, Projection};
@@ -297,6 +298,7 @@ impl LogActor {
 
     fn apply(&mut self, first: u64, records: &[Record]) {
         let mut effects: Vec<Effect> = Vec::new();
+        let mut bodies = std::collections::HashMap::new();
         let mut ops = Vec::new();
         {
             let mut projection = self.projection.write();
@@ -304,15 +306,21 @@ impl LogActor {
                 let seq = first + i as u64;
                 let e = projection.apply(seq, r);
                 crate::indexer::ops(seq, r, &e, &mut ops);
-                if matches!(r, Record::EventPublished(ev) if ev.only_webhook.is_none()) {
-                    self.metrics.events_published.inc();
+                if let Record::EventPublished(ev) = r {
+                    if ev.only_webhook.is_none() {
+                        self.metrics.events_published.inc();
+                    }
+                    // The body is made once here, for every webhook the event fans out to.
+                    if e.iter().any(|e| matches!(e, Effect::Deliver { .. })) {
+                        bodies.insert(seq, Outgoing::from_record(ev));
+                    }
                 }
                 effects.extend(e);
             }
         }
         self.indexer.apply(ops, first + records.len() as u64 - 1);
         if let (Some(router), false) = (&self.router, effects.is_empty()) {
-            router.do_send(Effects(effects));
+            router.do_send(Effects { effects, bodies });
         }
     }
 }
@@ -321,7 +329,7 @@ impl Actor for LogActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         ctx.run_interval(Duration::from_secs(60), |act, _| {
             let cutoff = act.cutoff();
             act.projection.write().expire_idempotency(cutoff);

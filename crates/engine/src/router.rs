@@ -1,7 +1,12 @@
-//! The Router: keeps one subscription actor per enabled webhook and hands each the events it must
-//! deliver. Which webhook gets which event is decided by the projection (deterministically, in log
-//! order); the router only routes seq numbers, never payloads.
+//! The Router: keeps one subscription actor per enabled webhook that has work, and hands each the events
+//! it must deliver. Which webhook gets which event is decided by the projection (deterministically, in
+//! log order); the router routes seq numbers, with the body of a freshly published event (made once,
+//! shared by every webhook it fans out to).
+//!
+//! An actor is started when its webhook gets work (or has a backlog at start-up) and stopped when it
+//! reports itself idle and nothing was sent to it since: an idle webhook costs no actor.
 
+use crate::dispatcher::Outgoing;
 use crate::projection::{Effect, Projection};
 use crate::subscription::{Configure, Enqueue, SubscriptionActor, SubscriptionDeps};
 use actix::prelude::*;
@@ -10,9 +15,28 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// What a log batch asks of the actors, with the bodies of the events it published (by seq).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Effects(pub Vec<Effect>);
+pub struct Effects {
+    pub effects: Vec<Effect>,
+    pub bodies: HashMap<u64, Arc<Outgoing>>,
+}
+
+/// A subscription actor has had nothing to do for long enough; `enqueues` is how many `Enqueue`
+/// messages it had handled.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Idle {
+    pub webhook: WebhookId,
+    pub enqueues: u64,
+}
+
+struct Running {
+    addr: Addr<SubscriptionActor>,
+    /// `Enqueue` messages sent to it.
+    enqueues: u64,
+}
 
 /// How many subscription actors are running (for metrics and tests).
 #[derive(Message)]
@@ -25,7 +49,7 @@ pub struct Router {
     /// The delivery arbiters (threads) the subscription actors are spread over.
     arbiters: Vec<actix::ArbiterHandle>,
     next_arbiter: usize,
-    subs: HashMap<WebhookId, Addr<SubscriptionActor>>,
+    subs: HashMap<WebhookId, Running>,
 }
 
 impl Router {
@@ -43,15 +67,16 @@ impl Router {
         }
     }
 
-    /// Starts, reconfigures or stops the actor of `id` to match the projection.
-    fn sync(&mut self, id: &WebhookId) {
+    /// Reconfigures or stops the actor of `id` to match the projection, and starts one when the webhook
+    /// is enabled and has undelivered events (`force`: start it even without, work is on its way).
+    fn sync(&mut self, id: &WebhookId, force: bool, ctx: &mut Context<Self>) {
         let projection = self.projection.read();
         match projection.webhook_by_id(id) {
             Some(entry) if !entry.webhook.disabled && !self.deps.config.paused => {
                 match self.subs.get(id) {
-                    Some(addr) => addr.do_send(Configure(entry.webhook.clone())),
-                    None => {
-                        let actor = SubscriptionActor::new(entry, self.deps.clone());
+                    Some(running) => running.addr.do_send(Configure(entry.webhook.clone())),
+                    None if force || !entry.pending.is_empty() => {
+                        let actor = SubscriptionActor::new(entry, self.deps.clone(), ctx.address());
                         let addr = match self
                             .arbiters
                             .get(self.next_arbiter % self.arbiters.len().max(1))
@@ -62,17 +87,34 @@ impl Router {
                             }
                             None => actor.start(),
                         };
-                        self.subs.insert(id.clone(), addr);
+                        self.subs.insert(id.clone(), Running { addr, enqueues: 0 });
                     }
+                    None => {}
                 }
             }
             _ => {
-                // Dropping the last address stops the actor once its mailbox is empty; its in-flight
-                // attempts are abandoned and redone from the projection if it is started again.
-                if let Some(addr) = self.subs.remove(id) {
-                    addr.do_send(crate::subscription::Stop);
+                // In-flight attempts of a stopped actor are abandoned and redone from the projection
+                // when it is started again.
+                if let Some(running) = self.subs.remove(id) {
+                    running.addr.do_send(crate::subscription::Stop);
                 }
             }
+        }
+    }
+
+    /// Hands `seqs` to the actor of `id`, starting it if needed.
+    fn enqueue(
+        &mut self,
+        id: &WebhookId,
+        seqs: Vec<(u64, Option<Arc<Outgoing>>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.subs.contains_key(id) {
+            self.sync(id, true, ctx);
+        }
+        if let Some(running) = self.subs.get_mut(id) {
+            running.enqueues += 1;
+            running.addr.do_send(Enqueue(seqs));
         }
     }
 }
@@ -81,15 +123,16 @@ impl Actor for Router {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         let ids: Vec<WebhookId> = self
             .projection
             .read()
             .all_webhooks()
+            .filter(|e| !e.pending.is_empty())
             .map(|e| e.webhook.id.clone())
             .collect();
         for id in ids {
-            self.sync(&id);
+            self.sync(&id, false, ctx);
         }
     }
 }
@@ -97,28 +140,26 @@ impl Actor for Router {
 impl Handler<Effects> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: Effects, _: &mut Context<Self>) {
-        let mut deliveries: HashMap<WebhookId, Vec<u64>> = HashMap::new();
-        for effect in msg.0 {
+    fn handle(&mut self, msg: Effects, ctx: &mut Context<Self>) {
+        type Seqs = Vec<(u64, Option<Arc<Outgoing>>)>;
+        let mut deliveries: HashMap<WebhookId, Seqs> = HashMap::new();
+        for effect in msg.effects {
             match effect {
                 Effect::Deliver { webhook, seq } => {
-                    deliveries.entry(webhook).or_default().push(seq)
+                    let body = msg.bodies.get(&seq).cloned();
+                    deliveries.entry(webhook).or_default().push((seq, body))
                 }
                 Effect::WebhookChanged(id) | Effect::WebhookRemoved(id) => {
                     // Deliveries routed before a change go out first, in order.
                     if let Some(seqs) = deliveries.remove(&id) {
-                        if let Some(addr) = self.subs.get(&id) {
-                            addr.do_send(Enqueue(seqs));
-                        }
+                        self.enqueue(&id, seqs, ctx);
                     }
-                    self.sync(&id);
+                    self.sync(&id, false, ctx);
                 }
             }
         }
         for (id, seqs) in deliveries {
-            if let Some(addr) = self.subs.get(&id) {
-                addr.do_send(Enqueue(seqs));
-            }
+            self.enqueue(&id, seqs, ctx);
         }
     }
 }
@@ -127,5 +168,22 @@ impl Handler<ActiveSubscriptions> for Router {
     type Result = usize;
     fn handle(&mut self, _: ActiveSubscriptions, _: &mut Context<Self>) -> usize {
         self.subs.len()
+    }
+}
+
+impl Handler<Idle> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: Idle, _: &mut Context<Self>) {
+        // Only when nothing was sent after what it had seen: otherwise work is in its mailbox and it
+        // reports again once that is done.
+        if self
+            .subs
+            .get(&msg.webhook)
+            .is_some_and(|r| r.enqueues == msg.enqueues)
+        {
+            if let Some(running) = self.subs.remove(&msg.webhook) {
+                running.addr.do_send(crate::subscription::Stop);
+            }
+        }
     }
 }

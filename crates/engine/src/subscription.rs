@@ -1,16 +1,21 @@
-//! One actor per enabled webhook. It alone owns the webhook's rate limiter (governor), its backlog of
-//! undelivered seqs, the attempts in flight and the retry timers. A slow or dead receiver only slows its
-//! own actor. Every attempt's outcome is sent to the LogActor as a fact; nothing here is the truth
-//! after a crash: the actor is rebuilt from the projection.
+//! One actor per enabled webhook with work to do. It alone owns the webhook's rate limiter (governor), its
+//! backlog of undelivered seqs, the attempts in flight and the retry timers. A slow or dead receiver only
+//! slows its own actor. Every attempt's outcome is sent to the LogActor as a fact; nothing here is the
+//! truth after a crash: the actor is rebuilt from the projection.
+//!
+//! Actors are started by the router when a webhook gets work and stop when they have been idle long
+//! enough for their limiter to be full again (see [`SubscriptionActor::idle_stop_after`]), so a fresh
+//! limiter on the next start allows nothing the old one would not have: idle webhooks cost no actor.
 
 use crate::config::DeliveryConfig;
-use crate::dispatcher::{AttemptClass, AttemptResult, Dispatcher};
+use crate::dispatcher::{AttemptClass, AttemptResult, Dispatcher, Outgoing};
 use crate::log_actor::{LogActor, RecordFacts};
 use crate::projection::WebhookEntry;
+use crate::router::{Idle, Router};
 use actix::prelude::*;
 use buildr_core::{
-    AttemptOutcome, AttemptRecord, DisabledReason, Event, EventId, Record, Secret, Timestamp,
-    Webhook, WebhookChanges,
+    AttemptOutcome, AttemptRecord, DisabledReason, EventId, Record, Secret, Timestamp, Webhook,
+    WebhookChanges,
 };
 use buildr_log::EventLog;
 use governor::clock::{Clock, DefaultClock};
@@ -29,10 +34,15 @@ pub struct SubscriptionDeps {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Deliver these seqs (duplicates of what the actor already holds are ignored).
+/// Deliver these seqs (duplicates of what the actor already holds are ignored), with the body to send
+/// when the router has it (freshly published events); otherwise it is read from the log when due.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Enqueue(pub Vec<u64>);
+pub struct Enqueue(pub Vec<(u64, Option<Arc<Outgoing>>)>);
+
+/// At most this many bodies are held per actor; the rest of a long backlog is read from the log when due,
+/// so a receiver that is down never makes the server hold its backlog's bodies in memory.
+const HELD_BODIES: usize = 1024;
 
 /// New settings for the webhook (URL, rate limit, secret…).
 #[derive(Message)]
@@ -46,9 +56,15 @@ pub struct Stop;
 pub struct SubscriptionActor {
     webhook: Webhook,
     deps: Arc<SubscriptionDeps>,
+    router: Addr<Router>,
     limiter: DefaultDirectRateLimiter,
+    /// The keys that sign now (the current secret, and the previous one during a rotation overlap), and
+    /// when that set changes next.
+    keys: (Arc<[Secret]>, Option<Timestamp>),
     /// Every undelivered seq this actor owns, with the attempts made so far.
     attempts: HashMap<u64, u32>,
+    /// Bodies of some of the due seqs, handed over by the router (at most [`HELD_BODIES`]).
+    bodies: HashMap<u64, Arc<Outgoing>>,
     /// Due now, oldest first; waiting only for the rate limit or a free in-flight slot.
     ready: BTreeSet<u64>,
     /// Failed, waiting for their retry time.
@@ -58,6 +74,10 @@ pub struct SubscriptionActor {
     wake: Option<(Instant, SpawnHandle)>,
     /// Set once the actor asked for its webhook to be disabled: it sends nothing more.
     disabling: bool,
+    /// `Enqueue` messages handled (the router stops an idle actor only if it has sent no more than this).
+    enqueues: u64,
+    /// When the actor last ran out of work (`None` while it has some).
+    idle_since: Option<Instant>,
 }
 
 /// The limiter for `rate_limit` per minute: evenly spaced, with a burst of ⌈rate_limit/60⌉.
@@ -67,20 +87,36 @@ pub fn limiter(rate_limit: u32) -> DefaultDirectRateLimiter {
     RateLimiter::direct(Quota::per_minute(rate).allow_burst(burst))
 }
 
+/// The keys that sign a message sent at `now`, and when that changes (the end of a rotation overlap).
+fn signing_keys(webhook: &Webhook, now: Timestamp) -> (Arc<[Secret]>, Option<Timestamp>) {
+    let keys: Arc<[Secret]> = webhook.signing_secrets(now).into_iter().cloned().collect();
+    let changes_at = webhook
+        .previous_secret
+        .as_ref()
+        .map(|(_, until)| *until)
+        .filter(|until| *until > now);
+    (keys, changes_at)
+}
+
 impl SubscriptionActor {
-    pub fn new(entry: &WebhookEntry, deps: Arc<SubscriptionDeps>) -> Self {
+    pub fn new(entry: &WebhookEntry, deps: Arc<SubscriptionDeps>, router: Addr<Router>) -> Self {
         let now = Timestamp::now();
         let mut actor = Self {
             webhook: entry.webhook.clone(),
             limiter: limiter(entry.webhook.rate_limit),
+            keys: signing_keys(&entry.webhook, now),
             deps,
+            router,
             attempts: HashMap::with_capacity(entry.pending.len()),
+            bodies: HashMap::new(),
             ready: BTreeSet::new(),
             waiting: BTreeSet::new(),
             in_flight: HashSet::new(),
             failing_since: entry.failing_since,
             wake: None,
             disabling: false,
+            enqueues: 0,
+            idle_since: None,
         };
         for (&seq, p) in &entry.pending {
             actor.attempts.insert(seq, p.attempts);
@@ -123,6 +159,50 @@ impl SubscriptionActor {
         if let Some(&(t, _)) = self.waiting.first() {
             self.wake_in(ctx, now.until(t));
         }
+        self.note_idle(ctx);
+    }
+
+    /// How long the actor must have been idle before it may stop: long enough for its limiter to have
+    /// refilled its whole burst (so the next actor's fresh limiter allows nothing more), and at least
+    /// `delivery.idle_stop`.
+    pub fn idle_stop_after(rate_limit: u32, idle_stop: Duration) -> Duration {
+        let rate = u64::from(rate_limit.max(1));
+        let burst = rate.div_ceil(60);
+        let refill = Duration::from_millis(burst * 60_000 / rate + 1_000);
+        refill.max(idle_stop)
+    }
+
+    /// Starts the idle clock when the actor has nothing left; when it has stayed idle long enough, tells
+    /// the router, which stops it unless more work is on its way.
+    fn note_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.ready.is_empty() && self.waiting.is_empty() && self.in_flight.is_empty();
+        if !idle || self.disabling {
+            self.idle_since = None;
+            return;
+        }
+        if self.idle_since.is_some() {
+            return;
+        }
+        let since = Instant::now();
+        self.idle_since = Some(since);
+        let after = Self::idle_stop_after(self.webhook.rate_limit, self.deps.config.idle_stop);
+        ctx.run_later(after, move |act, _| {
+            if act.idle_since == Some(since) {
+                act.router.do_send(Idle {
+                    webhook: act.webhook.id.clone(),
+                    enqueues: act.enqueues,
+                });
+            }
+        });
+    }
+
+    /// The keys to sign with now.
+    fn keys(&mut self) -> Arc<[Secret]> {
+        let now = Timestamp::now();
+        if self.keys.1.is_some_and(|at| at <= now) {
+            self.keys = signing_keys(&self.webhook, now);
+        }
+        self.keys.0.clone()
     }
 
     /// Makes sure the actor pumps again within `d` (keeps an earlier wake-up if one is set).
@@ -141,15 +221,27 @@ impl SubscriptionActor {
         self.wake = Some((at, handle));
     }
 
+    /// The body of the event at `seq`: the one handed over, or read from the log.
+    fn body(&mut self, seq: u64) -> Result<Arc<Outgoing>, Option<buildr_log::LogError>> {
+        if let Some(body) = self.bodies.remove(&seq) {
+            return Ok(body);
+        }
+        match self.deps.log.get(seq) {
+            Ok(Some(Record::EventPublished(e))) => Ok(Outgoing::from_record(&e)),
+            Ok(_) => Err(None),
+            Err(e) => Err(Some(e)),
+        }
+    }
+
     fn dispatch(&mut self, seq: u64, ctx: &mut Context<Self>) {
-        let event = match self.deps.log.get(seq) {
-            Ok(Some(Record::EventPublished(e))) => Event::from_record(seq, e),
-            Ok(_) => {
+        let event = match self.body(seq) {
+            Ok(event) => event,
+            Err(None) => {
                 tracing::warn!(webhook = %self.webhook.id, seq, "event no longer in the log; dropped from the backlog");
                 self.attempts.remove(&seq);
                 return;
             }
-            Err(e) => {
+            Err(Some(e)) => {
                 tracing::error!(webhook = %self.webhook.id, seq, error = %e, "cannot read event; will try again");
                 self.waiting
                     .insert((Timestamp::now().plus(Duration::from_secs(1)), seq));
@@ -159,16 +251,10 @@ impl SubscriptionActor {
         self.in_flight.insert(seq);
         let dispatcher = Dispatcher::for_this_thread(&self.deps.config);
         let url = self.webhook.url.clone();
-        let secrets: Vec<Secret> = self
-            .webhook
-            .signing_secrets(Timestamp::now())
-            .into_iter()
-            .cloned()
-            .collect();
+        let keys = self.keys();
         let attempt = async move {
-            let keys: Vec<&Secret> = secrets.iter().collect();
             let result = dispatcher.attempt(&url, &keys, &event).await;
-            (result, event.id)
+            (result, event.id.clone())
         };
         ctx.spawn(
             attempt
@@ -271,7 +357,7 @@ impl Actor for SubscriptionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         self.pump(ctx);
     }
 }
@@ -279,10 +365,21 @@ impl Actor for SubscriptionActor {
 impl Handler<Enqueue> for SubscriptionActor {
     type Result = ();
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
-        for seq in msg.0 {
+        self.enqueues += 1;
+        for (seq, body) in msg.0 {
             if let std::collections::hash_map::Entry::Vacant(v) = self.attempts.entry(seq) {
                 v.insert(0);
                 self.ready.insert(seq);
+            }
+            // A freshly started actor already knows the seq from the projection; the body is still
+            // welcome if it has not been sent yet.
+            if let Some(body) = body {
+                if self.bodies.len() < HELD_BODIES
+                    && self.ready.contains(&seq)
+                    && !self.in_flight.contains(&seq)
+                {
+                    self.bodies.insert(seq, body);
+                }
             }
         }
         self.pump(ctx);
@@ -296,6 +393,7 @@ impl Handler<Configure> for SubscriptionActor {
             self.limiter = limiter(msg.0.rate_limit);
         }
         self.webhook = msg.0;
+        self.keys = signing_keys(&self.webhook, Timestamp::now());
         self.pump(ctx);
     }
 }

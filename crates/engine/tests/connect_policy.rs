@@ -5,7 +5,7 @@
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use buildr_core::{AccountId, Event, EventData, EventId, EventType, ObjectId, Secret, Timestamp};
-use buildr_engine::dispatcher::{AttemptClass, Dispatcher};
+use buildr_engine::dispatcher::{AttemptClass, Dispatcher, Outgoing};
 use buildr_engine::DeliveryConfig;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -50,14 +50,15 @@ async fn loopback_names_and_literals_are_refused_at_connect_time_unless_allowed(
     actix_rt::spawn(server.run());
 
     let secret = Secret::generate();
-    let e = event();
+    let e = Outgoing::from_event(&event());
+    let secret = [secret];
     let refused = dispatcher(false);
     for url in [
         format!("http://localhost:{port}/x"),
         format!("http://127.0.0.1:{port}/x"),
         format!("http://[::1]:{port}/x"),
     ] {
-        let r = refused.attempt(&url, &[&secret], &e).await;
+        let r = refused.attempt(&url, &secret, &e).await;
         assert!(
             matches!(r.class, AttemptClass::Failed { .. }),
             "{url}: {r:?}"
@@ -77,7 +78,7 @@ async fn loopback_names_and_literals_are_refused_at_connect_time_unless_allowed(
 
     let allowed = dispatcher(true);
     let r = allowed
-        .attempt(&format!("http://localhost:{port}/x"), &[&secret], &e)
+        .attempt(&format!("http://localhost:{port}/x"), &secret, &e)
         .await;
     assert_eq!(r.class, AttemptClass::Delivered, "{r:?}");
     assert_eq!(hits.load(Ordering::SeqCst), 1);

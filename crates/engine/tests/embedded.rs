@@ -63,6 +63,16 @@ fn event(t: EventType, id: i64) -> NewEvent {
     }
 }
 
+fn webhook(url: &str, only: EventType, rate_limit: u32) -> NewWebhook {
+    NewWebhook {
+        url: url.to_owned(),
+        description: String::new(),
+        filter_types: Some(vec![only]),
+        secret: None,
+        rate_limit,
+    }
+}
+
 async fn wait_for(log: &Log, n: usize) -> bool {
     for _ in 0..200 {
         if log.0.lock().unwrap().len() >= n {
@@ -85,16 +95,7 @@ async fn embedded_engine_publishes_delivers_and_rebuilds_from_its_log() {
     let engine = Engine::start(config.clone()).unwrap();
     engine.ready().await.unwrap();
     let wh = engine
-        .create_webhook(
-            &acc,
-            NewWebhook {
-                url: url.clone(),
-                description: String::new(),
-                filter_types: Some(vec![EventType::CompanyCreate]),
-                secret: None,
-                rate_limit: 600,
-            },
-        )
+        .create_webhook(&acc, webhook(&url, EventType::CompanyCreate, 600))
         .await
         .unwrap();
     let published = engine
@@ -138,4 +139,65 @@ async fn embedded_engine_publishes_delivers_and_rebuilds_from_its_log() {
     let rebuilt = engine.rebuild_projection().unwrap();
     assert_eq!(rebuilt, live);
     assert!(rebuilt.webhook_by_id(&wh.id).unwrap().webhook.disabled);
+}
+
+/// Idle webhooks cost no actor: none is started when a webhook is created, one starts with the first
+/// event, stops once it has been idle long enough for its limiter to be full again, and the next event
+/// starts a new one that delivers as before.
+#[actix_web::test]
+async fn subscription_actors_start_with_work_and_stop_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::default();
+    let url = receiver(log.clone()).await;
+    let acc = AccountId::default_account();
+    let mut config = EngineConfig::new(dir.path());
+    config.delivery.allow_private_targets = true;
+    config.delivery.idle_stop = Duration::from_millis(100);
+
+    let engine = Engine::start(config).unwrap();
+    engine.ready().await.unwrap();
+    let mut hooks = Vec::new();
+    for _ in 0..3 {
+        // Burst 100: the limiter is full again 1 s after its last use, so the actor may stop 1 s
+        // (+ 1 s margin) after it ran out of work.
+        let wh = engine
+            .create_webhook(&acc, webhook(&url, EventType::ContactCreate, 6_000))
+            .await
+            .unwrap();
+        hooks.push(wh);
+    }
+    assert_eq!(engine.active_subscriptions().await.unwrap(), 0);
+
+    engine
+        .publish(&acc, vec![event(EventType::ContactCreate, 1)], None, true)
+        .await
+        .unwrap();
+    assert!(wait_for(&log, 3).await);
+    assert_eq!(engine.active_subscriptions().await.unwrap(), 3);
+
+    let mut stopped = false;
+    for _ in 0..100 {
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        if engine.active_subscriptions().await.unwrap() == 0 {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "idle actors stop");
+
+    // An event for another type starts nothing; a matching one starts the actors again.
+    engine
+        .publish(&acc, vec![event(EventType::CompanyCreate, 2)], None, true)
+        .await
+        .unwrap();
+    assert_eq!(engine.active_subscriptions().await.unwrap(), 0);
+    engine
+        .publish(&acc, vec![event(EventType::ContactCreate, 3)], None, true)
+        .await
+        .unwrap();
+    assert!(wait_for(&log, 6).await);
+    let ids = log.ids();
+    assert_eq!(ids.len(), 6, "each event delivered once to each webhook");
+    assert_eq!(ids.iter().filter(|i| *i == &ids[0]).count(), 3);
+    assert_eq!(ids.iter().filter(|i| *i == &ids[5]).count(), 3);
 }

@@ -101,41 +101,62 @@ impl DeliveryIndex {
         let mut rows: HashMap<Vec<u8>, Option<Delivery>> = HashMap::new();
         let mut batch = sled::Batch::default();
         let mut ids_written = std::collections::HashSet::new();
+        // Webhooks deleted earlier in this batch: later ops for them (an attempt that was in flight)
+        // must not bring rows back that the tree still holds until the batch is applied.
+        let mut deleted: std::collections::HashSet<&WebhookId> = std::collections::HashSet::new();
         for op in ops {
+            let webhook = match op {
+                IndexOp::Queued { webhook, .. } => Some(webhook),
+                IndexOp::Attempt { attempt, .. } => Some(&attempt.webhook),
+                IndexOp::WebhookDeleted(_) => None,
+            };
+            if webhook.is_some_and(|w| deleted.contains(w)) {
+                continue;
+            }
             match op {
                 IndexOp::Queued {
                     webhook,
                     seq,
-                    event,
+                    event: Some((id, t)),
                 } => {
-                    let key = row_key(webhook, *seq);
-                    let row = match self.cached(&mut rows, &key)? {
-                        Some(mut r) => {
-                            r.requeue();
-                            r
-                        }
-                        None => match event.clone().or_else(|| event_at(*seq)) {
-                            Some((id, t)) => {
+                    // A freshly published event: its row cannot exist yet (the index is applied in log
+                    // order, atomically with the seq it reaches), so there is nothing to read.
+                    if ids_written.insert(*seq) {
+                        batch.insert(event_key(id), &seq.to_be_bytes());
+                    }
+                    rows.insert(
+                        row_key(webhook, *seq),
+                        Some(Delivery::queued(id.clone(), *t)),
+                    );
+                }
+                IndexOp::Queued {
+                    webhook,
+                    seq,
+                    event: None,
+                } => {
+                    let row = self.row(&mut rows, row_key(webhook, *seq))?;
+                    match row {
+                        Some(r) => r.requeue(),
+                        None => {
+                            if let Some((id, t)) = event_at(*seq) {
                                 // The event id → seq entry, once per event and batch (re-writing it
                                 // later is harmless: it never changes).
                                 if ids_written.insert(*seq) {
                                     batch.insert(event_key(&id), &seq.to_be_bytes());
                                 }
-                                Delivery::queued(id, t)
+                                *row = Some(Delivery::queued(id, t));
                             }
-                            None => continue,
-                        },
-                    };
-                    rows.insert(key, Some(row));
+                        }
+                    }
                 }
                 IndexOp::Attempt {
                     record_seq,
                     attempt,
                 } => {
-                    let key = row_key(&attempt.webhook, attempt.seq);
-                    if let Some(mut row) = self.cached(&mut rows, &key)? {
+                    if let Some(row) =
+                        self.row(&mut rows, row_key(&attempt.webhook, attempt.seq))?
+                    {
                         row.record(attempt);
-                        rows.insert(key, Some(row));
                         batch.insert(
                             attempt_key(&attempt.webhook, attempt.seq, *record_seq),
                             enc(attempt),
@@ -143,14 +164,20 @@ impl DeliveryIndex {
                     }
                 }
                 IndexOp::WebhookDeleted(w) => {
+                    deleted.insert(w);
                     for tag in [b'r', b'a'] {
                         for item in self.tree.scan_prefix(prefix(tag, w)) {
                             let (k, _) = item?;
-                            rows.remove(k.as_ref());
                             batch.remove(k);
                         }
                     }
-                    rows.retain(|k, _| !k.starts_with(&prefix(b'r', w)));
+                    // Rows of this batch are dropped too (`None` is written as a removal).
+                    let rows_of = prefix(b'r', w);
+                    for (k, v) in rows.iter_mut() {
+                        if k.starts_with(&rows_of) {
+                            *v = None;
+                        }
+                    }
                 }
             }
         }
@@ -165,15 +192,19 @@ impl DeliveryIndex {
         Ok(())
     }
 
-    fn cached(
+    /// The row at `key` as this batch has it so far (read from the tree the first time).
+    fn row<'a>(
         &self,
-        rows: &mut HashMap<Vec<u8>, Option<Delivery>>,
-        key: &[u8],
-    ) -> Result<Option<Delivery>, LogError> {
-        if let Some(r) = rows.get(key) {
-            return Ok(r.clone());
-        }
-        Ok(self.tree.get(key)?.and_then(|v| dec(&v)))
+        rows: &'a mut HashMap<Vec<u8>, Option<Delivery>>,
+        key: Vec<u8>,
+    ) -> Result<&'a mut Option<Delivery>, LogError> {
+        Ok(match rows.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let current = self.tree.get(v.key())?.and_then(|b| dec(&b));
+                v.insert(current)
+            }
+        })
     }
 
     pub fn seq_of(&self, event: &EventId) -> Result<Option<u64>, LogError> {

@@ -256,6 +256,7 @@ impl Config {
                 max_in_flight: d.max_in_flight,
                 paused: d.paused,
                 workers: d.workers.max(1),
+                ..DeliveryConfig::default()
             },
             idempotency_ttl: self.ingest.idempotency_ttl.0,
             checkpoint_every: self.storage.checkpoint_every.max(1),
