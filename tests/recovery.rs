@@ -156,6 +156,59 @@ fn a_clean_stop_checkpoints_so_the_next_start_replays_nothing() {
     assert!(wait_until(Duration::from_secs(10), || rx.count("/c") >= 51));
 }
 
+/// The delivery index is derived state in its own database (`<data>/delivery-index`): when it is lost
+/// (or behind the checkpoint, as after an upgrade from a version that kept it elsewhere), start-up
+/// ignores the checkpoint, replays the whole log and rebuilds it: the same deliveries are listed, with
+/// their attempts, and nothing is sent again.
+#[test]
+fn a_lost_delivery_index_is_rebuilt_from_the_log() {
+    let mut s = Server::start();
+    let rx = Receiver::start();
+    let (st, wh) = s.call(
+        "POST",
+        "/webhooks",
+        Some(json!({"webhook": {"url": rx.url("/i"), "rate_limit": 60000}})),
+    );
+    assert_eq!(st, 201);
+    let id = wh["webhook"]["id"].as_str().unwrap().to_owned();
+    for i in 0..20 {
+        publish(&s, i);
+    }
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/i") == 20));
+    let listed = |s: &Server| {
+        let path = format!("/webhooks/{id}/deliveries?limit=100");
+        s.call("GET", &path, None).1["deliveries"].clone()
+    };
+    assert!(wait_until(Duration::from_secs(10), || {
+        listed(&s)
+            .as_array()
+            .is_some_and(|d| d.len() == 20 && d.iter().all(|r| r["status"] == "succeeded"))
+    }));
+    let before = listed(&s);
+    s.stop();
+    let index_dir = s.data_dir.join("delivery-index");
+    assert!(index_dir.is_dir(), "the index has its own database");
+    std::fs::remove_dir_all(&index_dir).unwrap();
+
+    s.start_again();
+    let ready = ready_line(&s);
+    assert!(
+        !ready.contains("replayed 0 log records"),
+        "the whole log is replayed: {ready}"
+    );
+    assert_eq!(listed(&s), before, "the same deliveries, rebuilt");
+    let first = before[0]["event_id"].as_str().unwrap().to_owned();
+    let (st, attempts) = s.call(
+        "GET",
+        &format!("/webhooks/{id}/deliveries/{first}/attempts"),
+        None,
+    );
+    assert_eq!(st, 200, "{attempts}");
+    assert_eq!(attempts["attempts"].as_array().map(Vec::len), Some(1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.count("/i"), 20, "nothing delivered twice");
+}
+
 /// The soak of issue 3: bounded load, a receiver failing 30 % of the time, SIGKILL at random moments
 /// (6 times, some in the middle of a publish), restarts on the same data dir; then every acknowledged
 /// event reached every matching webhook, nothing reached a webhook that did not match, and `log verify`

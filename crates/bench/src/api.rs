@@ -117,6 +117,38 @@ impl Api {
     }
 
     /// Whether `GET /readyz` answers `200`.
+    /// The server's unlabelled Prometheus samples (`GET /metrics`), by name: enough for the sums and
+    /// counts of its histograms.
+    pub async fn metrics(&self) -> Result<std::collections::HashMap<String, f64>> {
+        let url = format!("{}/metrics", self.base);
+        let mut res = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
+        let body = res
+            .body()
+            .limit(16 << 20)
+            .await
+            .with_context(|| format!("GET {url}: reading the answer"))?;
+        Ok(String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains('{'))
+            .filter_map(|l| {
+                let (name, value) = l.split_once(' ')?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// The mean of a server histogram (`<name>_sum / <name>_count`), if it has samples.
+    pub async fn histogram_mean(&self, name: &str) -> Option<f64> {
+        let m = self.metrics().await.ok()?;
+        let count = *m.get(&format!("{name}_count"))?;
+        (count > 0.0).then(|| m.get(&format!("{name}_sum")).map(|s| s / count))?
+    }
+
     pub async fn ready(&self) -> bool {
         match self
             .client

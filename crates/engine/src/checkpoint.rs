@@ -39,12 +39,28 @@ pub struct Rebuilt {
 /// `on_effects` sees the effects of every replayed record with its seq (to catch up derived indexes).
 pub fn restore(
     log: &EventLog,
+    on_effects: impl FnMut(u64, &buildr_core::Record, &[Effect]),
+) -> Result<(Projection, Rebuilt), EngineError> {
+    restore_up_to(log, u64::MAX, on_effects)
+}
+
+/// [`restore`], using a checkpoint only if it is at or before `usable_up_to` (the delivery index is
+/// caught up from the records `on_effects` sees, so a checkpoint past the index's applied seq would
+/// skip records the index still needs: then the whole log is replayed).
+pub fn restore_up_to(
+    log: &EventLog,
+    usable_up_to: u64,
     mut on_effects: impl FnMut(u64, &buildr_core::Record, &[Effect]),
 ) -> Result<(Projection, Rebuilt), EngineError> {
     let mut rebuilt = Rebuilt::default();
     let mut projection = Projection::default();
     if let Some((seq, bytes)) = log.load_checkpoint()? {
         match decode(&bytes) {
+            Some(_) if seq > usable_up_to => tracing::info!(
+                seq,
+                index = usable_up_to,
+                "the delivery index is behind the checkpoint; replaying the whole log to rebuild it"
+            ),
             Some(p) if seq <= log.last_seq() && p.last_seq == seq => {
                 projection = p;
                 rebuilt.from_checkpoint = Some(seq);

@@ -52,7 +52,7 @@ enum Job {
 }
 
 /// At most this many ops are merged into one index batch.
-const MAX_MERGED_OPS: usize = 20_000;
+const MAX_MERGED_OPS: usize = 5_000;
 
 /// The writer thread. Batches that queued up while the previous one was written are merged into one
 /// sled batch: a delivery queued and attempted within it becomes one row write instead of two, so the

@@ -225,10 +225,15 @@ impl LogActor {
         let log = self.log.clone();
         let indexer = self.indexer.clone();
         let write = actix_rt::task::spawn_blocking(move || {
-            // The index is caught up first, so a clean stop leaves nothing to redo.
+            // The index is caught up and on disk first, so it is never behind a checkpoint (and a clean
+            // stop leaves nothing to redo).
             indexer.sync();
             match bytes {
-                Some(b) => log.save_checkpoint(seq, &b),
+                Some(b) => log
+                    .index()
+                    .mark_applied(seq)
+                    .and_then(|()| log.flush_index())
+                    .and_then(|()| log.save_checkpoint(seq, &b)),
                 None => log.flush(),
             }
         });

@@ -91,6 +91,15 @@ impl DeliveryIndex {
             .unwrap_or(0))
     }
 
+    /// Records that the index holds every change up to `seq` (a checkpoint after the records up to it
+    /// brought none); never moves backwards.
+    pub fn mark_applied(&self, seq: u64) -> Result<(), LogError> {
+        if seq > self.applied_seq()? {
+            self.tree.insert(APPLIED, &seq.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Applies `ops` and records `applied_seq`, atomically (no flush: the log is the truth).
     pub fn apply(
         &self,

@@ -37,6 +37,8 @@ pub struct OpenReport {
 
 pub struct EventLog {
     db: sled::Db,
+    /// The delivery index's own database (see [`INDEX_DIR`]).
+    index_db: sled::Db,
     records: sled::Tree,
     checkpoints: sled::Tree,
     index: DeliveryIndex,
@@ -44,6 +46,13 @@ pub struct EventLog {
 }
 
 const CHECKPOINT_KEY: &[u8] = b"projection";
+
+/// The delivery index lives in its own sled database in this subdirectory of the log's, so that the log's
+/// flush (the fsync every `202` waits for) writes only the log's records, never the index's row updates.
+pub const INDEX_DIR: &str = "delivery-index";
+
+/// Where versions before the index had its own database kept it (a tree of the log's database).
+const LEGACY_INDEX_TREE: &str = "delivery_index";
 
 fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
@@ -60,7 +69,17 @@ impl EventLog {
         let db = sled::Config::new().path(dir).open()?;
         let records = db.open_tree("records")?;
         let checkpoints = db.open_tree("checkpoints")?;
-        let index = DeliveryIndex::new(db.open_tree("delivery_index")?);
+        let index_db = sled::Config::new().path(dir.join(INDEX_DIR)).open()?;
+        let index = DeliveryIndex::new(index_db.open_tree("delivery_index")?);
+        // An index left in the log's database by an older version is dropped; the new one is rebuilt
+        // from the log on start (its applied seq starts at 0).
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n == LEGACY_INDEX_TREE.as_bytes())
+        {
+            db.drop_tree(LEGACY_INDEX_TREE)?;
+        }
         let mut report = OpenReport::default();
         while let Some((k, v)) = records.last()? {
             let seq = seq_of(&k).ok_or(LogError::BadKey(0))?;
@@ -80,6 +99,7 @@ impl EventLog {
         }
         let log = Self {
             db,
+            index_db,
             records,
             checkpoints,
             index,
@@ -179,13 +199,20 @@ impl EventLog {
         }))
     }
 
-    /// The delivery index (a projection kept in the same database; see [`DeliveryIndex`]).
+    /// The delivery index (a projection of the log in its own database; see [`DeliveryIndex`]).
     pub fn index(&self) -> &DeliveryIndex {
         &self.index
     }
 
+    /// Flushes the delivery index to disk (before a checkpoint that assumes it is caught up).
+    pub fn flush_index(&self) -> Result<(), LogError> {
+        self.index_db.flush()?;
+        Ok(())
+    }
+
     /// Flushes everything (the index and checkpoints included) to disk.
     pub fn flush(&self) -> Result<(), LogError> {
+        self.index_db.flush()?;
         self.db.flush()?;
         Ok(())
     }

@@ -41,6 +41,16 @@ pub async fn s4(ctx: &Ctx) -> Result<Row> {
         .wait_hook(want, Instant::now() + Duration::from_secs(60))
         .await?;
     let arrivals = ctx.receiver.latencies().await?;
+    // Where the time goes inside the server: its log flushes (group commit + fsync) and attempts.
+    let flush_mean_ms = api
+        .histogram_mean("buildr_log_flush_duration_seconds")
+        .await
+        .map(|s| s * 1e3);
+    let batch_mean = api.histogram_mean("buildr_log_batch_records").await;
+    let attempt_mean_ms = api
+        .histogram_mean("buildr_delivery_attempt_duration_seconds")
+        .await
+        .map(|s| s * 1e3);
     server.kill9()?;
     let ours = summarize(load::latencies(&starts, &arrivals));
     Ok(Row::new(
@@ -63,6 +73,9 @@ pub async fn s4(ctx: &Ctx) -> Result<Row> {
     .extra("baseline_p999_ms", base.p999_ms)
     .extra("flush_p50_ms", fsync.p50_ms)
     .extra("flush_p99_ms", fsync.p99_ms)
+    .extra("server_flush_mean_ms", flush_mean_ms)
+    .extra("server_batch_mean_records", batch_mean)
+    .extra("server_attempt_mean_ms", attempt_mean_ms)
     .extra("delivered", delivered)
     .extra("complete", done.is_some())
     .extra("publish_seconds", published.elapsed.as_secs_f64())

@@ -325,7 +325,7 @@ fn restore(log: &EventLog) -> Result<(Projection, checkpoint::Rebuilt), EngineEr
     let mut ops = Vec::new();
     let mut last = 0;
     let mut pending_err = None;
-    let result = checkpoint::restore(log, |seq, record, effects| {
+    let result = checkpoint::restore_up_to(log, index_seq, |seq, record, effects| {
         if seq <= index_seq || pending_err.is_some() {
             return;
         }
