@@ -6,6 +6,7 @@ use buildr_core::{EventId, EventType, Record};
 use buildr_log::{EventLog, IndexOp};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The index changes of `record` at `seq`, given the effects the projection derived from it.
 pub fn ops(seq: u64, record: &Record, effects: &[Effect], out: &mut Vec<IndexOp>) {
@@ -51,12 +52,17 @@ enum Job {
     Sync(std::sync::mpsc::Sender<()>),
 }
 
-/// At most this many ops are merged into one index batch.
+/// At most this many ops are merged into one index batch (sled's batch lock is process-wide: a huge index
+/// batch would hold up the log's own appends).
 const MAX_MERGED_OPS: usize = 5_000;
 
-/// The writer thread. Batches that queued up while the previous one was written are merged into one
-/// sled batch: a delivery queued and attempted within it becomes one row write instead of two, so the
-/// index gets cheaper per delivery exactly when it is behind.
+/// How long the writer gathers batches before writing them. Most deliveries are queued and attempted
+/// within this time, so their row is written once, with its outcome, instead of twice (and never read
+/// back). The delivery-records API lags the log by at most this much.
+const LINGER: Duration = Duration::from_millis(50);
+
+/// The writer thread: gathers what arrives for up to [`LINGER`] (or [`MAX_MERGED_OPS`]) and writes it
+/// as one sled batch, in log order.
 fn run(log: &EventLog, rx: &mpsc::Receiver<Job>) {
     let mut next = None;
     loop {
@@ -69,12 +75,15 @@ fn run(log: &EventLog, rx: &mpsc::Receiver<Job>) {
         };
         match job {
             Job::Apply(mut ops, mut seq) => {
+                let until = Instant::now() + LINGER;
                 while ops.len() < MAX_MERGED_OPS {
-                    match rx.try_recv() {
+                    let left = until.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
                         Ok(Job::Apply(more, s)) => {
                             ops.extend(more);
                             seq = s;
                         }
+                        // Anything else (a sync, a retention clean-up) waits for what came before it.
                         Ok(other) => {
                             next = Some(other);
                             break;
