@@ -3,14 +3,38 @@
 //! sled tree and each batch of updates is written atomically together with the seq it brings the index
 //! up to, so after a crash it is caught up from that seq and nothing is counted twice.
 //!
-//! Keys: `r` webhook 0 seq → Delivery; `a` webhook 0 seq attempt-record-seq → AttemptRecord;
-//! `e` event id → seq (for events with at least one delivery); `m applied` → seq.
+//! Keys: `r` webhook 0 seq → [`Row`] (the delivery, and its first attempt inline); `a` webhook 0 seq
+//! attempt-record-seq → AttemptRecord (every attempt, once there is more than one); `e` event id → seq
+//! (for events with at least one delivery); `m applied` → seq; `m format` → [`FORMAT`].
+//!
+//! Most deliveries succeed at the first attempt, so keeping that attempt in the row makes them one row
+//! write; a second attempt moves it out to its `a` key.
 
 use crate::LogError;
 use buildr_core::{AttemptRecord, Delivery, DeliveryStatus, EventId, EventType, WebhookId};
 use std::collections::HashMap;
 
 const APPLIED: &[u8] = b"mapplied";
+const FORMAT_KEY: &[u8] = b"mformat";
+/// The layout of the rows; an index in another layout is cleared and rebuilt from the log.
+const FORMAT: u8 = 2;
+
+/// A delivery row: the delivery as the API shows it, and its first attempt while it is the only one
+/// (with the seq of its record).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Row {
+    delivery: Delivery,
+    first_attempt: Option<(u64, AttemptRecord)>,
+}
+
+impl Row {
+    fn queued(id: EventId, t: EventType) -> Self {
+        Self {
+            delivery: Delivery::queued(id, t),
+            first_attempt: None,
+        }
+    }
+}
 
 /// One change to the index, derived from a record and its effects.
 #[derive(Debug, Clone)]
@@ -78,8 +102,17 @@ fn seq_suffix(k: &[u8]) -> Option<u64> {
 }
 
 impl DeliveryIndex {
-    pub(crate) fn new(tree: sled::Tree) -> Self {
-        Self { tree }
+    /// The index in `tree`; one in another layout (or without its format mark) is cleared, so the engine
+    /// rebuilds it from the log (its applied seq is then 0).
+    pub(crate) fn open(tree: sled::Tree) -> Result<Self, LogError> {
+        let format = tree.get(FORMAT_KEY)?;
+        if format.as_deref() != Some(&[FORMAT][..]) {
+            if !tree.is_empty() {
+                tree.clear()?;
+            }
+            tree.insert(FORMAT_KEY, &[FORMAT])?;
+        }
+        Ok(Self { tree })
     }
 
     /// The last log seq whose changes are in the index.
@@ -107,7 +140,7 @@ impl DeliveryIndex {
         applied_seq: u64,
         event_at: impl Fn(u64) -> Option<(EventId, EventType)>,
     ) -> Result<(), LogError> {
-        let mut rows: HashMap<Vec<u8>, Option<Delivery>> = HashMap::new();
+        let mut rows: HashMap<Vec<u8>, Option<Row>> = HashMap::new();
         let mut batch = sled::Batch::default();
         let mut ids_written = std::collections::HashSet::new();
         // Webhooks deleted earlier in this batch: later ops for them (an attempt that was in flight)
@@ -133,10 +166,7 @@ impl DeliveryIndex {
                     if ids_written.insert(*seq) {
                         batch.insert(event_key(id), &seq.to_be_bytes());
                     }
-                    rows.insert(
-                        row_key(webhook, *seq),
-                        Some(Delivery::queued(id.clone(), *t)),
-                    );
+                    rows.insert(row_key(webhook, *seq), Some(Row::queued(id.clone(), *t)));
                 }
                 IndexOp::Queued {
                     webhook,
@@ -145,7 +175,7 @@ impl DeliveryIndex {
                 } => {
                     let row = self.row(&mut rows, row_key(webhook, *seq))?;
                     match row {
-                        Some(r) => r.requeue(),
+                        Some(r) => r.delivery.requeue(),
                         None => {
                             if let Some((id, t)) = event_at(*seq) {
                                 // The event id → seq entry, once per event and batch (re-writing it
@@ -153,7 +183,7 @@ impl DeliveryIndex {
                                 if ids_written.insert(*seq) {
                                     batch.insert(event_key(&id), &seq.to_be_bytes());
                                 }
-                                *row = Some(Delivery::queued(id, t));
+                                *row = Some(Row::queued(id, t));
                             }
                         }
                     }
@@ -165,11 +195,22 @@ impl DeliveryIndex {
                     if let Some(row) =
                         self.row(&mut rows, row_key(&attempt.webhook, attempt.seq))?
                     {
-                        row.record(attempt);
-                        batch.insert(
-                            attempt_key(&attempt.webhook, attempt.seq, *record_seq),
-                            enc(attempt),
-                        );
+                        if row.delivery.attempts == 0 {
+                            row.first_attempt = Some((*record_seq, attempt.clone()));
+                        } else {
+                            // More than one attempt: all of them get their own key.
+                            if let Some((first_seq, first)) = row.first_attempt.take() {
+                                batch.insert(
+                                    attempt_key(&first.webhook, first.seq, first_seq),
+                                    enc(&first),
+                                );
+                            }
+                            batch.insert(
+                                attempt_key(&attempt.webhook, attempt.seq, *record_seq),
+                                enc(attempt),
+                            );
+                        }
+                        row.delivery.record(attempt);
                     }
                 }
                 IndexOp::WebhookDeleted(w) => {
@@ -204,9 +245,9 @@ impl DeliveryIndex {
     /// The row at `key` as this batch has it so far (read from the tree the first time).
     fn row<'a>(
         &self,
-        rows: &'a mut HashMap<Vec<u8>, Option<Delivery>>,
+        rows: &'a mut HashMap<Vec<u8>, Option<Row>>,
         key: Vec<u8>,
-    ) -> Result<&'a mut Option<Delivery>, LogError> {
+    ) -> Result<&'a mut Option<Row>, LogError> {
         Ok(match rows.entry(key) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -224,7 +265,11 @@ impl DeliveryIndex {
     }
 
     pub fn delivery(&self, webhook: &WebhookId, seq: u64) -> Result<Option<Delivery>, LogError> {
-        Ok(self.tree.get(row_key(webhook, seq))?.and_then(|v| dec(&v)))
+        Ok(self
+            .tree
+            .get(row_key(webhook, seq))?
+            .and_then(|v| dec::<Row>(&v))
+            .map(|r| r.delivery))
     }
 
     /// `webhook`'s deliveries, newest first, with seq < `before` (a cursor), optionally of one status.
@@ -240,7 +285,8 @@ impl DeliveryIndex {
         let mut out = Vec::new();
         for item in self.tree.range(start..end).rev() {
             let (k, v) = item?;
-            let (Some(seq), Some(row)) = (seq_suffix(&k), dec::<Delivery>(&v)) else {
+            let (Some(seq), Some(Row { delivery: row, .. })) = (seq_suffix(&k), dec::<Row>(&v))
+            else {
                 continue;
             };
             if status.is_none_or(|s| s == row.status) {
@@ -255,6 +301,14 @@ impl DeliveryIndex {
 
     /// Every attempt of `webhook` at the event `seq`, oldest first.
     pub fn attempts(&self, webhook: &WebhookId, seq: u64) -> Result<Vec<AttemptRecord>, LogError> {
+        let inline = self
+            .tree
+            .get(row_key(webhook, seq))?
+            .and_then(|v| dec::<Row>(&v))
+            .and_then(|r| r.first_attempt);
+        if let Some((_, first)) = inline {
+            return Ok(vec![first]);
+        }
         let mut p = prefix(b'a', webhook);
         p.extend_from_slice(&seq.to_be_bytes());
         self.tree
@@ -305,12 +359,110 @@ impl DeliveryIndex {
             .range(row_key(webhook, from)..row_key(webhook, to.max(from)))
         {
             let (k, v) = item?;
-            if let (Some(seq), Some(row)) = (seq_suffix(&k), dec::<Delivery>(&v)) {
+            if let (Some(seq), Some(Row { delivery: row, .. })) = (seq_suffix(&k), dec::<Row>(&v)) {
                 if row.status == DeliveryStatus::Failed {
                     out.push(seq);
                 }
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use buildr_core::{AttemptOutcome, Timestamp};
+
+    fn index() -> DeliveryIndex {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        DeliveryIndex::open(db.open_tree("t").unwrap()).unwrap()
+    }
+
+    fn attempt(webhook: &WebhookId, seq: u64, n: u32, outcome: AttemptOutcome) -> AttemptRecord {
+        AttemptRecord {
+            webhook: webhook.clone(),
+            seq,
+            event_id: "evt_01HZY0000000000000000000AA".parse().unwrap(),
+            attempt: n,
+            at: Timestamp::from_millis(1_000 * i64::from(n)),
+            response_status: Some(if outcome == AttemptOutcome::Succeeded {
+                200
+            } else {
+                500
+            }),
+            response_body: String::new(),
+            error: None,
+            duration_ms: 1,
+            outcome,
+        }
+    }
+
+    fn queued(webhook: &WebhookId, seq: u64) -> IndexOp {
+        IndexOp::Queued {
+            webhook: webhook.clone(),
+            seq,
+            event: Some((
+                "evt_01HZY0000000000000000000AA".parse().unwrap(),
+                EventType::ContactCreate,
+            )),
+        }
+    }
+
+    #[test]
+    fn a_single_attempt_lives_in_its_row_and_a_second_moves_it_out() {
+        let ix = index();
+        let w: WebhookId = "wh_01HZY0000000000000000000AA".parse().unwrap();
+        let retry = AttemptOutcome::Retrying {
+            next_at: Timestamp::from_millis(5_000),
+        };
+        let first = attempt(&w, 7, 1, retry);
+        let ops = [
+            queued(&w, 7),
+            IndexOp::Attempt {
+                record_seq: 8,
+                attempt: first.clone(),
+            },
+        ];
+        ix.apply(&ops, 8, |_| None).unwrap();
+        assert_eq!(ix.attempts(&w, 7).unwrap(), vec![first.clone()]);
+        assert_eq!(
+            ix.tree.scan_prefix(prefix(b'a', &w)).count(),
+            0,
+            "no attempt key yet"
+        );
+
+        // In a later batch (the row is read back from the tree).
+        let second = attempt(&w, 7, 2, AttemptOutcome::Succeeded);
+        let ops = [IndexOp::Attempt {
+            record_seq: 9,
+            attempt: second.clone(),
+        }];
+        ix.apply(&ops, 9, |_| None).unwrap();
+        assert_eq!(ix.attempts(&w, 7).unwrap(), vec![first, second]);
+        let row = ix.delivery(&w, 7).unwrap().unwrap();
+        assert_eq!(row.attempts, 2);
+        assert_eq!(row.status, DeliveryStatus::Succeeded);
+        assert_eq!(ix.applied_seq().unwrap(), 9);
+    }
+
+    #[test]
+    fn an_index_in_another_layout_is_cleared_for_a_rebuild() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        tree.insert(APPLIED, &42u64.to_be_bytes()).unwrap();
+        tree.insert(b"r-old-row", b"old layout").unwrap();
+        let ix = DeliveryIndex::open(tree.clone()).unwrap();
+        assert_eq!(
+            ix.applied_seq().unwrap(),
+            0,
+            "rebuilt from the start of the log"
+        );
+        assert_eq!(tree.len(), 1, "only the format mark is left");
+        // Opening it again keeps what it holds.
+        ix.mark_applied(5).unwrap();
+        let again = DeliveryIndex::open(tree).unwrap();
+        assert_eq!(again.applied_seq().unwrap(), 5);
     }
 }

@@ -70,7 +70,7 @@ impl EventLog {
         let records = db.open_tree("records")?;
         let checkpoints = db.open_tree("checkpoints")?;
         let index_db = sled::Config::new().path(dir.join(INDEX_DIR)).open()?;
-        let index = DeliveryIndex::new(index_db.open_tree("delivery_index")?);
+        let index = DeliveryIndex::open(index_db.open_tree("delivery_index")?)?;
         // An index left in the log's database by an older version is dropped; the new one is rebuilt
         // from the log on start (its applied seq starts at 0).
         if db
