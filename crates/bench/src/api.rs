@@ -117,8 +117,8 @@ impl Api {
     }
 
     /// Whether `GET /readyz` answers `200`.
-    /// The server's unlabelled Prometheus samples (`GET /metrics`), by name: enough for the sums and
-    /// counts of its histograms.
+    /// The server's Prometheus samples (`GET /metrics`), by name with its labels as printed (e.g.
+    /// `buildr_delivery_attempts_total{outcome="succeeded"}`); histogram buckets are left out.
     pub async fn metrics(&self) -> Result<std::collections::HashMap<String, f64>> {
         let url = format!("{}/metrics", self.base);
         let mut res = self
@@ -134,9 +134,9 @@ impl Api {
             .with_context(|| format!("GET {url}: reading the answer"))?;
         Ok(String::from_utf8_lossy(&body)
             .lines()
-            .filter(|l| !l.starts_with('#') && !l.contains('{'))
+            .filter(|l| !l.starts_with('#') && !l.contains("_bucket{"))
             .filter_map(|l| {
-                let (name, value) = l.split_once(' ')?;
+                let (name, value) = l.rsplit_once(' ')?;
                 Some((name.to_owned(), value.trim().parse().ok()?))
             })
             .collect())

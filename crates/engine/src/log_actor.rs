@@ -325,7 +325,11 @@ impl LogActor {
         }
         self.indexer.apply(ops, first + records.len() as u64 - 1);
         if let (Some(router), false) = (&self.router, effects.is_empty()) {
-            router.do_send(Effects { effects, bodies });
+            router.do_send(Effects {
+                effects,
+                bodies,
+                upto: first + records.len() as u64 - 1,
+            });
         }
     }
 }

@@ -15,12 +15,14 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// What a log batch asks of the actors, with the bodies of the events it published (by seq).
+/// What a log batch asks of the actors, with the bodies of the events it published (by seq); `upto` is
+/// the batch's last seq.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Effects {
     pub effects: Vec<Effect>,
     pub bodies: HashMap<u64, Arc<Outgoing>>,
+    pub upto: u64,
 }
 
 /// A subscription actor has had nothing to do for long enough; `enqueues` is how many `Enqueue`
@@ -36,6 +38,9 @@ struct Running {
     addr: Addr<SubscriptionActor>,
     /// `Enqueue` messages sent to it.
     enqueues: u64,
+    /// The projection's seq when the actor was made from it: the deliveries of every batch up to it are
+    /// already in its backlog, and enqueuing them again would send a finished one twice.
+    from_seq: u64,
 }
 
 /// How many subscription actors are running (for metrics and tests).
@@ -68,15 +73,21 @@ impl Router {
     }
 
     /// Reconfigures or stops the actor of `id` to match the projection, and starts one when the webhook
-    /// is enabled and has undelivered events (`force`: start it even without, work is on its way).
-    fn sync(&mut self, id: &WebhookId, force: bool, ctx: &mut Context<Self>) {
+    /// is enabled and has undelivered events (with `bodies` for some of them).
+    fn sync(
+        &mut self,
+        id: &WebhookId,
+        bodies: HashMap<u64, Arc<Outgoing>>,
+        ctx: &mut Context<Self>,
+    ) {
         let projection = self.projection.read();
         match projection.webhook_by_id(id) {
             Some(entry) if !entry.webhook.disabled && !self.deps.config.paused => {
                 match self.subs.get(id) {
                     Some(running) => running.addr.do_send(Configure(entry.webhook.clone())),
-                    None if force || !entry.pending.is_empty() => {
-                        let actor = SubscriptionActor::new(entry, self.deps.clone(), ctx.address());
+                    None if !entry.pending.is_empty() => {
+                        let actor =
+                            SubscriptionActor::new(entry, bodies, self.deps.clone(), ctx.address());
                         let addr = match self
                             .arbiters
                             .get(self.next_arbiter % self.arbiters.len().max(1))
@@ -87,7 +98,14 @@ impl Router {
                             }
                             None => actor.start(),
                         };
-                        self.subs.insert(id.clone(), Running { addr, enqueues: 0 });
+                        self.subs.insert(
+                            id.clone(),
+                            Running {
+                                addr,
+                                enqueues: 0,
+                                from_seq: projection.last_seq,
+                            },
+                        );
                     }
                     None => {}
                 }
@@ -102,19 +120,31 @@ impl Router {
         }
     }
 
-    /// Hands `seqs` to the actor of `id`, starting it if needed.
+    /// Hands `seqs` (from the batch ending at `upto`) to the actor of `id`, starting it if needed.
     fn enqueue(
         &mut self,
         id: &WebhookId,
         seqs: Vec<(u64, Option<Arc<Outgoing>>)>,
+        upto: u64,
         ctx: &mut Context<Self>,
     ) {
-        if !self.subs.contains_key(id) {
-            self.sync(id, true, ctx);
-        }
-        if let Some(running) = self.subs.get_mut(id) {
-            running.enqueues += 1;
-            running.addr.do_send(Enqueue(seqs));
+        match self.subs.get_mut(id) {
+            // Made from a projection that already holds this batch: it has these seqs (and may have
+            // delivered them already).
+            Some(running) if running.from_seq >= upto => {}
+            Some(running) => {
+                running.enqueues += 1;
+                running.addr.do_send(Enqueue(seqs));
+            }
+            None => {
+                // The projection holds these seqs (it is applied before effects are sent); the new
+                // actor takes them from there, with the bodies.
+                let bodies = seqs
+                    .into_iter()
+                    .filter_map(|(seq, body)| Some((seq, body?)))
+                    .collect();
+                self.sync(id, bodies, ctx);
+            }
         }
     }
 }
@@ -132,7 +162,7 @@ impl Actor for Router {
             .map(|e| e.webhook.id.clone())
             .collect();
         for id in ids {
-            self.sync(&id, false, ctx);
+            self.sync(&id, HashMap::new(), ctx);
         }
     }
 }
@@ -152,14 +182,14 @@ impl Handler<Effects> for Router {
                 Effect::WebhookChanged(id) | Effect::WebhookRemoved(id) => {
                     // Deliveries routed before a change go out first, in order.
                     if let Some(seqs) = deliveries.remove(&id) {
-                        self.enqueue(&id, seqs, ctx);
+                        self.enqueue(&id, seqs, msg.upto, ctx);
                     }
-                    self.sync(&id, false, ctx);
+                    self.sync(&id, HashMap::new(), ctx);
                 }
             }
         }
         for (id, seqs) in deliveries {
-            self.enqueue(&id, seqs, ctx);
+            self.enqueue(&id, seqs, msg.upto, ctx);
         }
     }
 }

@@ -99,7 +99,17 @@ fn signing_keys(webhook: &Webhook, now: Timestamp) -> (Arc<[Secret]>, Option<Tim
 }
 
 impl SubscriptionActor {
-    pub fn new(entry: &WebhookEntry, deps: Arc<SubscriptionDeps>, router: Addr<Router>) -> Self {
+    /// The actor of `entry`'s webhook with its backlog, holding `bodies` for some of it.
+    pub fn new(
+        entry: &WebhookEntry,
+        mut bodies: HashMap<u64, Arc<Outgoing>>,
+        deps: Arc<SubscriptionDeps>,
+        router: Addr<Router>,
+    ) -> Self {
+        bodies.retain(|seq, _| entry.pending.get(seq).is_some_and(|p| p.attempts == 0));
+        if bodies.len() > HELD_BODIES {
+            bodies = bodies.into_iter().take(HELD_BODIES).collect();
+        }
         let now = Timestamp::now();
         let mut actor = Self {
             webhook: entry.webhook.clone(),
@@ -108,7 +118,7 @@ impl SubscriptionActor {
             deps,
             router,
             attempts: HashMap::with_capacity(entry.pending.len()),
-            bodies: HashMap::new(),
+            bodies,
             ready: BTreeSet::new(),
             waiting: BTreeSet::new(),
             in_flight: HashSet::new(),

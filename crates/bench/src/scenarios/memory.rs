@@ -31,6 +31,16 @@ pub async fn s5(ctx: &Ctx) -> Result<Row> {
         .await?;
     let deliver_all = done.unwrap_or_else(Instant::now) - started;
     let rss_end = server.rss_bytes().unwrap_or(0);
+    // Attempts the server made: more than the receiver's count means requests lost on the way; fewer
+    // receipts than attempts never happen unless a receipt was counted twice.
+    let metrics = api.metrics().await.unwrap_or_default();
+    let attempts = |outcome: &str| {
+        metrics
+            .get(&format!(
+                r#"buildr_delivery_attempts_total{{outcome="{outcome}"}}"#
+            ))
+            .copied()
+    };
     // A graceful stop, so a profiler wrapped around the server (valgrind massif) can write its output.
     server.sigterm(Duration::from_secs(60))?;
     let deliver_s = deliver_all.as_secs_f64();
@@ -52,5 +62,7 @@ pub async fn s5(ctx: &Ctx) -> Result<Row> {
     .extra("create_per_s", created.rate())
     .extra("deliver_all_s", deliver_s)
     .extra("delivered", delivered)
+    .extra("server_attempts_succeeded", attempts("succeeded"))
+    .extra("server_attempts_retrying", attempts("retrying"))
     .extra("complete", done.is_some()))
 }
