@@ -397,4 +397,13 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     );
     assert_ne!(code, 0);
     assert!(out.contains("retry_shedule"), "{out}");
+    let (code, out) = run_binary(
+        &["serve"],
+        &[
+            ("BUILDR_STORAGE__PATH", data),
+            ("BUILDR_STORAGE__CACHE_MB", "1"),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(out.contains("storage.cache_mb"), "{out}");
 }

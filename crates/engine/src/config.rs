@@ -19,6 +19,8 @@ pub struct EngineConfig {
     pub retention: Option<Duration>,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// How the log's sled databases are opened (their cache size).
+    pub storage: buildr_log::StorageOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +56,7 @@ impl EngineConfig {
             checkpoint_interval: Duration::from_secs(60),
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             retention_interval: Duration::from_secs(3600),
+            storage: buildr_log::StorageOptions::default(),
         }
     }
 }

@@ -62,14 +62,41 @@ fn seq_of(k: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(k.try_into().ok()?))
 }
 
+/// How the log's databases are opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// The most memory sled may use to cache each database (the log's and the delivery index's).
+    pub cache_bytes: u64,
+}
+
+impl Default for StorageOptions {
+    /// sled's own default: 1 GiB per database.
+    fn default() -> Self {
+        Self {
+            cache_bytes: 1 << 30,
+        }
+    }
+}
+
 impl EventLog {
+    /// Opens (or creates) the log in `dir` with the default [`StorageOptions`]; see [`EventLog::open_with`].
+    pub fn open(dir: &Path) -> Result<(Self, OpenReport), LogError> {
+        Self::open_with(dir, StorageOptions::default())
+    }
+
     /// Opens (or creates) the log in `dir`. A torn or corrupt record at the very end of the log (a write
     /// cut short by a crash) is removed, and reported; corruption further back is found by reading.
-    pub fn open(dir: &Path) -> Result<(Self, OpenReport), LogError> {
-        let db = sled::Config::new().path(dir).open()?;
+    pub fn open_with(dir: &Path, options: StorageOptions) -> Result<(Self, OpenReport), LogError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .open()?;
         let records = db.open_tree("records")?;
         let checkpoints = db.open_tree("checkpoints")?;
-        let index_db = sled::Config::new().path(dir.join(INDEX_DIR)).open()?;
+        let index_db = sled::Config::new()
+            .path(dir.join(INDEX_DIR))
+            .cache_capacity(options.cache_bytes)
+            .open()?;
         let index = DeliveryIndex::open(index_db.open_tree("delivery_index")?)?;
         // An index left in the log's database by an older version is dropped; the new one is rebuilt
         // from the log on start (its applied seq starts at 0).

@@ -52,6 +52,9 @@ pub struct StorageSection {
     pub checkpoint_every: u64,
     /// …or after this long if anything changed (and always on a clean stop).
     pub checkpoint_interval: HumanDuration,
+    /// Extension: the most memory (MiB) sled may use to cache each of its two databases (the log, the
+    /// delivery index).
+    pub cache_mb: u64,
 }
 
 impl Default for StorageSection {
@@ -60,6 +63,7 @@ impl Default for StorageSection {
             path: PathBuf::from("./data"),
             checkpoint_every: 100_000,
             checkpoint_interval: HumanDuration(Duration::from_secs(60)),
+            cache_mb: 1024,
         }
     }
 }
@@ -237,6 +241,9 @@ impl Config {
         if self.storage.path.as_os_str().is_empty() {
             bail!("invalid configuration: storage.path must not be empty");
         }
+        if self.storage.cache_mb < 8 {
+            bail!("invalid configuration: storage.cache_mb must be at least 8 (MiB)");
+        }
         Ok(())
     }
 
@@ -267,6 +274,9 @@ impl Config {
                 .max(Duration::from_millis(100)),
             retention: Some(self.retention.events.0).filter(|d| !d.is_zero()),
             retention_interval: self.retention.interval.0.max(Duration::from_millis(100)),
+            storage: buildr_log::StorageOptions {
+                cache_bytes: self.storage.cache_mb.saturating_mul(1 << 20),
+            },
         }
     }
 }

@@ -100,7 +100,7 @@ impl Engine {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             EngineError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
-        let (log, open) = EventLog::open(&config.data_dir)?;
+        let (log, open) = EventLog::open_with(&config.data_dir, config.storage)?;
         for seq in &open.truncated {
             tracing::warn!(
                 seq,
