@@ -266,7 +266,8 @@ impl Engine {
             .map_err(|_| EngineError::Stopped)
     }
 
-    /// How many subscription actors run (one per enabled webhook).
+    /// How many subscription actors run: one per enabled webhook with work (an idle one stops, see
+    /// [`crate::subscription::SubscriptionActor::idle_stop_after`]).
     pub async fn active_subscriptions(&self) -> Result<usize, EngineError> {
         let running = self.running()?;
         running
