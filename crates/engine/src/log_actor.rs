@@ -85,6 +85,8 @@ pub struct LogActor {
     indexer: IndexWriter,
     queue: Vec<Pending>,
     flushing: bool,
+    /// A `FlushNow` is in the mailbox.
+    flush_requested: bool,
     checkpointing: bool,
     checkpointed_seq: u64,
     compacting: bool,
@@ -110,6 +112,7 @@ impl LogActor {
             indexer,
             queue: Vec::new(),
             flushing: false,
+            flush_requested: false,
             checkpointing: false,
             checkpointed_seq,
             compacting: false,
@@ -164,24 +167,18 @@ impl LogActor {
             self.flush(ctx);
             return self.after_flush(ctx);
         }
-        self.flushing = true;
-        let log = self.log.clone();
+        // The LogActor has its own thread: it blocks on the append (batch + fsync) right here, and
+        // everything that arrives meanwhile waits in its mailbox for the next batch.
         let started = std::time::Instant::now();
-        let write = actix_rt::task::spawn_blocking(move || {
-            let first = log.append(&to_write);
-            (first, to_write)
-        });
-        ctx.spawn(write.into_actor(self).map(move |joined, act, ctx| {
-            act.flushing = false;
-            let outcome = match joined {
-                Ok((Ok(first), records)) => {
-                    act.record_stats(records.len(), started.elapsed());
-                    act.apply(first, &records);
-                    Ok(first)
-                }
-                Ok((Err(e), _)) => Err(SubmitError::Storage(e.to_string())),
-                Err(e) => Err(SubmitError::Storage(format!("log writer task failed: {e}"))),
-            };
+        let outcome = match self.log.append(&to_write) {
+            Ok(first) => {
+                self.record_stats(to_write.len(), started.elapsed());
+                self.apply(first, &to_write);
+                Ok(first)
+            }
+            Err(e) => Err(SubmitError::Storage(e.to_string())),
+        };
+        {
             if let Err(e) = &outcome {
                 tracing::error!(error = %e, "appending to the event log failed; callers get 503");
             }
@@ -192,9 +189,20 @@ impl LogActor {
                     }));
                 }
             }
-            act.flush(ctx);
-            act.after_flush(ctx);
-        }));
+            // Second uses of an idempotency key deferred from this batch go in the next one.
+            if !self.queue.is_empty() {
+                self.flush_soon(ctx);
+            }
+            self.after_flush(ctx);
+        }
+    }
+
+    /// Asks for a flush once everything already in the mailbox has been queued (group commit).
+    fn flush_soon(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_requested {
+            self.flush_requested = true;
+            ctx.address().do_send(FlushNow);
+        }
     }
 
     /// Writes a checkpoint when one is due (or when stopping), once nothing is being written.
@@ -334,8 +342,36 @@ impl LogActor {
     }
 }
 
+impl LogActor {
+    /// Starts the LogActor on a thread of its own, in an actix system of its own: it blocks on each append
+    /// (batch + fsync) while the next batch gathers in its mailbox, without holding up the router or the
+    /// HTTP workers; and a SIGTERM, which makes actix-web stop the main system and all its arbiters,
+    /// cannot stop it before the clean stop has written what is queued and saved a checkpoint. The thread
+    /// ends when the actor stops (every address dropped).
+    pub fn start_on_own_thread(actor: LogActor) -> std::io::Result<Addr<LogActor>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                system.block_on(async move {
+                    let _ = tx.send(actor.start());
+                });
+                let _ = system.run();
+            })?;
+        rx.recv()
+            .map_err(|_| std::io::Error::other("the log writer thread did not start"))
+    }
+}
+
 impl Actor for LogActor {
     type Context = Context<Self>;
+
+    /// Ends the log writer's own system and thread (the LogActor is only ever started by
+    /// [`LogActor::start_on_own_thread`]).
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        actix_rt::System::current().stop();
+    }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
@@ -378,7 +414,7 @@ impl Handler<Submit> for LogActor {
             guard: msg.guard,
             reply: Some(tx),
         });
-        self.flush(ctx);
+        self.flush_soon(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(SubmitError::Stopped)) })
     }
 }
@@ -411,6 +447,20 @@ impl Handler<RecordFacts> for LogActor {
             guard: None,
             reply: None,
         });
+        self.flush_soon(ctx);
+    }
+}
+
+/// Write what is queued now (sent by the LogActor to itself, behind what is already in its mailbox).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushNow;
+
+impl Handler<FlushNow> for LogActor {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushNow, ctx: &mut Context<Self>) {
+        self.flush_requested = false;
         self.flush(ctx);
     }
 }

@@ -155,16 +155,15 @@ impl Engine {
             retention_interval: cfg.retention_interval,
         };
         let indexer = IndexWriter::start(self.inner.log.clone());
-        let log_actor = LogActor::create(|_| {
-            LogActor::new(
-                self.inner.log.clone(),
-                projection.clone(),
-                indexer,
-                checkpointed_seq,
-                settings,
-                self.inner.metrics.clone(),
-            )
-        });
+        let log_actor = LogActor::start_on_own_thread(LogActor::new(
+            self.inner.log.clone(),
+            projection.clone(),
+            indexer,
+            checkpointed_seq,
+            settings,
+            self.inner.metrics.clone(),
+        ))
+        .map_err(|e| EngineError::Storage(format!("cannot start the log writer: {e}")))?;
         let deps = Arc::new(SubscriptionDeps {
             log: self.inner.log.clone(),
             log_actor: log_actor.clone(),
