@@ -94,7 +94,9 @@ pub struct Engine {
 
 impl Engine {
     /// Opens the log in `config.data_dir` and starts rebuilding the projection in the background. Must be
-    /// called inside an actix `System`; the actors run on the calling arbiter. Calls made before the
+    /// called inside an actix `System`: the router runs on the calling arbiter, the subscription actors on
+    /// `delivery.workers` arbiters of that system, and the log writer on a thread of its own (see
+    /// [`LogActor::start_on_own_thread`]). Calls made before the
     /// rebuild is done fail with [`EngineError::NotReady`]; await [`Engine::ready`] to wait for it.
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
