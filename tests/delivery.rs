@@ -7,16 +7,6 @@ use buildr_e2e::{wait_until, Receiver, Server};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn create(s: &Server, url: String, extra: Value) -> String {
-    let mut w = json!({"url": url, "rate_limit": 60000});
-    if let (Some(o), Some(e)) = (w.as_object_mut(), extra.as_object()) {
-        o.extend(e.clone());
-    }
-    let (st, v) = s.call("POST", "/webhooks", Some(json!({ "webhook": w })));
-    assert_eq!(st, 201, "{v}");
-    v["webhook"]["id"].as_str().unwrap().to_owned()
-}
-
 fn publish(s: &Server, id: i64) -> Value {
     s.publish("contact.create", json!(id))
 }
@@ -42,7 +32,7 @@ fn ids_at(rx: &Receiver, path: &str) -> Vec<String> {
 fn gone_disables_at_once_and_reenabling_resumes_the_backlog() {
     let s = Server::start();
     let rx = Receiver::start();
-    let id = create(&s, rx.url("/gone"), json!({}));
+    let id = s.create_webhook(&rx.url("/gone"), json!({}));
     rx.answer_path("/gone", Reply::status(410));
     let a = publish(&s, 1);
     assert!(wait_until(Duration::from_secs(10), || webhook(&s, &id)
@@ -90,7 +80,7 @@ fn a_webhook_failing_for_disable_after_is_disabled() {
         )
         .start();
     let rx = Receiver::start();
-    let id = create(&s, rx.url("/down"), json!({}));
+    let id = s.create_webhook(&rx.url("/down"), json!({}));
     rx.answer_path("/down", Reply::status(500));
     publish(&s, 1);
     assert!(wait_until(Duration::from_secs(15), || webhook(&s, &id)
@@ -112,7 +102,7 @@ fn retry_after_is_waited_for() {
         .env("BUILDR_DELIVERY__RETRY_SCHEDULE", "50ms,2s")
         .start();
     let rx = Receiver::start();
-    create(&s, rx.url("/busy"), json!({}));
+    s.create_webhook(&rx.url("/busy"), json!({}));
     rx.script(
         json!(1),
         vec![Reply {
@@ -136,7 +126,7 @@ fn retry_after_is_waited_for() {
 fn deliveries_and_attempts_are_recorded_and_survive_a_crash() {
     let mut s = Server::start();
     let rx = Receiver::start();
-    let id = create(&s, rx.url("/d"), json!({}));
+    let id = s.create_webhook(&rx.url("/d"), json!({}));
     rx.script(json!(1), vec![Reply::status(500), Reply::status(200)]);
     rx.script(json!(2), vec![Reply::status(503); 4]);
     let ok = publish(&s, 1);
@@ -219,10 +209,9 @@ fn deliveries_and_attempts_are_recorded_and_survive_a_crash() {
 fn replay_resends_with_original_ids_and_only_failed_resends_only_failures() {
     let s = Server::start();
     let rx = Receiver::start();
-    let id = create(&s, rx.url("/r"), json!({}));
-    let other = create(
-        &s,
-        rx.url("/other"),
+    let id = s.create_webhook(&rx.url("/r"), json!({}));
+    let other = s.create_webhook(
+        &rx.url("/other"),
         json!({"filter_types": ["company.create"]}),
     );
     rx.script(json!(1), vec![Reply::status(500); 4]);
@@ -309,7 +298,7 @@ fn replay_resends_with_original_ids_and_only_failed_resends_only_failures() {
 fn offline_replay_is_carried_out_by_the_next_serve() {
     let mut s = Server::start();
     let rx = Receiver::start();
-    let id = create(&s, rx.url("/off"), json!({}));
+    let id = s.create_webhook(&rx.url("/off"), json!({}));
     let e = publish(&s, 9);
     assert!(wait_until(Duration::from_secs(10), || rx.count("/off") == 1));
     s.stop();
@@ -358,12 +347,8 @@ fn offline_replay_is_carried_out_by_the_next_serve() {
 fn a_test_event_reaches_only_its_webhook_and_is_not_listed() {
     let s = Server::start();
     let rx = Receiver::start();
-    let id = create(
-        &s,
-        rx.url("/t"),
-        json!({"filter_types": ["contact.create"]}),
-    );
-    create(&s, rx.url("/bystander"), json!({}));
+    let id = s.create_webhook(&rx.url("/t"), json!({"filter_types": ["contact.create"]}));
+    s.create_webhook(&rx.url("/bystander"), json!({}));
     let (st, v) = s.call(
         "POST",
         &format!("/webhooks/{id}/test"),
@@ -400,7 +385,7 @@ fn a_test_event_reaches_only_its_webhook_and_is_not_listed() {
 fn metrics_count_what_happened_and_requests_get_an_id() {
     let s = Server::start();
     let rx = Receiver::start();
-    create(&s, rx.url("/m"), json!({}));
+    s.create_webhook(&rx.url("/m"), json!({}));
     rx.script(json!(1), vec![Reply::status(500)]);
     publish(&s, 1);
     publish(&s, 2);
@@ -452,7 +437,7 @@ fn a_paused_service_stores_everything_and_delivers_after_it_resumes() {
             .data_dir(&data)
             .env("BUILDR_DELIVERY__PAUSED", "true")
             .start();
-        let id = create(&s, rx.url("/p"), json!({}));
+        let id = s.create_webhook(&rx.url("/p"), json!({}));
         let e = publish(&s, 5);
         std::thread::sleep(Duration::from_millis(600));
         assert_eq!(rx.count("/p"), 0, "paused: nothing is sent");

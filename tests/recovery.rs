@@ -119,12 +119,7 @@ fn corruption_in_the_middle_stops_start_up_with_a_clear_message() {
 fn a_clean_stop_checkpoints_so_the_next_start_replays_nothing() {
     let mut s = Server::start();
     let rx = Receiver::start();
-    let (st, _) = s.call(
-        "POST",
-        "/webhooks",
-        Some(json!({"webhook": {"url": rx.url("/c"), "rate_limit": 60000}})),
-    );
-    assert_eq!(st, 201);
+    s.create_webhook(&rx.url("/c"), json!({}));
     for i in 0..50 {
         publish(&s, i);
     }
@@ -164,13 +159,7 @@ fn a_clean_stop_checkpoints_so_the_next_start_replays_nothing() {
 fn a_lost_delivery_index_is_rebuilt_from_the_log() {
     let mut s = Server::start();
     let rx = Receiver::start();
-    let (st, wh) = s.call(
-        "POST",
-        "/webhooks",
-        Some(json!({"webhook": {"url": rx.url("/i"), "rate_limit": 60000}})),
-    );
-    assert_eq!(st, 201);
-    let id = wh["webhook"]["id"].as_str().unwrap().to_owned();
+    let id = s.create_webhook(&rx.url("/i"), json!({}));
     for i in 0..20 {
         publish(&s, i);
     }

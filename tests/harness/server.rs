@@ -251,6 +251,22 @@ impl Server {
         (status, value)
     }
 
+    /// Creates a webhook to `url` (rate limit 60,000/min unless `extra` says otherwise; `extra`'s fields are
+    /// added to the webhook object); asserts the 201 and returns its id.
+    pub fn create_webhook(&self, url: &str, extra: Value) -> String {
+        let mut w = serde_json::json!({"url": url, "rate_limit": 60000});
+        if let (Some(o), Some(e)) = (w.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        let (st, v) = self.call(
+            "POST",
+            "/webhooks",
+            Some(serde_json::json!({ "webhook": w })),
+        );
+        assert_eq!(st, 201, "{v}");
+        v["webhook"]["id"].as_str().unwrap_or_default().to_owned()
+    }
+
     /// Publishes one event of type `t` about object `id` (its url is derived from the id); asserts the 202
     /// and returns the `event` of the answer.
     pub fn publish(&self, t: &str, id: Value) -> Value {

@@ -28,6 +28,22 @@ pub fn event_json(id: i64) -> String {
     )
 }
 
+/// One scrape of the server's `/metrics`: samples by name (with labels as printed).
+#[derive(Debug, Default)]
+pub struct ServerMetrics(std::collections::HashMap<String, f64>);
+
+impl ServerMetrics {
+    pub fn get(&self, sample: &str) -> Option<f64> {
+        self.0.get(sample).copied()
+    }
+
+    /// The mean of a histogram (`<name>_sum / <name>_count`), if it has samples.
+    pub fn mean(&self, name: &str) -> Option<f64> {
+        let count = self.get(&format!("{name}_count"))?;
+        (count > 0.0).then(|| self.get(&format!("{name}_sum")).map(|s| s / count))?
+    }
+}
+
 /// The server's public API.
 #[derive(Clone)]
 pub struct Api {
@@ -64,18 +80,32 @@ impl Api {
         Ok((res.status().as_u16(), body))
     }
 
+    /// POSTs like [`Api::post`] and fails (saying `what` answered what) unless the status is `want`.
+    async fn post_expecting(
+        &self,
+        path: &str,
+        body: String,
+        want: u16,
+        what: &str,
+    ) -> Result<bytes::Bytes> {
+        let (status, answer) = self.post(path, body).await?;
+        if status != want {
+            bail!(
+                "{what} answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(answer)
+    }
+
     /// Creates a webhook for every event type; returns its id.
     pub async fn create_webhook(&self, url: &str, rate_limit: u32) -> Result<String> {
         let body = format!(
             r#"{{"webhook":{{"url":"{url}","description":"bench","rate_limit":{rate_limit},"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}}}"#
         );
-        let (status, answer) = self.post("/webhooks", body).await?;
-        if status != 201 {
-            bail!(
-                "creating a webhook answered {status}: {}",
-                String::from_utf8_lossy(&answer)
-            );
-        }
+        let answer = self
+            .post_expecting("/webhooks", body, 201, "creating a webhook")
+            .await?;
         let v: serde_json::Value =
             serde_json::from_slice(&answer).context("the webhook answer is not JSON")?;
         v["webhook"]["id"]
@@ -86,40 +116,24 @@ impl Api {
 
     /// `POST /events`: one event; `Ok` only on `202` (durable).
     pub async fn publish(&self, id: i64) -> Result<()> {
-        let (status, answer) = self
-            .post("/events", format!(r#"{{"event":{}}}"#, event_json(id)))
-            .await?;
-        if status != 202 {
-            bail!(
-                "publishing answered {status}: {}",
-                String::from_utf8_lossy(&answer)
-            );
-        }
-        Ok(())
+        let body = format!(r#"{{"event":{}}}"#, event_json(id));
+        self.post_expecting("/events", body, 202, "publishing")
+            .await
+            .map(drop)
     }
 
     /// `POST /events/batch` with the events numbered `ids`; `Ok` only on `202`.
     pub async fn publish_batch(&self, ids: Range<i64>) -> Result<()> {
         let events: Vec<String> = ids.map(event_json).collect();
-        let (status, answer) = self
-            .post(
-                "/events/batch",
-                format!(r#"{{"events":[{}]}}"#, events.join(",")),
-            )
-            .await?;
-        if status != 202 {
-            bail!(
-                "publishing a batch answered {status}: {}",
-                String::from_utf8_lossy(&answer)
-            );
-        }
-        Ok(())
+        let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+        self.post_expecting("/events/batch", body, 202, "publishing a batch")
+            .await
+            .map(drop)
     }
 
-    /// Whether `GET /readyz` answers `200`.
     /// The server's Prometheus samples (`GET /metrics`), by name with its labels as printed (e.g.
     /// `buildr_delivery_attempts_total{outcome="succeeded"}`); histogram buckets are left out.
-    pub async fn metrics(&self) -> Result<std::collections::HashMap<String, f64>> {
+    pub async fn metrics(&self) -> Result<ServerMetrics> {
         let url = format!("{}/metrics", self.base);
         let mut res = self
             .client
@@ -132,23 +146,19 @@ impl Api {
             .limit(16 << 20)
             .await
             .with_context(|| format!("GET {url}: reading the answer"))?;
-        Ok(String::from_utf8_lossy(&body)
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.contains("_bucket{"))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                Some((name.to_owned(), value.trim().parse().ok()?))
-            })
-            .collect())
+        Ok(ServerMetrics(
+            String::from_utf8_lossy(&body)
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.contains("_bucket{"))
+                .filter_map(|l| {
+                    let (name, value) = l.rsplit_once(' ')?;
+                    Some((name.to_owned(), value.trim().parse().ok()?))
+                })
+                .collect(),
+        ))
     }
 
-    /// The mean of a server histogram (`<name>_sum / <name>_count`), if it has samples.
-    pub async fn histogram_mean(&self, name: &str) -> Option<f64> {
-        let m = self.metrics().await.ok()?;
-        let count = *m.get(&format!("{name}_count"))?;
-        (count > 0.0).then(|| m.get(&format!("{name}_sum")).map(|s| s / count))?
-    }
-
+    /// Whether `GET /readyz` answers `200`.
     pub async fn ready(&self) -> bool {
         match self
             .client

@@ -5,7 +5,7 @@
 use crate::config::DeliveryConfig;
 use crate::target::{self, TargetResolver};
 use awc::http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use buildr_core::{signing, Event, EventId, EventRecord, Secret, Timestamp};
+use buildr_core::{signing, EventId, EventRecord, Secret, Timestamp};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -28,13 +28,6 @@ impl Outgoing {
                 e.created_at,
                 &e.data,
             )),
-        })
-    }
-
-    pub fn from_event(e: &Event) -> Arc<Self> {
-        Arc::new(Self {
-            id: e.id.clone(),
-            body: Bytes::from(e.payload()),
         })
     }
 }

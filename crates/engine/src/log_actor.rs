@@ -84,7 +84,6 @@ pub struct LogActor {
     router: Option<Addr<Router>>,
     indexer: IndexWriter,
     queue: Vec<Pending>,
-    flushing: bool,
     /// A `FlushNow` is in the mailbox.
     flush_requested: bool,
     checkpointing: bool,
@@ -111,7 +110,6 @@ impl LogActor {
             router: None,
             indexer,
             queue: Vec::new(),
-            flushing: false,
             flush_requested: false,
             checkpointing: false,
             checkpointed_seq,
@@ -130,7 +128,7 @@ impl LogActor {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.queue.is_empty() {
+        if self.queue.is_empty() {
             return;
         }
         let cutoff = self.cutoff();
@@ -163,8 +161,9 @@ impl LogActor {
             }
         }
         self.queue = deferred;
+        // Nothing to write: every submission was a repeat of a used idempotency key (a deferred second use
+        // always comes with the first use in `to_write`).
         if to_write.is_empty() {
-            self.flush(ctx);
             return self.after_flush(ctx);
         }
         // The LogActor has its own thread: it blocks on the append (batch + fsync) right here, and
@@ -205,11 +204,9 @@ impl LogActor {
         }
     }
 
-    /// Writes a checkpoint when one is due (or when stopping), once nothing is being written.
+    /// Writes a checkpoint when one is due (or when stopping). Appends are synchronous on this actor's
+    /// thread, so nothing is being written when this runs.
     fn after_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing {
-            return;
-        }
         let last = self.log.last_seq();
         let due = last >= self.checkpointed_seq + self.settings.checkpoint.every_records;
         if due || !self.stopping.is_empty() {
@@ -255,7 +252,7 @@ impl LogActor {
                 Ok(Err(e)) => tracing::warn!(error = %e, "saving a projection checkpoint failed"),
                 Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
             }
-            if !act.stopping.is_empty() && act.queue.is_empty() && !act.flushing {
+            if !act.stopping.is_empty() && act.queue.is_empty() {
                 for done in act.stopping.drain(..) {
                     let _ = done.send(());
                 }
@@ -385,7 +382,7 @@ impl Actor for LogActor {
             });
         }
         ctx.run_interval(self.settings.checkpoint.interval, |act, ctx| {
-            if !act.flushing && act.log.last_seq() > act.checkpointed_seq {
+            if act.log.last_seq() > act.checkpointed_seq {
                 act.checkpoint(ctx);
             }
         });

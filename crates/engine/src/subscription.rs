@@ -80,10 +80,15 @@ pub struct SubscriptionActor {
     idle_since: Option<Instant>,
 }
 
-/// The limiter for `rate_limit` per minute: evenly spaced, with a burst of ⌈rate_limit/60⌉.
+/// The limiter's burst for `rate_limit` per minute: ⌈rate_limit/60⌉ (at least 1).
+fn burst(rate_limit: u32) -> u32 {
+    rate_limit.div_ceil(60).max(1)
+}
+
+/// The limiter for `rate_limit` per minute: evenly spaced, with a burst of [`burst`].
 pub fn limiter(rate_limit: u32) -> DefaultDirectRateLimiter {
     let rate = NonZeroU32::new(rate_limit.max(1)).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(rate_limit.div_ceil(60).max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst(rate_limit)).unwrap_or(NonZeroU32::MIN);
     RateLimiter::direct(Quota::per_minute(rate).allow_burst(burst))
 }
 
@@ -177,8 +182,7 @@ impl SubscriptionActor {
     /// `delivery.idle_stop`.
     pub fn idle_stop_after(rate_limit: u32, idle_stop: Duration) -> Duration {
         let rate = u64::from(rate_limit.max(1));
-        let burst = rate.div_ceil(60);
-        let refill = Duration::from_millis(burst * 60_000 / rate + 1_000);
+        let refill = Duration::from_millis(u64::from(burst(rate_limit)) * 60_000 / rate + 1_000);
         refill.max(idle_stop)
     }
 
@@ -377,17 +381,12 @@ impl Handler<Enqueue> for SubscriptionActor {
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         self.enqueues += 1;
         for (seq, body) in msg.0 {
+            // The router never sends a seq an actor took from the projection; one it still holds (a
+            // replay of an undelivered event) stays as it is and its body is read from the log.
             if let std::collections::hash_map::Entry::Vacant(v) = self.attempts.entry(seq) {
                 v.insert(0);
                 self.ready.insert(seq);
-            }
-            // A freshly started actor already knows the seq from the projection; the body is still
-            // welcome if it has not been sent yet.
-            if let Some(body) = body {
-                if self.bodies.len() < HELD_BODIES
-                    && self.ready.contains(&seq)
-                    && !self.in_flight.contains(&seq)
-                {
+                if let Some(body) = body.filter(|_| self.bodies.len() < HELD_BODIES) {
                     self.bodies.insert(seq, body);
                 }
             }

@@ -4,15 +4,16 @@
 #![allow(clippy::unwrap_used)]
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use buildr_core::{AccountId, Event, EventData, EventId, EventType, ObjectId, Secret, Timestamp};
+use buildr_core::{
+    AccountId, EventData, EventId, EventRecord, EventType, ObjectId, Secret, Timestamp,
+};
 use buildr_engine::dispatcher::{AttemptClass, Dispatcher, Outgoing};
 use buildr_engine::DeliveryConfig;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-fn event() -> Event {
-    Event {
-        seq: 1,
+fn event() -> EventRecord {
+    EventRecord {
         id: EventId::generate(),
         account: AccountId::default_account(),
         event_type: EventType::ContactCreate,
@@ -21,6 +22,7 @@ fn event() -> Event {
             url: "https://app.buildr.example/contacts/1".into(),
         },
         created_at: Timestamp::now(),
+        only_webhook: None,
     }
 }
 
@@ -50,7 +52,7 @@ async fn loopback_names_and_literals_are_refused_at_connect_time_unless_allowed(
     actix_rt::spawn(server.run());
 
     let secret = Secret::generate();
-    let e = Outgoing::from_event(&event());
+    let e = Outgoing::from_record(&event());
     let secret = [secret];
     let refused = dispatcher(false);
     for url in [

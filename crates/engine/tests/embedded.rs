@@ -61,6 +61,20 @@ fn event(t: EventType, id: i64) -> NewEvent {
     }
 }
 
+/// A started engine on a fresh sled dir (kept alive with it) that may deliver to 127.0.0.1, with a
+/// receiver that logs what it gets; `tune` adjusts the config first.
+async fn started(tune: impl FnOnce(&mut EngineConfig)) -> (tempfile::TempDir, Engine, Log, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::default();
+    let url = receiver(log.clone()).await;
+    let mut config = EngineConfig::new(dir.path());
+    config.delivery.allow_private_targets = true;
+    tune(&mut config);
+    let engine = Engine::start(config).unwrap();
+    engine.ready().await.unwrap();
+    (dir, engine, log, url)
+}
+
 fn webhook(url: &str, only: EventType, rate_limit: u32) -> NewWebhook {
     NewWebhook {
         url: url.to_owned(),
@@ -83,15 +97,8 @@ async fn wait_for(log: &Log, n: usize) -> bool {
 
 #[actix_web::test]
 async fn embedded_engine_publishes_delivers_and_rebuilds_from_its_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::default();
-    let url = receiver(log.clone()).await;
+    let (_dir, engine, log, url) = started(|_| {}).await;
     let acc = AccountId::default_account();
-    let mut config = EngineConfig::new(dir.path());
-    config.delivery.allow_private_targets = true;
-
-    let engine = Engine::start(config.clone()).unwrap();
-    engine.ready().await.unwrap();
     let wh = engine
         .create_webhook(&acc, webhook(&url, EventType::CompanyCreate, 600))
         .await
@@ -144,16 +151,9 @@ async fn embedded_engine_publishes_delivers_and_rebuilds_from_its_log() {
 /// starts a new one that delivers as before.
 #[actix_web::test]
 async fn subscription_actors_start_with_work_and_stop_when_idle() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::default();
-    let url = receiver(log.clone()).await;
+    let (_dir, engine, log, url) =
+        started(|c| c.delivery.idle_stop = Duration::from_millis(100)).await;
     let acc = AccountId::default_account();
-    let mut config = EngineConfig::new(dir.path());
-    config.delivery.allow_private_targets = true;
-    config.delivery.idle_stop = Duration::from_millis(100);
-
-    let engine = Engine::start(config).unwrap();
-    engine.ready().await.unwrap();
     let mut hooks = Vec::new();
     for _ in 0..3 {
         // Burst 100: the limiter is full again 1 s after its last use, so the actor may stop 1 s
@@ -207,14 +207,8 @@ async fn subscription_actors_start_with_work_and_stop_when_idle() {
 /// `make bench`'s S5 row compares the server's successful attempts with its webhook count at 100k.
 #[actix_web::test]
 async fn a_fan_out_to_thousands_of_new_actors_delivers_exactly_once_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::default();
-    let url = receiver(log.clone()).await;
+    let (_dir, engine, log, url) = started(|_| {}).await;
     let acc = AccountId::default_account();
-    let mut config = EngineConfig::new(dir.path());
-    config.delivery.allow_private_targets = true;
-    let engine = Engine::start(config).unwrap();
-    engine.ready().await.unwrap();
     const HOOKS: usize = 3_000;
     for n in 0..HOOKS {
         engine

@@ -42,14 +42,13 @@ pub async fn s4(ctx: &Ctx) -> Result<Row> {
         .await?;
     let arrivals = ctx.receiver.latencies().await?;
     // Where the time goes inside the server: its log flushes (group commit + fsync) and attempts.
-    let flush_mean_ms = api
-        .histogram_mean("buildr_log_flush_duration_seconds")
-        .await
+    let metrics = api.metrics().await.unwrap_or_default();
+    let flush_mean_ms = metrics
+        .mean("buildr_log_flush_duration_seconds")
         .map(|s| s * 1e3);
-    let batch_mean = api.histogram_mean("buildr_log_batch_records").await;
-    let attempt_mean_ms = api
-        .histogram_mean("buildr_delivery_attempt_duration_seconds")
-        .await
+    let batch_mean = metrics.mean("buildr_log_batch_records");
+    let attempt_mean_ms = metrics
+        .mean("buildr_delivery_attempt_duration_seconds")
         .map(|s| s * 1e3);
     server.kill9()?;
     let ours = summarize(load::latencies(&starts, &arrivals));

@@ -31,15 +31,13 @@ pub async fn s5(ctx: &Ctx) -> Result<Row> {
         .await?;
     let deliver_all = done.unwrap_or_else(Instant::now) - started;
     let rss_end = server.rss_bytes().unwrap_or(0);
-    // Attempts the server made: more than the receiver's count means requests lost on the way; fewer
-    // receipts than attempts never happen unless a receipt was counted twice.
+    // The server's own count of attempts: its successful ones must equal the webhook count (more means a
+    // delivery was sent twice).
     let metrics = api.metrics().await.unwrap_or_default();
     let attempts = |outcome: &str| {
-        metrics
-            .get(&format!(
-                r#"buildr_delivery_attempts_total{{outcome="{outcome}"}}"#
-            ))
-            .copied()
+        metrics.get(&format!(
+            r#"buildr_delivery_attempts_total{{outcome="{outcome}"}}"#
+        ))
     };
     // A graceful stop, so a profiler wrapped around the server (valgrind massif) can write its output.
     server.sigterm(Duration::from_secs(60))?;

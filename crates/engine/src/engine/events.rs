@@ -7,7 +7,7 @@ use buildr_core::{
     ObjectId, Record, Timestamp, WebhookId,
 };
 
-use super::{to_event, Engine, NewEvent, Published};
+use super::{Engine, NewEvent, Published};
 
 impl Engine {
     /// Publishes `events` atomically; returns once they are durable. With `idempotency` (key and a hash of
@@ -73,7 +73,9 @@ impl Engine {
                     .into_iter()
                     .enumerate()
                     .filter_map(|(i, r)| match r {
-                        Record::EventPublished(e) => Some(to_event(first_seq + i as u64, e)),
+                        Record::EventPublished(e) => {
+                            Some(Event::from_record(first_seq + i as u64, e))
+                        }
                         _ => None,
                     })
                     .collect();
@@ -127,7 +129,7 @@ impl Engine {
                     None => true,
                 };
                 if listed {
-                    out.push(to_event(seq, e));
+                    out.push(Event::from_record(seq, e));
                 }
             }
         }
@@ -167,6 +169,6 @@ impl Engine {
         let seq = self
             .submit(vec![Record::EventPublished(record.clone())])
             .await?;
-        Ok(to_event(seq, record))
+        Ok(Event::from_record(seq, record))
     }
 }

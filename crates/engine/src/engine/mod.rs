@@ -14,9 +14,7 @@ use crate::projection::Projection;
 use crate::router::{ActiveSubscriptions, Router};
 use crate::subscription::SubscriptionDeps;
 use actix::prelude::*;
-use buildr_core::{
-    AccountId, Delivery, Event, EventData, EventRecord, EventType, Record, Secret, Timestamp,
-};
+use buildr_core::{AccountId, Delivery, Event, EventData, EventType, Record, Secret, Timestamp};
 use buildr_log::{EventLog, OpenReport};
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -315,10 +313,6 @@ impl Engine {
             None => Err(EngineError::NotFound("account")),
         }
     }
-}
-
-pub(crate) fn to_event(seq: u64, e: EventRecord) -> Event {
-    Event::from_record(seq, e)
 }
 
 /// The projection at the log's end (checkpoint + tail), with the delivery index caught up on the way.
