@@ -30,7 +30,7 @@ impl Engine {
         let mut page = self
             .inner
             .log
-            .index()
+            .index()?
             .deliveries(webhook, status, before, limit + 1)?;
         let next = if page.len() > limit {
             page.truncate(limit);
@@ -50,7 +50,7 @@ impl Engine {
     ) -> Result<Vec<AttemptRecord>, EngineError> {
         self.get_webhook(account, webhook)?;
         self.index_caught_up().await?;
-        let index = self.inner.log.index();
+        let index = self.inner.log.index()?;
         let seq = index
             .seq_of(event)?
             .ok_or(EngineError::NotFound("delivery"))?;
