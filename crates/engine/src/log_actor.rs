@@ -369,10 +369,26 @@ impl LogActor {
             return;
         }
         self.compacting = true;
-        let keep = self.projection.read().retention_keep();
         let cutoff = Timestamp::from_millis(
             Timestamp::now().as_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
         );
+        let (keep, expired) = {
+            let p = self.projection.read();
+            (p.retention_keep(), p.expired_replays(cutoff))
+        };
+        // Finished old replays are forgotten first (a fact, so a rebuild forgets them too); the next
+        // run removes their requests.
+        if !expired.is_empty() {
+            self.queue.push(Pending {
+                records: vec![Record::ReplaysExpired {
+                    ids: expired,
+                    at: Timestamp::now(),
+                }],
+                guard: None,
+                reply: None,
+            });
+            self.flush_soon(ctx);
+        }
         let log = self.log.clone();
         let indexer = self.indexer.clone();
         let work = actix_rt::task::spawn_blocking(move || {
