@@ -4,9 +4,11 @@
 use crate::projection::Effect;
 use buildr_core::{EventId, EventType, Record};
 use buildr_log::{EventLog, IndexOp};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// The index changes of `record` at `seq`, given the effects the projection derived from it.
 pub fn ops(seq: u64, record: &Record, effects: &[Effect], out: &mut Vec<IndexOp>) {
@@ -50,6 +52,23 @@ enum Job {
     Apply(Vec<IndexOp>, u64),
     Forget(std::collections::HashSet<u64>, Vec<EventId>),
     Sync(std::sync::mpsc::Sender<()>),
+    /// A reader is waiting: write what is gathered now instead of lingering.
+    Nudge,
+}
+
+/// How far the index is: the last seq whose ops were handed to the writer, and the last one written.
+/// A reader waits for `written` to reach what `sent` was when its request arrived (read-your-writes).
+struct Progress {
+    sent: AtomicU64,
+    written: watch::Sender<u64>,
+}
+
+/// The index did not reach the position a reader waits for within the bound.
+#[derive(Debug, thiserror::Error)]
+#[error("the delivery index is behind the log (seq {written} of {wanted})")]
+pub struct IndexBehind {
+    pub written: u64,
+    pub wanted: u64,
 }
 
 /// At most this many ops are merged into one index batch (sled's batch lock is process-wide: a huge index
@@ -63,7 +82,7 @@ const LINGER: Duration = Duration::from_millis(50);
 
 /// The writer thread: gathers what arrives for up to [`LINGER`] (or [`MAX_MERGED_OPS`]) and writes it
 /// as one sled batch, in log order.
-fn run(log: &EventLog, rx: &mpsc::Receiver<Job>) {
+fn run(log: &EventLog, rx: &mpsc::Receiver<Job>, progress: &Progress) {
     let mut next = None;
     loop {
         let job = match next.take() {
@@ -91,8 +110,13 @@ fn run(log: &EventLog, rx: &mpsc::Receiver<Job>) {
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = log.index().apply(&ops, seq, |s| event_at(log, s)) {
-                    tracing::error!(error = %e, seq, "delivery index update failed; it is rebuilt from the log on restart");
+                match log.index().apply(&ops, seq, |s| event_at(log, s)) {
+                    Ok(()) => {
+                        progress.written.send_modify(|w| *w = (*w).max(seq));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, seq, "delivery index update failed; it is rebuilt from the log on restart")
+                    }
                 }
             }
             Job::Forget(seqs, ids) => {
@@ -103,6 +127,7 @@ fn run(log: &EventLog, rx: &mpsc::Receiver<Job>) {
             Job::Sync(done) => {
                 let _ = done.send(());
             }
+            Job::Nudge => {}
         }
     }
 }
@@ -111,25 +136,55 @@ fn run(log: &EventLog, rx: &mpsc::Receiver<Job>) {
 #[derive(Clone)]
 pub struct IndexWriter {
     tx: mpsc::Sender<Job>,
+    progress: Arc<Progress>,
 }
 
 impl IndexWriter {
     pub fn start(log: Arc<EventLog>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
+        let progress = Arc::new(Progress {
+            sent: AtomicU64::new(0),
+            written: watch::Sender::new(0),
+        });
+        let theirs = progress.clone();
         let spawned = std::thread::Builder::new()
             .name("delivery-index".into())
-            .spawn(move || run(&log, &rx));
+            .spawn(move || run(&log, &rx, &theirs));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the delivery index writer");
         }
-        Self { tx }
+        Self { tx, progress }
     }
 
     pub fn apply(&self, ops: Vec<IndexOp>, applied_seq: u64) {
         // A batch without changes need not move `applied_seq`: replaying it again changes nothing.
         if !ops.is_empty() {
+            self.progress.sent.fetch_max(applied_seq, Ordering::AcqRel);
             let _ = self.tx.send(Job::Apply(ops, applied_seq));
         }
+    }
+
+    /// Waits (at most `bound`) until the index holds every change handed to it before this call: what was
+    /// committed to the log before a request arrived is then in the index (read-your-writes). The writer
+    /// is nudged to write what it is gathering at once rather than after its linger.
+    pub async fn caught_up(&self, bound: Duration) -> Result<(), IndexBehind> {
+        let wanted = self.progress.sent.load(Ordering::Acquire);
+        let mut written = self.progress.written.subscribe();
+        if *written.borrow() >= wanted {
+            return Ok(());
+        }
+        let _ = self.tx.send(Job::Nudge);
+        let reached = tokio::time::timeout(bound, written.wait_for(|w| *w >= wanted))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if reached {
+            return Ok(());
+        }
+        let at = *written.borrow();
+        Err(IndexBehind {
+            written: at,
+            wanted,
+        })
     }
 
     /// Drops the rows of events that retention removed from the log.

@@ -70,6 +70,7 @@ pub struct StartupReport {
 struct Running {
     log_actor: Addr<LogActor>,
     router: Addr<Router>,
+    indexer: IndexWriter,
 }
 
 struct Inner {
@@ -158,7 +159,7 @@ impl Engine {
         let log_actor = LogActor::start_on_own_thread(LogActor::new(
             self.inner.log.clone(),
             projection.clone(),
-            indexer,
+            indexer.clone(),
             checkpointed_seq,
             settings,
             self.inner.metrics.clone(),
@@ -181,7 +182,11 @@ impl Engine {
             .send(SetRouter(router.clone()))
             .await
             .map_err(|_| EngineError::Stopped)?;
-        let _ = self.inner.running.set(Running { log_actor, router });
+        let _ = self.inner.running.set(Running {
+            log_actor,
+            router,
+            indexer,
+        });
 
         if projection
             .read()
