@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 mod config;
+#[cfg(test)]
+mod config_docs;
 mod replay;
 mod verify;
 
