@@ -3,7 +3,7 @@
 
 mod config;
 #[cfg(test)]
-mod config_docs;
+mod docs_check;
 mod replay;
 mod verify;
 

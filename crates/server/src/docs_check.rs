@@ -1,7 +1,9 @@
-//! `docs/API.md` keeps up with the configuration and the README's links resolve inside the repository.
+//! `docs/API.md` keeps up with the code (every route, every config key) and the README's links resolve
+//! inside the repository.
 //!
-//! The keys come from the config structs themselves (their serde field lists), so a key added to a
-//! section is checked without touching this file; a new section must be added to [`section_fields`].
+//! The routes come from the API's own route table and the keys from the config structs themselves (their
+//! serde field lists), so a route or key added later is checked without touching this file; only a new
+//! config section must be added to [`section_fields`].
 
 use crate::config::{
     AuthSection, Config, DeliverySection, IngestSection, LogSection, RetentionSection,
@@ -144,6 +146,33 @@ fn every_key_the_shipped_config_files_set_is_documented() {
 /// The developers' folder beside the repository, which users do not have. Spelled in two pieces so that
 /// grepping the repository for it finds nothing, this check included.
 const DEVELOPER_ONLY: &str = concat!("..", "/shared");
+
+/// Whether `doc` names `needle` as a whole, not as the start of a longer path (`GET /webhooks` must not be
+/// satisfied by `GET /webhooks/{id}`).
+fn names(doc: &str, needle: &str) -> bool {
+    doc.match_indices(needle).any(|(at, _)| {
+        doc[at + needle.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || "/_{-".contains(c)))
+    })
+}
+
+#[test]
+fn every_route_is_documented() {
+    let doc = read("docs/API.md");
+    let missing: Vec<String> = buildr_api::ROUTES
+        .iter()
+        .map(|(method, path)| format!("{} {path}", method.to_uppercase()))
+        .filter(|route| !names(&doc, route))
+        .collect();
+    assert!(!buildr_api::ROUTES.is_empty());
+    assert!(
+        missing.is_empty(),
+        "routes docs/API.md does not describe (write them as `METHOD /path`): {missing:?}"
+    );
+    assert!(!names("GET /webhooks/{id}", "GET /webhooks"));
+}
 
 /// Relative Markdown links (`](target)`) of a document, without their `#anchor`.
 fn relative_links(text: &str) -> Vec<String> {
