@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 mod config;
+#[cfg(test)]
+mod docs_check;
 mod replay;
 mod verify;
 
