@@ -32,12 +32,19 @@ pub fn ops(seq: u64, record: &Record, effects: &[Effect], out: &mut Vec<IndexOp>
         _ => None,
     };
     for effect in effects {
-        if let Effect::Deliver { webhook, seq } = effect {
-            out.push(IndexOp::Queued {
+        match effect {
+            Effect::Deliver { webhook, seq, .. } => out.push(IndexOp::Queued {
                 webhook: webhook.clone(),
                 seq: *seq,
                 event: event.clone(),
-            });
+            }),
+            // Pending again, with its attempts so far kept in its history.
+            Effect::Restarted { webhook, seq } => out.push(IndexOp::Queued {
+                webhook: webhook.clone(),
+                seq: *seq,
+                event: None,
+            }),
+            Effect::WebhookChanged(_) | Effect::WebhookRemoved(_) => {}
         }
     }
 }
