@@ -37,6 +37,13 @@ pub enum LogError {
     Reopening,
 }
 
+impl LogError {
+    /// The database found data it cannot read (as opposed to refusing a write).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, LogError::Storage(sled::Error::Corruption { .. }))
+    }
+}
+
 /// What opening the log found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenReport {
@@ -263,6 +270,19 @@ impl EventLog {
     pub fn reopen_index(&self) -> Result<(), LogError> {
         let mut slot = self.index.write();
         *slot = None;
+        *slot = Some(IndexDb::open(&self.dir, self.options)?);
+        Ok(())
+    }
+
+    /// Throws the delivery index away and opens an empty one (the engine then rebuilds it from the log):
+    /// for an index its database can no longer read (a write cut short by a full disk can leave it so).
+    pub fn reset_index(&self) -> Result<(), LogError> {
+        let mut slot = self.index.write();
+        *slot = None;
+        let dir = self.dir.join(INDEX_DIR);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
         *slot = Some(IndexDb::open(&self.dir, self.options)?);
         Ok(())
     }
