@@ -183,6 +183,7 @@ function row(w) {
       h("div", { class: "wh-meta" },
         statusBadge(w),
         h("span", { class: "chip" }, typesText(w.filter_types)),
+        w.ordering === "fifo" ? h("span", { class: "chip", title: "One delivery at a time, in order" }, "FIFO") : null,
         h("span", { class: "muted small" }, `${w.rate_limit}/min`),
         h("span", { class: "muted small" }, "Created ", time(w.created_at)))));
 }

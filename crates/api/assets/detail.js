@@ -69,6 +69,7 @@ function header(ctx, w) {
       h("dl", { class: "facts" },
         h("div", {}, h("dt", {}, "ID"), h("dd", { class: "mono", id: "webhook-id" }, w.id)),
         h("div", {}, h("dt", {}, "Rate limit"), h("dd", {}, `${w.rate_limit} per minute`)),
+        h("div", {}, h("dt", {}, "Delivery order"), h("dd", { id: "ordering-value" }, w.ordering === "fifo" ? "In order (FIFO), one at a time" : "Parallel")),
         h("div", {}, h("dt", {}, "Created"), h("dd", {}, time(w.created_at))),
         h("div", {}, h("dt", {}, "Updated"), h("dd", {}, time(w.updated_at))))),
     h("div", { class: "actions" },

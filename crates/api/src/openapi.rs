@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
         ErrorBody, ErrorDetail,
         views::WebhookView, views::WebhookResponse, views::WebhookList, views::SecretResponse,
         views::EventView, views::DataView, views::EventResponse, views::EventsResponse, views::EventList,
-        views::EventTypeView, views::EventTypeList, views::EventTypeName,
+        views::EventTypeView, views::EventTypeList, views::EventTypeName, views::OrderingName,
         views::DeliveryView, views::DeliveryList, views::AttemptView, views::AttemptList,
         views::ReplayCreated, views::ReplayCreatedView, views::ReplayResponse, views::ReplayView, views::Status,
         views::AccountView, views::AccountCreated, views::AccountList, views::KeyCreated,

@@ -23,6 +23,8 @@ pub struct WebhookView {
     pub disabled: bool,
     /// `gone`, `failing` or `manual`.
     pub disabled_reason: Option<&'static str>,
+    #[schema(value_type = OrderingName)]
+    pub ordering: &'static str,
     pub created_at: String,
     pub updated_at: String,
     /// Only in the answer to a create.
@@ -43,6 +45,7 @@ impl WebhookView {
             rate_limit: w.rate_limit,
             disabled: w.disabled,
             disabled_reason: w.disabled_reason.map(|r| r.as_str()),
+            ordering: w.ordering.as_str(),
             created_at: w.created_at.to_string(),
             updated_at: w.updated_at.to_string(),
             secret: None,
@@ -159,6 +162,19 @@ pub enum EventTypeName {
     CompanyCreate,
     #[schema(rename = "company.update")]
     CompanyUpdate,
+}
+
+/// How a webhook's deliveries are sent.
+#[derive(ToSchema)]
+#[schema(as = OrderingName)]
+#[allow(dead_code)] // a schema only: requests carry the name as a string
+pub enum OrderingName {
+    /// Side by side (up to `delivery.max_in_flight`); a failing event never blocks the next.
+    #[schema(rename = "parallel")]
+    Parallel,
+    /// One attempt in flight, in log order; a failing delivery holds the later ones back.
+    #[schema(rename = "fifo")]
+    Fifo,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -7,6 +7,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod backlog;
 pub mod checkpoint;
 pub mod config;
 pub mod dispatcher;

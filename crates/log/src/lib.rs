@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod codec_v1;
 mod index;
 
 pub use codec::{decode, encode, DecodeError, FORMAT_VERSION};

@@ -37,6 +37,7 @@ pub struct NewWebhook {
     /// `None`: generate one.
     pub secret: Option<Secret>,
     pub rate_limit: u32,
+    pub ordering: buildr_core::DeliveryOrder,
 }
 
 /// An event to publish.
