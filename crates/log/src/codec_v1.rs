@@ -79,6 +79,10 @@ pub(crate) enum RecordV1 {
         prefix: String,
         at: Timestamp,
     },
+    ReplaysExpired {
+        ids: Vec<ReplayId>,
+        at: Timestamp,
+    },
     DeliveryRestarted {
         webhook: WebhookId,
         seq: u64,
@@ -165,6 +169,7 @@ impl From<RecordV1> for Record {
                 prefix,
                 at,
             },
+            RecordV1::ReplaysExpired { ids, at } => Record::ReplaysExpired { ids, at },
             RecordV1::DeliveryRestarted {
                 webhook,
                 seq,

@@ -71,6 +71,7 @@ pub struct StartupReport {
 struct Running {
     log_actor: Addr<LogActor>,
     router: Addr<Router>,
+    indexer: IndexWriter,
 }
 
 struct Inner {
@@ -155,11 +156,11 @@ impl Engine {
             retention: cfg.retention,
             retention_interval: cfg.retention_interval,
         };
-        let indexer = IndexWriter::start(self.inner.log.clone());
+        let indexer = IndexWriter::start(self.inner.log.clone(), self.inner.metrics.clone());
         let log_actor = LogActor::start_on_own_thread(LogActor::new(
             self.inner.log.clone(),
             projection.clone(),
-            indexer,
+            indexer.clone(),
             checkpointed_seq,
             settings,
             self.inner.metrics.clone(),
@@ -182,7 +183,11 @@ impl Engine {
             .send(SetRouter(router.clone()))
             .await
             .map_err(|_| EngineError::Stopped)?;
-        let _ = self.inner.running.set(Running { log_actor, router });
+        let _ = self.inner.running.set(Running {
+            log_actor,
+            router,
+            indexer,
+        });
 
         if projection
             .read()
@@ -229,6 +234,12 @@ impl Engine {
 
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Why storage refuses writes now (e.g. a full disk), if it does. The log writer and the index writer
+    /// reopen their storage with backoff and clear this by themselves once writes succeed again.
+    pub fn storage_problem(&self) -> Option<String> {
+        self.inner.metrics.storage.problem()
     }
 
     pub fn startup_report(&self) -> StartupReport {
@@ -318,7 +329,8 @@ impl Engine {
 
 /// The projection at the log's end (checkpoint + tail), with the delivery index caught up on the way.
 fn restore(log: &EventLog) -> Result<(Projection, checkpoint::Rebuilt), EngineError> {
-    let index_seq = log.index().applied_seq()?;
+    let index = log.index()?;
+    let index_seq = index.applied_seq()?;
     let mut ops = Vec::new();
     let mut last = 0;
     let mut pending_err = None;
@@ -329,7 +341,7 @@ fn restore(log: &EventLog) -> Result<(Projection, checkpoint::Rebuilt), EngineEr
         indexer::ops(seq, record, effects, &mut ops);
         last = seq;
         if ops.len() >= 10_000 {
-            if let Err(e) = log.index().apply(&ops, seq, |s| indexer::event_at(log, s)) {
+            if let Err(e) = index.apply(&ops, seq, |s| indexer::event_at(log, s)) {
                 pending_err = Some(e);
             }
             ops.clear();
@@ -339,8 +351,7 @@ fn restore(log: &EventLog) -> Result<(Projection, checkpoint::Rebuilt), EngineEr
         return Err(e.into());
     }
     if !ops.is_empty() {
-        log.index()
-            .apply(&ops, last, |s| indexer::event_at(log, s))?;
+        index.apply(&ops, last, |s| indexer::event_at(log, s))?;
     }
     Ok(result)
 }
