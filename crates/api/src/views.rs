@@ -354,3 +354,50 @@ pub struct KeyCreated {
     pub api_key: String,
     pub key_prefix: String,
 }
+
+/// Attempts in one bucket.
+#[derive(Serialize, ToSchema)]
+pub struct StatsBucketView {
+    /// When the bucket starts (RFC 3339).
+    pub start: String,
+    pub attempts: u64,
+    pub succeeded: u64,
+    /// Attempts that did not succeed.
+    pub failed: u64,
+    /// Median attempt duration (within 6 %); `null` in an empty bucket.
+    pub latency_p50_ms: Option<u64>,
+    /// 99th percentile attempt duration (within 6 %); `null` in an empty bucket.
+    pub latency_p99_ms: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsView {
+    /// `1m` or `1h`.
+    pub bucket: &'static str,
+    /// Oldest first, empty buckets included.
+    pub buckets: Vec<StatsBucketView>,
+}
+
+impl StatsView {
+    pub fn new(bucket: buildr_engine::StatsBucket, points: &[buildr_engine::StatsPoint]) -> Self {
+        Self {
+            bucket: bucket.as_str(),
+            buckets: points
+                .iter()
+                .map(|(start, row)| StatsBucketView {
+                    start: start.to_string(),
+                    attempts: row.attempts,
+                    succeeded: row.succeeded,
+                    failed: row.failed(),
+                    latency_p50_ms: row.percentile(0.5),
+                    latency_p99_ms: row.percentile(0.99),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsResponse {
+    pub stats: StatsView,
+}

@@ -22,10 +22,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 pub use accounts::CreatedKey;
+pub use stats::{StatsPoint, MAX_STATS_BUCKETS, STATS_HISTORY};
 
 mod accounts;
 mod deliveries;
 mod events;
+mod stats;
 mod webhooks;
 
 /// A webhook to create (fields already checked with `buildr_core::validate`).
