@@ -181,6 +181,12 @@ pub enum OrderingName {
 pub struct EventTypeView {
     pub name: &'static str,
     pub description: &'static str,
+    /// JSON Schema (2020-12) of the body a receiver gets for this type.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+    /// An example of that body.
+    #[schema(value_type = Object)]
+    pub example: Value,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -196,6 +202,8 @@ impl EventTypeList {
                 .map(|t| EventTypeView {
                     name: t.as_str(),
                     description: t.description(),
+                    schema: t.body_schema(),
+                    example: t.example_body(),
                 })
                 .collect(),
         }
