@@ -8,11 +8,14 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod codec_v1;
 mod events_index;
 mod index;
+mod stats;
 
 pub use codec::{decode, encode, DecodeError, FORMAT_VERSION};
 pub use index::{DeliveryIndex, IndexOp};
+pub use stats::{StatsBucket, StatsRow};
 
 use buildr_core::{AccountId, Record, Timestamp};
 use events_index::EventsIndex;
