@@ -29,7 +29,7 @@ use utoipa::{Modify, OpenApi};
         views::WebhookView, views::WebhookResponse, views::WebhookList, views::SecretResponse,
         views::EventView, views::DataView, views::EventResponse, views::EventsResponse, views::EventList,
         views::EventTypeView, views::EventTypeList, views::EventTypeName, views::OrderingName,
-        views::StatsResponse, views::StatsView, views::StatsBucketView,
+        views::StatsResponse, views::StatsView, views::StatsBucketView, views::StatsBucketName,
         views::DeliveryView, views::DeliveryList, views::AttemptView, views::AttemptList,
         views::ReplayCreated, views::ReplayCreatedView, views::ReplayResponse, views::ReplayView, views::Status,
         views::AccountView, views::AccountCreated, views::AccountList, views::KeyCreated,

@@ -363,6 +363,17 @@ pub struct KeyCreated {
     pub key_prefix: String,
 }
 
+/// The width of a statistics bucket.
+#[derive(ToSchema)]
+#[schema(as = StatsBucketName)]
+#[allow(dead_code)] // a schema only: the query carries the name as a string
+pub enum StatsBucketName {
+    #[schema(rename = "1m")]
+    Minute,
+    #[schema(rename = "1h")]
+    Hour,
+}
+
 /// Attempts in one bucket.
 #[derive(Serialize, ToSchema)]
 pub struct StatsBucketView {

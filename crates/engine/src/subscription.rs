@@ -183,6 +183,8 @@ impl SubscriptionActor {
             self.again.insert(seq, replay);
             return;
         }
+        // Restarted now for this (latest) replay: one that waited from FIFO days is answered too.
+        self.again.remove(&seq);
         self.backlog.restart(seq, replay);
         facts.push(self.restart_fact(seq, replay));
     }
