@@ -3,7 +3,7 @@
 
 use crate::projection::Effect;
 use buildr_core::{EventId, EventType, Record};
-use buildr_log::{EventLog, IndexOp};
+use buildr_log::{IndexOp, LogStore};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ pub fn ops(seq: u64, record: &Record, effects: &[Effect], out: &mut Vec<IndexOp>
 }
 
 /// Reads an event's id and type from the log (for rows a replay creates).
-pub fn event_at(log: &EventLog, seq: u64) -> Option<(EventId, EventType)> {
+pub fn event_at(log: &dyn LogStore, seq: u64) -> Option<(EventId, EventType)> {
     match log.get(seq) {
         Ok(Some(Record::EventPublished(e))) => Some((e.id, e.event_type)),
         _ => None,
@@ -63,7 +63,7 @@ const LINGER: Duration = Duration::from_millis(50);
 
 /// The writer thread: gathers what arrives for up to [`LINGER`] (or [`MAX_MERGED_OPS`]) and writes it
 /// as one sled batch, in log order.
-fn run(log: &EventLog, rx: &mpsc::Receiver<Job>) {
+fn run(log: &dyn LogStore, rx: &mpsc::Receiver<Job>) {
     let mut next = None;
     loop {
         let job = match next.take() {
@@ -114,11 +114,11 @@ pub struct IndexWriter {
 }
 
 impl IndexWriter {
-    pub fn start(log: Arc<EventLog>) -> Self {
+    pub fn start(log: Arc<dyn LogStore>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let spawned = std::thread::Builder::new()
             .name("delivery-index".into())
-            .spawn(move || run(&log, &rx));
+            .spawn(move || run(&*log, &rx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the delivery index writer");
         }

@@ -1,6 +1,9 @@
-//! The LogActor: the only writer of the log. It gathers what arrives while the previous flush runs and
-//! writes it as one atomic, fsynced sled batch (group commit), then applies the batch to the projection,
-//! answers the callers (a `202` is only ever sent after this), and hands the effects to the router.
+//! The LogActor: the only writer of the log on this node. It gathers what arrives while the previous
+//! flush runs and appends it as one durable batch (group commit: one fsync on sled, one replicated
+//! message on JetStream), then applies what the log hands back (the batch, and on a shared log what other
+//! nodes appended before it) to the projection in log order, answers the callers (a `202` is only ever
+//! sent after this), and hands the effects to the router. Records other nodes append while this one is
+//! idle are applied the same way when the log says it has them ([`CatchUp`]).
 
 use crate::checkpoint;
 use crate::dispatcher::Outgoing;
@@ -10,7 +13,7 @@ use crate::projection::{Effect, IdempotencyEntry, Projection};
 use crate::router::{Effects, Router};
 use actix::prelude::*;
 use buildr_core::{AccountId, Record, Timestamp};
-use buildr_log::EventLog;
+use buildr_log::LogStore;
 use parking_lot::RwLock;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -79,7 +82,7 @@ pub struct CheckpointPolicy {
 }
 
 pub struct LogActor {
-    log: Arc<EventLog>,
+    log: Arc<dyn LogStore>,
     projection: Arc<RwLock<Projection>>,
     router: Option<Addr<Router>>,
     indexer: IndexWriter,
@@ -88,6 +91,10 @@ pub struct LogActor {
     flush_requested: bool,
     checkpointing: bool,
     checkpointed_seq: u64,
+    /// Records applied since the last checkpoint (seqs need not be contiguous, so they are counted).
+    uncheckpointed: u64,
+    /// A `CatchUp` is in the mailbox.
+    catch_up_requested: Arc<std::sync::atomic::AtomicBool>,
     compacting: bool,
     settings: LogSettings,
     /// Callers waiting for a clean stop (queue written, checkpoint saved).
@@ -96,11 +103,13 @@ pub struct LogActor {
 }
 
 impl LogActor {
+    /// `checkpointed_seq`: the seq of the checkpoint start-up used; `uncheckpointed`: the records it
+    /// replayed after it.
     pub fn new(
-        log: Arc<EventLog>,
+        log: Arc<dyn LogStore>,
         projection: Arc<RwLock<Projection>>,
         indexer: IndexWriter,
-        checkpointed_seq: u64,
+        (checkpointed_seq, uncheckpointed): (u64, u64),
         settings: LogSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -113,6 +122,8 @@ impl LogActor {
             flush_requested: false,
             checkpointing: false,
             checkpointed_seq,
+            uncheckpointed,
+            catch_up_requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             compacting: false,
             settings,
             stopping: Vec::new(),
@@ -133,6 +144,7 @@ impl LogActor {
         }
         let cutoff = self.cutoff();
         let mut to_write = Vec::new();
+        let mut groups = Vec::new();
         let mut committed = Vec::new();
         let mut deferred = Vec::new();
         {
@@ -155,7 +167,8 @@ impl LogActor {
                         continue;
                     }
                 }
-                let offset = to_write.len() as u64;
+                let offset = to_write.len();
+                groups.push(offset);
                 to_write.extend(p.records);
                 committed.push((offset, p.reply));
             }
@@ -169,11 +182,12 @@ impl LogActor {
         // The LogActor has its own thread: it blocks on the append (batch + fsync) right here, and
         // everything that arrives meanwhile waits in its mailbox for the next batch.
         let started = std::time::Instant::now();
-        let outcome = match self.log.append(&to_write) {
-            Ok(first) => {
-                self.record_stats(to_write.len(), started.elapsed());
-                self.apply(first, &to_write);
-                Ok(first)
+        let written = to_write.len();
+        let outcome = match self.log.append_batch(to_write, &groups) {
+            Ok(appended) => {
+                self.record_stats(written, started.elapsed());
+                self.apply(appended.entries);
+                Ok(appended.seqs)
             }
             Err(e) => Err(SubmitError::Storage(e.to_string())),
         };
@@ -183,9 +197,14 @@ impl LogActor {
             }
             for (offset, reply) in committed {
                 if let Some(reply) = reply {
-                    let _ = reply.send(outcome.clone().map(|first| Submitted::Committed {
-                        first_seq: first + offset,
-                    }));
+                    // A group's records have consecutive seqs: its first seq numbers them all.
+                    let _ = reply.send(match &outcome {
+                        Ok(seqs) => seqs
+                            .get(offset)
+                            .map(|&first_seq| Submitted::Committed { first_seq })
+                            .ok_or_else(|| SubmitError::Storage("the log lost a seq".into())),
+                        Err(e) => Err(e.clone()),
+                    });
                 }
             }
             // Second uses of an idempotency key deferred from this batch go in the next one.
@@ -207,8 +226,7 @@ impl LogActor {
     /// Writes a checkpoint when one is due (or when stopping). Appends are synchronous on this actor's
     /// thread, so nothing is being written when this runs.
     fn after_flush(&mut self, ctx: &mut Context<Self>) {
-        let last = self.log.last_seq();
-        let due = last >= self.checkpointed_seq + self.settings.checkpoint.every_records;
+        let due = self.uncheckpointed >= self.settings.checkpoint.every_records;
         if due || !self.stopping.is_empty() {
             self.checkpoint(ctx);
         }
@@ -218,6 +236,7 @@ impl LogActor {
         if self.checkpointing {
             return;
         }
+        let covered = self.uncheckpointed;
         let (seq, bytes) = {
             let p = self.projection.read();
             if p.last_seq == self.checkpointed_seq {
@@ -248,6 +267,7 @@ impl LogActor {
                 Ok(Ok(())) => {
                     tracing::debug!(seq, "projection checkpoint saved");
                     act.checkpointed_seq = seq;
+                    act.uncheckpointed = act.uncheckpointed.saturating_sub(covered);
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "saving a projection checkpoint failed"),
                 Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
@@ -277,7 +297,7 @@ impl LogActor {
         let log = self.log.clone();
         let indexer = self.indexer.clone();
         let work = actix_rt::task::spawn_blocking(move || {
-            let plan = crate::retention::plan(&log, cutoff, &keep)?;
+            let plan = crate::retention::plan(&*log, cutoff, &keep)?;
             let removed = log.remove(&plan.records)?;
             if !plan.event_seqs.is_empty() {
                 indexer.forget(plan.event_seqs.clone(), plan.event_ids.clone());
@@ -306,14 +326,19 @@ impl LogActor {
         self.metrics.log_flush_seconds.observe(took.as_secs_f64());
     }
 
-    fn apply(&mut self, first: u64, records: &[Record]) {
+    /// Applies records the log handed out, in log order.
+    fn apply(&mut self, entries: Vec<(u64, Record)>) {
+        let Some(&(upto, _)) = entries.last() else {
+            return;
+        };
+        self.uncheckpointed += entries.len() as u64;
         let mut effects: Vec<Effect> = Vec::new();
         let mut bodies = std::collections::HashMap::new();
         let mut ops = Vec::new();
         {
             let mut projection = self.projection.write();
-            for (i, r) in records.iter().enumerate() {
-                let seq = first + i as u64;
+            for (seq, r) in &entries {
+                let (seq, r) = (*seq, r);
                 let e = projection.apply(seq, r);
                 crate::indexer::ops(seq, r, &e, &mut ops);
                 if let Record::EventPublished(ev) = r {
@@ -328,14 +353,29 @@ impl LogActor {
                 effects.extend(e);
             }
         }
-        self.indexer.apply(ops, first + records.len() as u64 - 1);
+        self.indexer.apply(ops, upto);
         if let (Some(router), false) = (&self.router, effects.is_empty()) {
             router.do_send(Effects {
                 effects,
                 bodies,
-                upto: first + records.len() as u64 - 1,
+                upto,
             });
         }
+    }
+
+    /// Applies what other writers of a shared log appended (nothing on a log with one writer).
+    fn catch_up(&mut self, to_end: bool, ctx: &mut Context<Self>) -> Result<(), SubmitError> {
+        self.catch_up_requested
+            .store(false, std::sync::atomic::Ordering::Release);
+        let entries = self
+            .log
+            .catch_up(to_end)
+            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        if !entries.is_empty() {
+            self.apply(entries);
+            self.after_flush(ctx);
+        }
+        Ok(())
     }
 }
 
@@ -372,6 +412,21 @@ impl Actor for LogActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        // The log says when other writers appended; one `CatchUp` at a time waits in the mailbox.
+        let me = ctx.address();
+        let requested = self.catch_up_requested.clone();
+        let applied = self.projection.read().last_seq;
+        let followed = self.log.follow(
+            applied,
+            Box::new(move || {
+                if !requested.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    me.do_send(CatchUp { to_end: false });
+                }
+            }),
+        );
+        if let Err(e) = followed {
+            tracing::error!(error = %e, "cannot follow the log");
+        }
         ctx.run_interval(Duration::from_secs(60), |act, _| {
             let cutoff = act.cutoff();
             act.projection.write().expire_idempotency(cutoff);
@@ -459,5 +514,21 @@ impl Handler<FlushNow> for LogActor {
     fn handle(&mut self, _: FlushNow, ctx: &mut Context<Self>) {
         self.flush_requested = false;
         self.flush(ctx);
+    }
+}
+
+/// Apply what other writers of a shared log appended; with `to_end`, first wait until everything the log
+/// held when asked is here (start-up, before the node is ready).
+#[derive(Message)]
+#[rtype(result = "Result<(), SubmitError>")]
+pub struct CatchUp {
+    pub to_end: bool,
+}
+
+impl Handler<CatchUp> for LogActor {
+    type Result = Result<(), SubmitError>;
+
+    fn handle(&mut self, msg: CatchUp, ctx: &mut Context<Self>) -> Self::Result {
+        self.catch_up(msg.to_end, ctx)
     }
 }

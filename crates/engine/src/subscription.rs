@@ -17,7 +17,7 @@ use buildr_core::{
     AttemptOutcome, AttemptRecord, DisabledReason, EventId, Record, Secret, Timestamp, Webhook,
     WebhookChanges,
 };
-use buildr_log::EventLog;
+use buildr_log::LogStore;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 /// What every subscription actor shares. The actors are spread over the delivery arbiters (one per core);
 /// each arbiter thread has its own awc client ([`Dispatcher::for_this_thread`]).
 pub struct SubscriptionDeps {
-    pub log: Arc<EventLog>,
+    pub log: Arc<dyn LogStore>,
     pub log_actor: Addr<LogActor>,
     pub config: DeliveryConfig,
     pub metrics: Arc<crate::metrics::Metrics>,

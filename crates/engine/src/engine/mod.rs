@@ -6,8 +6,8 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::indexer::{self, IndexWriter};
 use crate::log_actor::{
-    CheckpointPolicy, IdempotencyGuard, LogActor, LogSettings, SetRouter, Shutdown, Submit,
-    Submitted,
+    CatchUp, CheckpointPolicy, IdempotencyGuard, LogActor, LogSettings, SetRouter, Shutdown,
+    Submit, Submitted,
 };
 use crate::metrics::Metrics;
 use crate::projection::Projection;
@@ -15,7 +15,7 @@ use crate::router::{ActiveSubscriptions, Router};
 use crate::subscription::SubscriptionDeps;
 use actix::prelude::*;
 use buildr_core::{AccountId, Delivery, Event, EventData, EventType, Record, Secret, Timestamp};
-use buildr_log::{EventLog, OpenReport};
+use buildr_log::{EventLog, LogStore, OpenReport};
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -74,7 +74,7 @@ struct Running {
 
 struct Inner {
     config: EngineConfig,
-    log: Arc<EventLog>,
+    log: Arc<dyn LogStore>,
     projection: Arc<RwLock<Projection>>,
     running: OnceLock<Running>,
     failed: OnceLock<String>,
@@ -107,9 +107,19 @@ impl Engine {
                 "cut a torn record off the end of the log (a write interrupted by a crash)"
             );
         }
+        Self::start_on(config, Arc::new(log), open)
+    }
+
+    /// [`Engine::start`] on a log opened by the caller (the JetStream log of cluster mode; `open` is what
+    /// opening it found). The engine uses only the [`LogStore`] interface, whichever log it is.
+    pub fn start_on(
+        config: EngineConfig,
+        log: Arc<dyn LogStore>,
+        open: OpenReport,
+    ) -> Result<Engine, EngineError> {
         let inner = Arc::new(Inner {
             config,
-            log: Arc::new(log),
+            log,
             projection: Arc::new(RwLock::new(Projection::default())),
             running: OnceLock::new(),
             failed: OnceLock::new(),
@@ -136,7 +146,7 @@ impl Engine {
     async fn boot(&self) -> Result<(), EngineError> {
         let started = Instant::now();
         let log = self.inner.log.clone();
-        let (projection, rebuilt) = actix_rt::task::spawn_blocking(move || restore(&log))
+        let (projection, rebuilt) = actix_rt::task::spawn_blocking(move || restore(&*log))
             .await
             .map_err(|e| EngineError::Storage(format!("replay task failed: {e}")))??;
         let checkpointed_seq = rebuilt.from_checkpoint.unwrap_or(0);
@@ -159,7 +169,7 @@ impl Engine {
             self.inner.log.clone(),
             projection.clone(),
             indexer,
-            checkpointed_seq,
+            (checkpointed_seq, replayed),
             settings,
             self.inner.metrics.clone(),
         ))
@@ -181,6 +191,12 @@ impl Engine {
             .send(SetRouter(router.clone()))
             .await
             .map_err(|_| EngineError::Stopped)?;
+        // On a shared log, apply what the other nodes appended since the checkpoint before being ready.
+        log_actor
+            .send(CatchUp { to_end: true })
+            .await
+            .map_err(|_| EngineError::Stopped)?
+            .map_err(|e| EngineError::Storage(e.to_string()))?;
         let _ = self.inner.running.set(Running { log_actor, router });
 
         if projection
@@ -251,7 +267,7 @@ impl Engine {
 
     /// Replays the whole log into a fresh projection (for checks: it must equal the live one).
     pub fn rebuild_projection(&self) -> Result<Projection, EngineError> {
-        checkpoint::full_replay(&self.inner.log).map(|(p, _)| p)
+        checkpoint::full_replay(&*self.inner.log).map(|(p, _)| p)
     }
 
     /// A clean stop: writes what is queued, brings the delivery index up to date and saves a checkpoint,
@@ -316,7 +332,7 @@ impl Engine {
 }
 
 /// The projection at the log's end (checkpoint + tail), with the delivery index caught up on the way.
-fn restore(log: &EventLog) -> Result<(Projection, checkpoint::Rebuilt), EngineError> {
+fn restore(log: &dyn LogStore) -> Result<(Projection, checkpoint::Rebuilt), EngineError> {
     let index_seq = log.index().applied_seq()?;
     let mut ops = Vec::new();
     let mut last = 0;
