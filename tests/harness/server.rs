@@ -253,6 +253,17 @@ impl Server {
 
     /// Creates a webhook to `url` (rate limit 60,000/min unless `extra` says otherwise; `extra`'s fields are
     /// added to the webhook object); asserts the 201 and returns its id.
+    /// The ids of the first 1,000 events `GET /events` lists, in seq order.
+    pub fn event_ids(&self) -> Vec<String> {
+        let v = self.call("GET", "/events?limit=1000", None).1;
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub fn create_webhook(&self, url: &str, extra: Value) -> String {
         let mut w = serde_json::json!({"url": url, "rate_limit": 60000});
         if let (Some(o), Some(e)) = (w.as_object_mut(), extra.as_object()) {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod indexer;
 pub mod log_actor;
 pub mod metrics;
+pub mod ownership;
 pub mod projection;
 pub mod replay;
 pub mod retention;
@@ -26,6 +27,7 @@ pub use checkpoint::full_replay;
 pub use config::{DeliveryConfig, EngineConfig};
 pub use engine::{CreatedKey, Engine, NewEvent, NewWebhook, Published, StartupReport};
 pub use error::EngineError;
+pub use ownership::{Ownership, OwnsAll};
 pub use projection::{Account, ApiKeyEntry, Pending, Projection, ReplayState, WebhookEntry};
 pub use replay::ReplayRange;
 

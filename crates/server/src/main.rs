@@ -1,6 +1,7 @@
 //! `buildr-webhooks`: the service binary.
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod config;
 mod replay;
 mod verify;
@@ -122,12 +123,17 @@ fn init_tracing(log: &config::LogSection) {
 fn serve(config_path: Option<PathBuf>) -> Result<()> {
     let cfg = config::load(config_path.as_deref())?;
     init_tracing(&cfg.log);
+    let cluster = cluster::open(&cfg)?;
     let (token, token_file) = config::admin_token(&cfg)?;
     let engine_config = cfg.engine();
     let bind = cfg.server.bind;
 
     actix_rt::System::new().block_on(async move {
-        let engine = Engine::start(engine_config).context("cannot open the event log")?;
+        let engine = match cluster {
+            Some(c) => Engine::start_on(engine_config, c.log, c.open, c.owner),
+            None => Engine::start(engine_config),
+        }
+        .context("cannot open the event log")?;
         let state = web::Data::new(AppState::new(engine.clone(), &token));
         let server = HttpServer::new(move || {
             App::new()

@@ -75,6 +75,7 @@ struct Running {
 struct Inner {
     config: EngineConfig,
     log: Arc<dyn LogStore>,
+    owner: Arc<dyn crate::Ownership>,
     projection: Arc<RwLock<Projection>>,
     running: OnceLock<Running>,
     failed: OnceLock<String>,
@@ -107,19 +108,22 @@ impl Engine {
                 "cut a torn record off the end of the log (a write interrupted by a crash)"
             );
         }
-        Self::start_on(config, Arc::new(log), open)
+        Self::start_on(config, Arc::new(log), open, Arc::new(crate::OwnsAll))
     }
 
     /// [`Engine::start`] on a log opened by the caller (the JetStream log of cluster mode; `open` is what
     /// opening it found). The engine uses only the [`LogStore`] interface, whichever log it is.
+    /// `owner` says which webhooks this node delivers (in cluster mode: those of the shards it leases).
     pub fn start_on(
         config: EngineConfig,
         log: Arc<dyn LogStore>,
         open: OpenReport,
+        owner: Arc<dyn crate::Ownership>,
     ) -> Result<Engine, EngineError> {
         let inner = Arc::new(Inner {
             config,
             log,
+            owner,
             projection: Arc::new(RwLock::new(Projection::default())),
             running: OnceLock::new(),
             failed: OnceLock::new(),
@@ -186,7 +190,8 @@ impl Engine {
         let arbiters: Vec<actix::ArbiterHandle> = (0..workers)
             .map(|_| actix::Arbiter::new().handle())
             .collect();
-        let router = Router::new(projection.clone(), deps, arbiters).start();
+        let router =
+            Router::new(projection.clone(), deps, arbiters, self.inner.owner.clone()).start();
         log_actor
             .send(SetRouter(router.clone()))
             .await

@@ -1,0 +1,80 @@
+//! Cluster mode's start-up: the JetStream log and the shard leases the engine runs on when `cluster.nats`
+//! is set. The engine itself is the same in both modes.
+
+use crate::config::Config;
+use anyhow::{bail, Context, Result};
+use buildr_cluster::{JetStreamConfig, JetStreamLog, LeaseConfig, Leases};
+use buildr_core::WebhookId;
+use buildr_engine::Ownership;
+use buildr_log::{LogStore, OpenReport};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long start-up waits for NATS before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The log and ownership of a cluster node.
+pub struct ClusterStorage {
+    pub log: Arc<dyn LogStore>,
+    pub open: OpenReport,
+    pub owner: Arc<dyn Ownership>,
+}
+
+/// Connects to the stream (creating it when missing) and starts keeping this node's leases; `None` in
+/// single-node mode.
+pub fn open(cfg: &Config) -> Result<Option<ClusterStorage>> {
+    let c = &cfg.cluster;
+    if !c.enabled() {
+        return Ok(None);
+    }
+    let token_set = std::env::var("BUILDR_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty())
+        || !cfg.auth.admin_token.trim().is_empty();
+    if !token_set {
+        bail!(
+            "invalid configuration: auth.admin_token must be set (or BUILDR_ADMIN_TOKEN) in cluster mode, \
+             the same on every node"
+        );
+    }
+    let node_id = c.node_id();
+    let js = JetStreamConfig {
+        servers: c.nats.clone(),
+        node_id: node_id.clone(),
+        stream: c.stream.clone(),
+        replicas: c.replicas,
+        dir: cfg.storage.path.clone(),
+        storage: cfg.engine().storage,
+        connect_timeout: CONNECT_TIMEOUT,
+    };
+    let (log, open) = JetStreamLog::open(&js).with_context(|| {
+        format!(
+            "cannot open the cluster's stream {:?} on {}",
+            c.stream,
+            c.nats.join(",")
+        )
+    })?;
+    let leases = log.leases(LeaseConfig {
+        node_id,
+        stream: c.stream.clone(),
+        shards: c.shards,
+        ttl: c.lease_ttl.0,
+        replicas: c.replicas,
+    });
+    Ok(Some(ClusterStorage {
+        log: Arc::new(log),
+        open,
+        owner: Arc::new(LeaseOwnership(leases)),
+    }))
+}
+
+/// A node delivers the webhooks of the shards it leases.
+struct LeaseOwnership(Leases);
+
+impl Ownership for LeaseOwnership {
+    fn owns(&self, webhook: &WebhookId) -> bool {
+        self.0.owns(webhook.as_str())
+    }
+
+    fn watch(&self, changed: Box<dyn Fn() + Send + Sync>) {
+        self.0.on_change(changed);
+    }
+}

@@ -1,0 +1,139 @@
+//! Cluster mode end to end: three `buildr-webhooks` nodes on a real three-server JetStream cluster
+//! (nats-server from `make nats-server`), each with its own storage.path.
+#![allow(clippy::unwrap_used)]
+
+use buildr_cluster::testkit::NatsCluster;
+use buildr_e2e::server::run_binary;
+use buildr_e2e::verifier::svix_verify;
+use buildr_e2e::{wait_until, Receiver, Server};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn node(nats: &NatsCluster, id: &str) -> Server {
+    Server::builder()
+        .env("BUILDR_CLUSTER__NATS", &nats.urls().join(","))
+        .env("BUILDR_CLUSTER__NODE_ID", id)
+        .env("BUILDR_CLUSTER__STREAM", "e2e")
+        .env("BUILDR_CLUSTER__LEASE_TTL", "2s")
+        .start()
+}
+
+#[test]
+fn written_on_one_node_read_on_the_others_and_delivered_once_verified() {
+    let nats = NatsCluster::start(3);
+    let nodes = [
+        node(&nats, "node-a"),
+        node(&nats, "node-b"),
+        node(&nats, "node-c"),
+    ];
+    let rx = Receiver::start();
+    let hook = nodes[0].create_webhook(
+        &rx.url("/hook"),
+        json!({"secret": SECRET, "filter_types": ["contact.create"]}),
+    );
+    for n in &nodes[1..] {
+        assert!(
+            wait_until(Duration::from_secs(1), || n
+                .call("GET", &format!("/webhooks/{hook}"), None)
+                .0
+                == 200),
+            "a webhook created on node A is readable on the others within 1 s"
+        );
+    }
+    // Events published on B and C, one at a time: their seqs increase across nodes.
+    let mut published: Vec<Value> = Vec::new();
+    for i in 0..30 {
+        published.push(nodes[1 + i % 2].publish("contact.create", json!(i)));
+    }
+    let seqs: Vec<u64> = published
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let ids: BTreeSet<String> = published
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(1), || nodes[0]
+            .event_ids()
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            == ids),
+        "events published on B and C are listed on A within 1 s"
+    );
+    // Delivered by whichever node owns the webhook's shard: every event, once.
+    assert!(
+        wait_until(Duration::from_secs(30), || rx.count("/hook") >= ids.len()),
+        "delivered {} of {}",
+        rx.count("/hook"),
+        ids.len()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let got = rx.at("/hook");
+    let delivered: BTreeSet<String> = got
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    assert_eq!(delivered, ids);
+    assert_eq!(got.len(), ids.len(), "each event delivered once");
+    let verified = svix_verify(SECRET, false, &got);
+    assert!(verified.iter().all(Result::is_ok), "{verified:?}");
+    // Every node's delivery records show the same outcome.
+    for n in &nodes {
+        assert!(wait_until(Duration::from_secs(2), || {
+            let (_, v) = n.call(
+                "GET",
+                &format!("/webhooks/{hook}/deliveries?limit=100"),
+                None,
+            );
+            v["deliveries"].as_array().is_some_and(|d| {
+                d.len() == ids.len() && d.iter().all(|d| d["status"] == "succeeded")
+            })
+        }));
+    }
+}
+
+#[test]
+fn bad_cluster_configuration_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (key, value) in [
+        ("BUILDR_CLUSTER__NATS", "nats://127.0.0.1:notaport"),
+        ("BUILDR_CLUSTER__NODE_ID", "node a"),
+        ("BUILDR_CLUSTER__STREAM", "buildr.log"),
+        ("BUILDR_CLUSTER__REPLICAS", "0"),
+        ("BUILDR_CLUSTER__SHARDS", "0"),
+        ("BUILDR_CLUSTER__LEASE_TTL", "10"),
+        ("BUILDR_CLUSTER__LEASE_TTL", "100ms"),
+        ("BUILDR_CLUSTER__LEADER", "x"),
+    ] {
+        let (code, out) = run_binary(
+            &["serve"],
+            &[
+                ("BUILDR_STORAGE__PATH", data),
+                ("BUILDR_ADMIN_TOKEN", "t"),
+                (key, value),
+            ],
+        );
+        assert_ne!(code, 0, "{key}={value} was accepted");
+        let name = key
+            .trim_start_matches("BUILDR_")
+            .replace("__", ".")
+            .to_lowercase();
+        assert!(out.to_lowercase().contains(&name), "{key}={value}: {out}");
+    }
+    // Cluster mode needs one admin token set on every node.
+    let (code, out) = run_binary(
+        &["serve"],
+        &[
+            ("BUILDR_STORAGE__PATH", data),
+            ("BUILDR_CLUSTER__NATS", "nats://127.0.0.1:4222"),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(out.contains("auth.admin_token"), "{out}");
+}
