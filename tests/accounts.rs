@@ -363,3 +363,45 @@ fn repeated_failed_authentication_is_rate_limited_and_success_is_not() {
     let (st, _) = s.raw("GET", "/api/2023-01/webhooks", None, &[]);
     assert_eq!(st, 429);
 }
+
+/// 40 quick failed authentications from one address: their statuses.
+fn fail_40_times(s: &Server) -> Vec<u16> {
+    (0..40)
+        .map(|i| {
+            let bad = format!("Bearer bk_wrong{i:040}");
+            s.raw(
+                "GET",
+                "/api/2023-01/webhooks",
+                None,
+                &[("Authorization", &bad)],
+            )
+            .0
+        })
+        .collect()
+}
+
+#[test]
+fn the_failed_authentication_limit_is_a_config_key_and_zero_turns_it_off() {
+    let off = Server::builder()
+        .env("BUILDR_AUTH__FAILED_PER_MINUTE", "0")
+        .start();
+    let statuses = fail_40_times(&off);
+    assert!(statuses.iter().all(|st| *st == 401), "{statuses:?}");
+
+    let three = Server::builder()
+        .env("BUILDR_AUTH__FAILED_PER_MINUTE", "3")
+        .start();
+    let statuses = fail_40_times(&three);
+    assert_eq!(&statuses[..3], &[401, 401, 401], "a burst of 3");
+    assert!(
+        statuses[3..].iter().filter(|st| **st == 429).count() >= 30,
+        "then 429: {statuses:?}"
+    );
+    let (st, text) = three.raw("GET", "/api/2023-01/webhooks", None, &[]);
+    assert_eq!(st, 429, "{text}");
+    assert_eq!(
+        three.call("GET", "/webhooks", None).0,
+        200,
+        "success is never limited"
+    );
+}

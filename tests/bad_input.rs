@@ -406,4 +406,26 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     );
     assert_ne!(code, 0);
     assert!(out.contains("storage.cache_mb"), "{out}");
+    for (key, env, bad) in [
+        (
+            "auth.failed_per_minute",
+            "BUILDR_AUTH__FAILED_PER_MINUTE",
+            "-1",
+        ),
+        (
+            "auth.failed_per_minute",
+            "BUILDR_AUTH__FAILED_PER_MINUTE",
+            "ten",
+        ),
+        ("server.keep_alive", "BUILDR_SERVER__KEEP_ALIVE", "forever"),
+        (
+            "server.client_request_timeout",
+            "BUILDR_SERVER__CLIENT_REQUEST_TIMEOUT",
+            "-5s",
+        ),
+    ] {
+        let (code, out) = run_binary(&["serve"], &[("BUILDR_STORAGE__PATH", data), (env, bad)]);
+        assert_ne!(code, 0, "{key} = {bad}: {out}");
+        assert!(out.contains(key), "{key} = {bad}: {out}");
+    }
 }

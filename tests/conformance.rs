@@ -1,4 +1,5 @@
-//! The shared Standard Webhooks vectors (../shared/conformance), against our signer and verifier.
+//! The Standard Webhooks signing vectors (tests/data/standard-webhooks-vectors.json, from the reference
+//! libraries' tests; see tests/data/README.md), against our signer and verifier.
 #![allow(clippy::unwrap_used)]
 
 use buildr_core::signing::{sign, verify};
@@ -6,8 +7,8 @@ use buildr_core::Secret;
 use serde_json::Value;
 
 #[test]
-fn shared_vectors_pass_signer_and_verifier() {
-    let path = buildr_e2e::repo_root().join("../shared/conformance/standard-webhooks-vectors.json");
+fn standard_webhooks_vectors_pass_signer_and_verifier() {
+    let path = buildr_e2e::repo_root().join("tests/data/standard-webhooks-vectors.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let v: Value = serde_json::from_str(&text).unwrap();
     let tol = v["tolerance_seconds"].as_i64().unwrap();

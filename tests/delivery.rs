@@ -1,7 +1,7 @@
 //! Delivery that never gives up and never loses: disabling, Retry-After, delivery records, replay.
 #![allow(clippy::unwrap_used)]
 
-use buildr_e2e::receiver::Reply;
+use buildr_e2e::receiver::{Reply, RetryAfter};
 use buildr_e2e::server::run_binary;
 use buildr_e2e::{wait_until, Receiver, Server};
 use serde_json::{json, Value};
@@ -107,7 +107,7 @@ fn retry_after_is_waited_for() {
         json!(1),
         vec![Reply {
             status: 429,
-            retry_after: Some(1),
+            retry_after: Some(RetryAfter::Seconds(1)),
             delay: None,
         }],
     );
@@ -120,6 +120,52 @@ fn retry_after_is_waited_for() {
         "waited {gap:?}, Retry-After said 1 s"
     );
     assert_eq!(got[1].status, 200);
+}
+
+#[test]
+fn retry_after_as_an_http_date_is_waited_for_and_a_bad_one_is_ignored() {
+    let s = Server::builder()
+        .env("BUILDR_DELIVERY__RETRY_SCHEDULE", "50ms,50ms,30s")
+        .start();
+    let rx = Receiver::start();
+    s.create_webhook(&rx.url("/dated"), json!({}));
+    let answer = |status, ra| Reply {
+        status,
+        retry_after: Some(ra),
+        delay: None,
+    };
+    // A date 2 s ahead (HTTP dates have whole seconds: the wait is between 1 and 2 s).
+    rx.script(
+        json!(1),
+        vec![answer(503, RetryAfter::DateIn(Duration::from_secs(2)))],
+    );
+    // Unparsable, and a date far beyond the schedule's longest step: the first is ignored (the 50 ms
+    // step applies), the second is capped at 30 s, so it is not waited for within this test.
+    rx.script(json!(2), vec![answer(429, RetryAfter::Text("soon"))]);
+    publish(&s, 1);
+    publish(&s, 2);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let ids = |id| rx.all().iter().filter(|r| r.json()["id"] == id).count();
+        ids(1) >= 2 && ids(2) >= 2
+    }));
+    let gap = |id: i64| {
+        let got: Vec<_> = rx
+            .all()
+            .into_iter()
+            .filter(|r| r.json()["id"] == id)
+            .collect();
+        got[1].at.duration_since(got[0].at)
+    };
+    assert!(
+        gap(1) >= Duration::from_millis(900),
+        "waited {:?}, Retry-After named a date ~2 s ahead",
+        gap(1)
+    );
+    assert!(
+        gap(2) < Duration::from_millis(900),
+        "an unparsable Retry-After is ignored: waited {:?}",
+        gap(2)
+    );
 }
 
 #[test]

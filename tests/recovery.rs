@@ -405,3 +405,78 @@ fn retention_removes_finished_old_events_and_keeps_the_rest() {
     let (code, out) = verify(&s);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn retention_removes_records_nothing_refers_to_any_more() {
+    let mut s = Server::builder()
+        .env("BUILDR_RETENTION__EVENTS", "1s")
+        .env("BUILDR_RETENTION__INTERVAL", "200ms")
+        .start();
+    let rx = Receiver::start();
+    let kept = s.create_webhook(&rx.url("/kept"), json!({}));
+    let gone = s.create_webhook(&rx.url("/gone"), json!({}));
+    let (st, _) = s.call(
+        "PATCH",
+        &format!("/webhooks/{gone}"),
+        Some(json!({"webhook": {"description": "soon deleted"}})),
+    );
+    assert_eq!(st, 200);
+    publish(&s, 1);
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/kept")
+        == 1
+        && rx.count("/gone") == 1));
+    let (st, v) = s.call(
+        "POST",
+        &format!("/webhooks/{kept}/replay"),
+        Some(json!({"from_seq": 1})),
+    );
+    assert_eq!(st, 202, "{v}");
+    let rp = v["replay"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.call("DELETE", &format!("/webhooks/{gone}"), None).0, 204);
+    let status = |s: &Server| s.call("GET", &format!("/webhooks/{kept}/replays/{rp}"), None);
+    assert!(wait_until(Duration::from_secs(10), || status(&s).1
+        ["replay"]["done"]
+        == 1));
+    // Finished and older than the retention period: forgotten, then its request is removed.
+    assert!(
+        wait_until(Duration::from_secs(20), || status(&s).0 == 404),
+        "a finished replay older than the retention period is forgotten"
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    // The last record is never removed: one more event, then a retention pass or two.
+    publish(&s, 2);
+    std::thread::sleep(Duration::from_millis(2_500));
+    s.stop();
+    let (log, _) = buildr_log::EventLog::open(&s.data_dir).unwrap();
+    let mut left = Vec::new();
+    for item in log.tail(1) {
+        let (_, record) = item.unwrap();
+        left.push(record);
+    }
+    drop(log);
+    let names_gone = |r: &Record| match r {
+        Record::WebhookCreated(w) => w.id.as_str() == gone,
+        Record::WebhookUpdated { id, .. } | Record::WebhookDeleted { id, .. } => {
+            id.as_str() == gone
+        }
+        _ => false,
+    };
+    assert!(!left.iter().any(names_gone), "{left:#?}");
+    assert!(
+        !left.iter().any(|r| matches!(
+            r,
+            Record::ReplayRequested { .. } | Record::ReplaysExpired { .. }
+        )),
+        "{left:#?}"
+    );
+    assert!(
+        left.iter()
+            .any(|r| matches!(r, Record::WebhookCreated(w) if w.id.as_str() == kept)),
+        "the live webhook's records stay"
+    );
+    let (code, out) = verify(&s);
+    assert_eq!(code, 0, "{out}");
+    s.start_again();
+    assert_eq!(s.call("GET", &format!("/webhooks/{gone}"), None).0, 404);
+    assert_eq!(s.call("GET", &format!("/webhooks/{kept}"), None).0, 200);
+}

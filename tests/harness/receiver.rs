@@ -33,8 +33,18 @@ impl Received {
 #[derive(Clone, Copy, Debug)]
 pub struct Reply {
     pub status: u16,
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<RetryAfter>,
     pub delay: Option<Duration>,
+}
+
+/// A `Retry-After` header to answer with.
+#[derive(Clone, Copy, Debug)]
+pub enum RetryAfter {
+    Seconds(u64),
+    /// An HTTP date this long after the moment of the answer.
+    DateIn(Duration),
+    /// Exactly this text (e.g. something unparsable).
+    Text(&'static str),
 }
 
 impl Reply {
@@ -194,8 +204,18 @@ async fn handle(
         actix_rt::time::sleep(d).await;
     }
     let mut res = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap());
-    if let Some(ra) = reply.retry_after {
-        res.insert_header(("Retry-After", ra.to_string()));
+    match reply.retry_after {
+        Some(RetryAfter::Seconds(n)) => {
+            res.insert_header(("Retry-After", n.to_string()));
+        }
+        Some(RetryAfter::DateIn(d)) => {
+            let when = std::time::SystemTime::now() + d;
+            res.insert_header(("Retry-After", httpdate::fmt_http_date(when)));
+        }
+        Some(RetryAfter::Text(t)) => {
+            res.insert_header(("Retry-After", t));
+        }
+        None => {}
     }
     res.body("received")
 }

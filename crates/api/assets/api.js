@@ -1,4 +1,4 @@
-// The public API (../shared/API.md), called with the token the user typed and nothing else.
+// The public API (docs/API.md), called with the token the user typed and nothing else.
 // The token lives in sessionStorage only: it is gone when the tab closes, and other tabs don't see it.
 
 const BASE = "/api/2023-01";

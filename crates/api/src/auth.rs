@@ -16,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use subtle::ConstantTimeEq;
 
-/// Failed authentications allowed per client address: a burst of this many, refilled at this rate per
-/// minute. Past it, failures answer `429` until the address has waited.
+/// Failed authentications allowed per client address by default (`auth.failed_per_minute`): a burst of
+/// this many, refilled at this rate per minute. Past it, failures answer `429` until the address has waited.
 pub const FAILED_AUTH_PER_MINUTE: u32 = 10;
 /// When the failure limiter tracks more addresses than this, it forgets the ones that have recovered.
 const TRACKED_ADDRESSES: usize = 10_000;
@@ -50,23 +50,28 @@ impl AdminToken {
 
 /// Counts failed authentications per client address (governor, keyed).
 pub struct AuthFailures {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// `None`: not limited (`auth.failed_per_minute = 0`).
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl AuthFailures {
+    /// `n` failures per address per minute, in a burst of `n`; `0` turns the limit off.
     pub fn per_minute(n: u32) -> Self {
-        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
         Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(n).allow_burst(n)),
+            limiter: NonZeroU32::new(n)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n).allow_burst(n))),
         }
     }
 
     /// Records one failure from `ip`: the error to answer with (`401`, or `429` once over the limit).
     fn fail(&self, ip: IpAddr) -> ApiError {
-        if self.limiter.len() > TRACKED_ADDRESSES {
-            self.limiter.retain_recent();
+        let Some(limiter) = &self.limiter else {
+            return ApiError::unauthorized();
+        };
+        if limiter.len() > TRACKED_ADDRESSES {
+            limiter.retain_recent();
         }
-        match self.limiter.check_key(&ip) {
+        match limiter.check_key(&ip) {
             Ok(()) => ApiError::unauthorized(),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());

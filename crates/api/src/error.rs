@@ -118,6 +118,12 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::NotReady => ApiError::unavailable(e.to_string()),
+            EngineError::IndexBehind(_) => {
+                tracing::warn!(error = %e, "a delivery read gave up waiting for the index");
+                ApiError::unavailable(
+                    "delivery records are catching up with the log; retry shortly",
+                )
+            }
             EngineError::NotFound(what) => ApiError::not_found(what),
             EngineError::Invalid(f) => f.into(),
             EngineError::Unprocessable(f) => ApiError::unprocessable(f),

@@ -29,12 +29,19 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state with the default limit of failed authentications ([`auth::FAILED_AUTH_PER_MINUTE`]).
     pub fn new(engine: Engine, admin_token: &str) -> Self {
         Self {
             engine,
             admin_token: auth::AdminToken::new(admin_token),
             auth_failures: auth::AuthFailures::default(),
         }
+    }
+
+    /// Failed authentications allowed per client address per minute (`auth.failed_per_minute`; 0 = off).
+    pub fn with_failed_auth_limit(mut self, per_minute: u32) -> Self {
+        self.auth_failures = auth::AuthFailures::per_minute(per_minute);
+        self
     }
 }
 

@@ -286,7 +286,7 @@ pub struct ReplayResponse {
 pub struct Status {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<&'static str>,
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

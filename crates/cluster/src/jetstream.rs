@@ -15,10 +15,10 @@
 
 use crate::message;
 use async_nats::jetstream::{self, consumer, stream};
-use buildr_core::Record;
+use buildr_core::{AccountId, Record, Timestamp};
 use buildr_log::{
-    Appended, DeliveryIndex, Entries, EventLog, LogError, LogStore, Notify, OpenReport,
-    StorageOptions,
+    Appended, DeliveryIndex, Entries, EventLog, LogError, LogStore, Notify, OpenReport, Refused,
+    Reopened, StorageOptions,
 };
 use futures_util::StreamExt;
 use parking_lot::{Condvar, Mutex};
@@ -221,6 +221,49 @@ impl JetStreamLog {
             out.push((message::encode(current.iter().copied()), current.len()));
         }
         Ok(out)
+    }
+
+    /// Publishes `records` (see [`LogStore::append_batch`]) and hands out everything up to them.
+    fn publish(&self, records: &[Record], groups: &[usize]) -> Result<Appended, LogError> {
+        if records.is_empty() {
+            return Ok(Appended::default());
+        }
+        let messages = self.messages(records, groups)?;
+        let counts: Vec<usize> = messages.iter().map(|(_, n)| *n).collect();
+        let js = self.js.clone();
+        let subject = self.subject.clone();
+        let acks = run(&self.handle, PUBLISH_TIMEOUT, async move {
+            // Every message is sent before the first acknowledgement is awaited (one round trip).
+            let mut pending = Vec::with_capacity(messages.len());
+            for (payload, _) in messages {
+                let ack = js
+                    .publish(subject.clone(), payload.into())
+                    .await
+                    .map_err(|e| unavailable("publishing to the stream", e))?;
+                pending.push(ack);
+            }
+            let mut seqs = Vec::with_capacity(pending.len());
+            for ack in pending {
+                let ack = ack
+                    .await
+                    .map_err(|e| unavailable("the stream did not acknowledge", e))?;
+                seqs.push(ack.sequence);
+            }
+            Ok(seqs)
+        })?;
+        let mut seqs = Vec::with_capacity(records.len());
+        for (stream_seq, n) in acks.iter().zip(&counts) {
+            seqs.extend((0..*n).map(|i| message::record_seq(*stream_seq, i)));
+        }
+        let last_message = acks.iter().copied().max().unwrap_or(0);
+        if !self.followed.wait_for(last_message, APPLY_TIMEOUT) {
+            return Err(LogError::Unavailable(
+                "the stream stored the batch but this node has not read it back yet".into(),
+            ));
+        }
+        let upto = seqs.last().copied().unwrap_or(0);
+        let entries = self.hand_out(upto, usize::MAX)?;
+        Ok(Appended { seqs, entries })
     }
 
     /// Records of the copy after the last one handed out, up to `upto` (inclusive), at most `limit`.
@@ -428,46 +471,11 @@ impl LogStore for JetStreamLog {
         self.copy.last_seq()
     }
 
-    fn append_batch(&self, records: Vec<Record>, groups: &[usize]) -> Result<Appended, LogError> {
-        if records.is_empty() {
-            return Ok(Appended::default());
+    fn append_batch(&self, records: Vec<Record>, groups: &[usize]) -> Result<Appended, Refused> {
+        match self.publish(&records, groups) {
+            Ok(appended) => Ok(appended),
+            Err(error) => Err(Refused { error, records }),
         }
-        let messages = self.messages(&records, groups)?;
-        let counts: Vec<usize> = messages.iter().map(|(_, n)| *n).collect();
-        let js = self.js.clone();
-        let subject = self.subject.clone();
-        let acks = run(&self.handle, PUBLISH_TIMEOUT, async move {
-            // Every message is sent before the first acknowledgement is awaited (one round trip).
-            let mut pending = Vec::with_capacity(messages.len());
-            for (payload, _) in messages {
-                let ack = js
-                    .publish(subject.clone(), payload.into())
-                    .await
-                    .map_err(|e| unavailable("publishing to the stream", e))?;
-                pending.push(ack);
-            }
-            let mut seqs = Vec::with_capacity(pending.len());
-            for ack in pending {
-                let ack = ack
-                    .await
-                    .map_err(|e| unavailable("the stream did not acknowledge", e))?;
-                seqs.push(ack.sequence);
-            }
-            Ok(seqs)
-        })?;
-        let mut seqs = Vec::with_capacity(records.len());
-        for (stream_seq, n) in acks.iter().zip(&counts) {
-            seqs.extend((0..*n).map(|i| message::record_seq(*stream_seq, i)));
-        }
-        let last_message = acks.iter().copied().max().unwrap_or(0);
-        if !self.followed.wait_for(last_message, APPLY_TIMEOUT) {
-            return Err(LogError::Unavailable(
-                "the stream stored the batch but this node has not read it back yet".into(),
-            ));
-        }
-        let upto = seqs.last().copied().unwrap_or(0);
-        let entries = self.hand_out(upto, usize::MAX)?;
-        Ok(Appended { seqs, entries })
     }
 
     fn catch_up(&self, to_end: bool) -> Result<Vec<(u64, Record)>, LogError> {
@@ -499,6 +507,39 @@ impl LogStore for JetStreamLog {
 
     fn range(&self, from: u64, to: u64) -> Entries<'_> {
         Box::new(self.copy.range(from, to))
+    }
+
+    fn account_events(&self, account: &AccountId, after_seq: u64) -> Entries<'_> {
+        Box::new(self.copy.account_events(account, after_seq))
+    }
+
+    fn account_events_between(
+        &self,
+        account: &AccountId,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Result<Vec<u64>, LogError> {
+        self.copy.account_events_between(account, since, until)
+    }
+
+    /// Reopens the local copy. Records the stream acknowledged are handed out by the follower, never
+    /// found "unapplied" here.
+    fn reopen(&self) -> Result<Reopened, LogError> {
+        let reopened = self.copy.reopen()?;
+        Ok(Reopened {
+            unapplied: None,
+            truncated: reopened.truncated,
+        })
+    }
+
+    /// The local disk accepts writes and the stream answers.
+    fn probe(&self) -> Result<(), LogError> {
+        self.copy.probe()?;
+        self.stream_last_seq().map(|_| ())
+    }
+
+    fn reopen_index(&self) -> Result<(), LogError> {
+        self.copy.reopen_index()
     }
 
     /// Deletes a stream message only when every record it carries is to be removed (and it is not the
@@ -559,7 +600,7 @@ impl LogStore for JetStreamLog {
         self.copy.load_checkpoint()
     }
 
-    fn index(&self) -> &DeliveryIndex {
+    fn index(&self) -> Result<DeliveryIndex, LogError> {
         self.copy.index()
     }
 

@@ -55,6 +55,12 @@ pub enum Record {
         prefix: String,
         at: Timestamp,
     },
+    /// Finished replays older than the retention period: forgotten (their status is no longer served),
+    /// so retention can remove their `ReplayRequested` records.
+    ReplaysExpired {
+        ids: Vec<ReplayId>,
+        at: Timestamp,
+    },
 }
 
 /// A PATCH: only the fields present change.

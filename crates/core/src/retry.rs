@@ -1,7 +1,22 @@
 //! The retry policy: when a failed attempt is tried again.
 
 use rand::Rng;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// The wait a receiver asked for in a `Retry-After` header (RFC 9110 §10.2.3): a whole number of seconds
+/// (`120`) or an HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`, or the two obsolete date forms), read against
+/// `now`. A date in the past is no wait; anything unparsable is `None`, and the retry schedule applies.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is still "a very long time": the cap applies.
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -73,6 +88,44 @@ mod tests {
         assert!(p.delay_after(7, None, &mut rng).is_some());
         assert_eq!(p.delay_after(8, None, &mut rng), None);
         assert_eq!(p.delay_after(0, None, &mut rng), None);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date_and_anything_else_is_ignored() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_792_567_680); // 2026-10-21T07:28:00Z
+        let s = |n| Some(Duration::from_secs(n));
+        assert_eq!(parse_retry_after("120", now), s(120));
+        assert_eq!(parse_retry_after(" 0 ", now), s(0));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            s(u64::MAX)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2026 07:30:00 GMT", now),
+            s(120)
+        );
+        // RFC 850 and asctime forms, which RFC 9110 says recipients must accept.
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-26 07:29:00 GMT", now),
+            s(60)
+        );
+        assert_eq!(parse_retry_after("Wed Oct 21 07:29:30 2026", now), s(90));
+        assert_eq!(
+            parse_retry_after("Tue, 20 Oct 2026 07:28:00 GMT", now),
+            s(0),
+            "a date in the past is no wait"
+        );
+        for bad in [
+            "",
+            "soon",
+            "-5",
+            "1.5",
+            "12s",
+            "Wed, 32 Oct 2026 07:28:00 GMT",
+            "2026-10-21T07:30:00Z",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -77,8 +77,8 @@ pub fn verify(
 mod tests {
     use super::*;
 
-    /// The Standard Webhooks vectors (../shared/conformance/standard-webhooks-vectors.json), inlined so the
-    /// unit test needs no file outside the crate; the e2e suite also reads the shared file itself.
+    /// The Standard Webhooks vectors (tests/data/standard-webhooks-vectors.json), inlined so the unit test
+    /// needs no file outside the crate; the e2e suite (tests/conformance.rs) reads that file itself.
     const VECTORS: &[(&str, &str, i64, &str, &str)] = &[
         (
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",

@@ -146,8 +146,7 @@ impl Dispatcher {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| buildr_core::retry::parse_retry_after(v, std::time::SystemTime::now()));
         let remaining = self.timeout.saturating_sub(started.elapsed());
         let excerpt = tokio::time::timeout(remaining, read_excerpt(&mut response))
             .await

@@ -20,6 +20,9 @@ pub enum EngineError {
     Storage(String),
     #[error("the engine has stopped")]
     Stopped,
+    /// A derived index did not catch up with the log in time (a read would miss acknowledged writes).
+    #[error("{0}")]
+    IndexBehind(#[from] crate::indexer::IndexBehind),
 }
 
 impl From<buildr_log::LogError> for EngineError {

@@ -1,12 +1,16 @@
 //! Keeps the delivery index (buildr_log::DeliveryIndex) in step with the log: which changes each record
 //! brings ([`ops`]), and a writer thread that applies them off the actors' thread.
 
+use crate::health::Store;
+use crate::metrics::Metrics;
 use crate::projection::Effect;
 use buildr_core::{EventId, EventType, Record};
 use buildr_log::{IndexOp, LogStore};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// The index changes of `record` at `seq`, given the effects the projection derived from it.
 pub fn ops(seq: u64, record: &Record, effects: &[Effect], out: &mut Vec<IndexOp>) {
@@ -50,6 +54,23 @@ enum Job {
     Apply(Vec<IndexOp>, u64),
     Forget(std::collections::HashSet<u64>, Vec<EventId>),
     Sync(std::sync::mpsc::Sender<()>),
+    /// A reader is waiting: write what is gathered now instead of lingering.
+    Nudge,
+}
+
+/// How far the index is: the last seq whose ops were handed to the writer, and the last one written.
+/// A reader waits for `written` to reach what `sent` was when its request arrived (read-your-writes).
+struct Progress {
+    sent: AtomicU64,
+    written: watch::Sender<u64>,
+}
+
+/// The index did not reach the position a reader waits for within the bound.
+#[derive(Debug, thiserror::Error)]
+#[error("the delivery index is behind the log (seq {written} of {wanted})")]
+pub struct IndexBehind {
+    pub written: u64,
+    pub wanted: u64,
 }
 
 /// At most this many ops are merged into one index batch (sled's batch lock is process-wide: a huge index
@@ -61,49 +82,139 @@ const MAX_MERGED_OPS: usize = 5_000;
 /// back). The delivery-records API lags the log by at most this much.
 const LINGER: Duration = Duration::from_millis(50);
 
-/// The writer thread: gathers what arrives for up to [`LINGER`] (or [`MAX_MERGED_OPS`]) and writes it
-/// as one sled batch, in log order.
-fn run(log: &dyn LogStore, rx: &mpsc::Receiver<Job>) {
-    let mut next = None;
-    loop {
-        let job = match next.take() {
-            Some(job) => job,
-            None => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            },
-        };
-        match job {
-            Job::Apply(mut ops, mut seq) => {
-                let until = Instant::now() + LINGER;
-                while ops.len() < MAX_MERGED_OPS {
-                    let left = until.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(Job::Apply(more, s)) => {
-                            ops.extend(more);
-                            seq = s;
+/// How often the writer flushes the index (sled's own background flush is off for it, so the writer
+/// knows which of its batches are on disk).
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// The longest wait between two attempts to reopen a failing index.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The writer thread's state.
+struct Writer<'a> {
+    log: &'a dyn LogStore,
+    progress: &'a Progress,
+    metrics: &'a Metrics,
+    /// Batches written since the last flush this writer saw succeed: after a storage error, the ones
+    /// the reopened index does not have are written again.
+    journal: Vec<(Vec<IndexOp>, u64)>,
+    flushed_at: Instant,
+}
+
+impl Writer<'_> {
+    /// Gathers what arrives for up to [`LINGER`] (or [`MAX_MERGED_OPS`]) and writes it as one sled
+    /// batch, in log order.
+    fn run(&mut self, rx: &mpsc::Receiver<Job>) {
+        let mut next = None;
+        loop {
+            let job = match next.take() {
+                Some(job) => job,
+                None if self.journal.is_empty() => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+                None => {
+                    match rx.recv_timeout(FLUSH_EVERY.saturating_sub(self.flushed_at.elapsed())) {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.flush_if_due();
+                            continue;
                         }
-                        // Anything else (a sync, a retention clean-up) waits for what came before it.
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                if let Err(e) = log.index().apply(&ops, seq, |s| event_at(log, s)) {
-                    tracing::error!(error = %e, seq, "delivery index update failed; it is rebuilt from the log on restart");
+            };
+            match job {
+                Job::Apply(mut ops, mut seq) => {
+                    let until = Instant::now() + LINGER;
+                    while ops.len() < MAX_MERGED_OPS {
+                        let left = until.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left) {
+                            Ok(Job::Apply(more, s)) => {
+                                ops.extend(more);
+                                seq = s;
+                            }
+                            // Anything else (a sync, a retention clean-up) waits for what came before it.
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.write(ops, seq);
                 }
-            }
-            Job::Forget(seqs, ids) => {
-                if let Err(e) = log.index().forget(&seqs, &ids) {
-                    tracing::warn!(error = %e, "could not drop compacted events from the delivery index");
+                Job::Forget(seqs, ids) => {
+                    if let Err(e) = self.log.index().and_then(|ix| ix.forget(&seqs, &ids)) {
+                        tracing::warn!(error = %e, "could not drop compacted events from the delivery index");
+                    }
                 }
+                Job::Sync(done) => {
+                    let _ = done.send(());
+                }
+                Job::Nudge => {}
             }
-            Job::Sync(done) => {
-                let _ = done.send(());
+            self.flush_if_due();
+        }
+    }
+
+    fn write(&mut self, ops: Vec<IndexOp>, seq: u64) {
+        let written = self
+            .log
+            .index()
+            .and_then(|ix| ix.apply(&ops, seq, |s| event_at(self.log, s)));
+        self.journal.push((ops, seq));
+        match written {
+            Ok(()) => self.progress.written.send_modify(|w| *w = (*w).max(seq)),
+            Err(e) => self.recover(e),
+        }
+    }
+
+    fn flush_if_due(&mut self) {
+        if self.journal.is_empty() || self.flushed_at.elapsed() < FLUSH_EVERY {
+            return;
+        }
+        match self.log.flush_index() {
+            Ok(()) => {
+                self.journal.clear();
+                self.flushed_at = Instant::now();
+            }
+            Err(e) => self.recover(e),
+        }
+    }
+
+    /// After a storage error: reopens the index (sled keeps its first I/O error for the life of the
+    /// database) and writes again what the reopened index lacks, with backoff, until it succeeds. Until
+    /// then readers wait (and get `503`), `/readyz` is `503`, and what arrives waits in the channel.
+    fn recover(&mut self, mut error: buildr_log::LogError) {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            self.metrics
+                .storage
+                .failed(Store::DeliveryIndex, &error.to_string());
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(MAX_BACKOFF);
+            match self.rewrite_journal() {
+                Ok(()) => break,
+                Err(e) => error = e,
             }
         }
+        if let Some(&(_, seq)) = self.journal.last() {
+            self.progress.written.send_modify(|w| *w = (*w).max(seq));
+        }
+        self.journal.clear();
+        self.flushed_at = Instant::now();
+        self.metrics.storage.healed(Store::DeliveryIndex);
+    }
+
+    fn rewrite_journal(&self) -> Result<(), buildr_log::LogError> {
+        self.log.reopen_index()?;
+        let index = self.log.index()?;
+        // Each batch went in atomically with the seq it reached: the reopened index has a prefix of them.
+        let on_disk = index.applied_seq()?;
+        for (ops, seq) in self.journal.iter().filter(|(_, seq)| *seq > on_disk) {
+            index.apply(ops, *seq, |s| event_at(self.log, s))?;
+        }
+        self.log.flush_index()
     }
 }
 
@@ -111,25 +222,64 @@ fn run(log: &dyn LogStore, rx: &mpsc::Receiver<Job>) {
 #[derive(Clone)]
 pub struct IndexWriter {
     tx: mpsc::Sender<Job>,
+    progress: Arc<Progress>,
 }
 
 impl IndexWriter {
-    pub fn start(log: Arc<dyn LogStore>) -> Self {
+    pub fn start(log: Arc<dyn LogStore>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
+        let progress = Arc::new(Progress {
+            sent: AtomicU64::new(0),
+            written: watch::Sender::new(0),
+        });
+        let theirs = progress.clone();
         let spawned = std::thread::Builder::new()
             .name("delivery-index".into())
-            .spawn(move || run(&*log, &rx));
+            .spawn(move || {
+                Writer {
+                    log: &*log,
+                    progress: &theirs,
+                    metrics: &metrics,
+                    journal: Vec::new(),
+                    flushed_at: Instant::now(),
+                }
+                .run(&rx)
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the delivery index writer");
         }
-        Self { tx }
+        Self { tx, progress }
     }
 
     pub fn apply(&self, ops: Vec<IndexOp>, applied_seq: u64) {
         // A batch without changes need not move `applied_seq`: replaying it again changes nothing.
         if !ops.is_empty() {
+            self.progress.sent.fetch_max(applied_seq, Ordering::AcqRel);
             let _ = self.tx.send(Job::Apply(ops, applied_seq));
         }
+    }
+
+    /// Waits (at most `bound`) until the index holds every change handed to it before this call: what was
+    /// committed to the log before a request arrived is then in the index (read-your-writes). The writer
+    /// is nudged to write what it is gathering at once rather than after its linger.
+    pub async fn caught_up(&self, bound: Duration) -> Result<(), IndexBehind> {
+        let wanted = self.progress.sent.load(Ordering::Acquire);
+        let mut written = self.progress.written.subscribe();
+        if *written.borrow() >= wanted {
+            return Ok(());
+        }
+        let _ = self.tx.send(Job::Nudge);
+        let reached = tokio::time::timeout(bound, written.wait_for(|w| *w >= wanted))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if reached {
+            return Ok(());
+        }
+        let at = *written.borrow();
+        Err(IndexBehind {
+            written: at,
+            wanted,
+        })
     }
 
     /// Drops the rows of events that retention removed from the log.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dispatcher;
 mod engine;
 pub mod error;
+pub mod health;
 pub mod indexer;
 pub mod log_actor;
 pub mod metrics;

@@ -7,6 +7,7 @@
 
 use crate::checkpoint;
 use crate::dispatcher::Outgoing;
+use crate::health::Store;
 use crate::indexer::IndexWriter;
 use crate::metrics::Metrics;
 use crate::projection::{Effect, IdempotencyEntry, Projection};
@@ -54,6 +55,8 @@ pub enum SubmitError {
     Storage(String),
     #[error("the log writer has stopped")]
     Stopped,
+    #[error("storage refuses writes (e.g. a full disk); retry later")]
+    Unwritable,
 }
 
 struct Pending {
@@ -100,7 +103,14 @@ pub struct LogActor {
     /// Callers waiting for a clean stop (queue written, checkpoint saved).
     stopping: Vec<oneshot::Sender<()>>,
     metrics: Arc<Metrics>,
+    /// Storage refused a write: until a reopen and a probe write succeed, callers get `503` at once and
+    /// facts nobody waits for (attempt outcomes) wait in the queue. The wait before the next try.
+    healing: Option<Duration>,
 }
+
+/// The first wait before reopening storage after a write failed, doubled up to [`MAX_HEAL_WAIT`].
+const FIRST_HEAL_WAIT: Duration = Duration::from_millis(100);
+const MAX_HEAL_WAIT: Duration = Duration::from_secs(5);
 
 impl LogActor {
     /// `checkpointed_seq`: the seq of the checkpoint start-up used; `uncheckpointed`: the records it
@@ -128,6 +138,7 @@ impl LogActor {
             settings,
             stopping: Vec::new(),
             metrics,
+            healing: None,
         }
     }
 
@@ -141,6 +152,9 @@ impl LogActor {
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if self.queue.is_empty() {
             return;
+        }
+        if self.healing.is_some() {
+            return self.refuse_while_healing();
         }
         let cutoff = self.cutoff();
         let mut to_write = Vec::new();
@@ -168,9 +182,10 @@ impl LogActor {
                     }
                 }
                 let offset = to_write.len();
+                let len = p.records.len();
                 groups.push(offset);
                 to_write.extend(p.records);
-                committed.push((offset, p.reply));
+                committed.push((offset, len, p.reply));
             }
         }
         self.queue = deferred;
@@ -183,29 +198,43 @@ impl LogActor {
         // everything that arrives meanwhile waits in its mailbox for the next batch.
         let started = std::time::Instant::now();
         let written = to_write.len();
+        let mut written_records = Vec::new();
         let outcome = match self.log.append_batch(to_write, &groups) {
             Ok(appended) => {
                 self.record_stats(written, started.elapsed());
                 self.apply(appended.entries);
                 Ok(appended.seqs)
             }
-            Err(e) => Err(SubmitError::Storage(e.to_string())),
+            Err(refused) => {
+                written_records = refused.records;
+                Err(SubmitError::Storage(refused.error.to_string()))
+            }
         };
         {
-            if let Err(e) = &outcome {
-                tracing::error!(error = %e, "appending to the event log failed; callers get 503");
-            }
-            for (offset, reply) in committed {
-                if let Some(reply) = reply {
+            let failed = outcome.is_err();
+            for (offset, len, reply) in committed {
+                match reply {
                     // A group's records have consecutive seqs: its first seq numbers them all.
-                    let _ = reply.send(match &outcome {
-                        Ok(seqs) => seqs
-                            .get(offset)
-                            .map(|&first_seq| Submitted::Committed { first_seq })
-                            .ok_or_else(|| SubmitError::Storage("the log lost a seq".into())),
-                        Err(e) => Err(e.clone()),
-                    });
+                    Some(reply) => {
+                        let _ = reply.send(match &outcome {
+                            Ok(seqs) => seqs
+                                .get(offset)
+                                .map(|&first_seq| Submitted::Committed { first_seq })
+                                .ok_or_else(|| SubmitError::Storage("the log lost a seq".into())),
+                            Err(e) => Err(e.clone()),
+                        });
+                    }
+                    // Facts nobody waits for are not lost: they are written once storage heals.
+                    None if failed => self.queue.push(Pending {
+                        records: written_records[offset..offset + len].to_vec(),
+                        guard: None,
+                        reply: None,
+                    }),
+                    None => {}
                 }
+            }
+            if let Err(SubmitError::Storage(e)) = &outcome {
+                return self.start_healing(e, ctx);
             }
             // Second uses of an idempotency key deferred from this batch go in the next one.
             if !self.queue.is_empty() {
@@ -213,6 +242,79 @@ impl LogActor {
             }
             self.after_flush(ctx);
         }
+    }
+
+    /// Storage refused a write: reopen it with backoff until a probe write succeeds.
+    fn start_healing(&mut self, error: &str, ctx: &mut Context<Self>) {
+        self.metrics.storage.failed(Store::Log, error);
+        if self.healing.is_none() {
+            self.healing = Some(FIRST_HEAL_WAIT);
+            ctx.run_later(FIRST_HEAL_WAIT, |act, ctx| act.heal(ctx));
+        }
+        self.refuse_while_healing();
+    }
+
+    /// While storage refuses writes, callers are answered at once (`503`); facts nobody waits for stay
+    /// queued.
+    fn refuse_while_healing(&mut self) {
+        let mut kept = Vec::new();
+        for p in self.queue.drain(..) {
+            match p.reply {
+                Some(reply) => {
+                    let _ = reply.send(Err(SubmitError::Unwritable));
+                }
+                None => kept.push(p),
+            }
+        }
+        self.queue = kept;
+    }
+
+    /// Reopens the log (clearing the error sled keeps) and probes it with a small write; on success the
+    /// queued facts are written and callers are served again, without a restart.
+    fn heal(&mut self, ctx: &mut Context<Self>) {
+        let Some(wait) = self.healing else { return };
+        match self.reopen_and_probe() {
+            Ok(()) => {
+                self.healing = None;
+                self.metrics.storage.healed(Store::Log);
+                self.flush_soon(ctx);
+            }
+            Err(e) => {
+                self.metrics.storage.failed(Store::Log, &e.to_string());
+                let next = (wait * 2).min(MAX_HEAL_WAIT);
+                self.healing = Some(next);
+                ctx.run_later(next, |act, ctx| act.heal(ctx));
+            }
+        }
+    }
+
+    fn reopen_and_probe(&mut self) -> Result<(), buildr_log::LogError> {
+        let reopened = self.log.reopen()?;
+        for seq in &reopened.truncated {
+            tracing::warn!(
+                seq,
+                "cut a torn record off the end of the log on reopening it"
+            );
+        }
+        // A batch whose flush reported the error may have reached the disk all the same: it is in the
+        // log now, so it is applied as a restart would (its callers got 503; their retries with the
+        // same Idempotency-Key get the first answer).
+        if let Some(range) = reopened.unapplied {
+            let first = *range.start();
+            let entries = self
+                .log
+                .range(first, range.end() + 1)
+                .collect::<Result<Vec<_>, _>>()?;
+            if !entries.is_empty() {
+                tracing::warn!(
+                    first,
+                    count = entries.len(),
+                    "records written by a failed flush are in the log after all; applying them"
+                );
+                self.apply(entries);
+            }
+        }
+        self.log.probe()
     }
 
     /// Asks for a flush once everything already in the mailbox has been queued (group commit).
@@ -255,7 +357,7 @@ impl LogActor {
             match bytes {
                 Some(b) => log
                     .index()
-                    .mark_applied(seq)
+                    .and_then(|index| index.mark_applied(seq))
                     .and_then(|()| log.flush_index())
                     .and_then(|()| log.save_checkpoint(seq, &b)),
                 None => log.flush(),
@@ -290,10 +392,26 @@ impl LogActor {
             return;
         }
         self.compacting = true;
-        let keep = self.projection.read().retention_keep();
         let cutoff = Timestamp::from_millis(
             Timestamp::now().as_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
         );
+        let (keep, expired) = {
+            let p = self.projection.read();
+            (p.retention_keep(), p.expired_replays(cutoff))
+        };
+        // Finished old replays are forgotten first (a fact, so a rebuild forgets them too); the next
+        // run removes their requests.
+        if !expired.is_empty() {
+            self.queue.push(Pending {
+                records: vec![Record::ReplaysExpired {
+                    ids: expired,
+                    at: Timestamp::now(),
+                }],
+                guard: None,
+                reply: None,
+            });
+            self.flush_soon(ctx);
+        }
         let log = self.log.clone();
         let indexer = self.indexer.clone();
         let work = actix_rt::task::spawn_blocking(move || {

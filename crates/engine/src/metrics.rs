@@ -2,6 +2,7 @@
 //! are updated where things happen; gauges of state (backlog, webhooks) are read from the projection
 //! when scraped.
 
+use crate::health::StorageHealth;
 use crate::projection::Projection;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -19,6 +20,8 @@ pub struct Metrics {
     pub log_flush_seconds: Histogram,
     backlog: IntGauge,
     webhooks: IntGaugeVec,
+    /// Whether each store accepts writes (see [`StorageHealth`]).
+    pub storage: StorageHealth,
 }
 
 impl Metrics {
@@ -71,6 +74,21 @@ impl Metrics {
             .expect(DEF),
             webhooks: IntGaugeVec::new(Opts::new("webhooks", "Webhooks by state."), &["state"])
                 .expect(DEF),
+            storage: StorageHealth::new(
+                IntGaugeVec::new(
+                    Opts::new(
+                        "storage_writable",
+                        "1 while the store accepts writes, 0 while it refuses them (e.g. a full disk).",
+                    ),
+                    &["store"],
+                )
+                .expect(DEF),
+                IntCounterVec::new(
+                    Opts::new("storage_write_errors_total", "Writes the store refused."),
+                    &["store"],
+                )
+                .expect(DEF),
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.events_published.clone()),
@@ -81,6 +99,8 @@ impl Metrics {
             Box::new(m.log_flush_seconds.clone()),
             Box::new(m.backlog.clone()),
             Box::new(m.webhooks.clone()),
+            Box::new(m.storage.writable_gauge()),
+            Box::new(m.storage.errors_counter()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {
@@ -146,6 +166,8 @@ mod tests {
             "buildr_log_flush_duration_seconds",
             "buildr_backlog_deliveries 0",
             "buildr_webhooks{state=\"enabled\"} 0",
+            "buildr_storage_writable{store=\"log\"} 1",
+            "buildr_storage_writable{store=\"delivery_index\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -267,6 +267,11 @@ impl Projection {
                     );
                 }
             }
+            Record::ReplaysExpired { ids, .. } => {
+                for id in ids {
+                    self.replays.remove(id);
+                }
+            }
             Record::DeliveryAttempted(a) => {
                 if let Some(e) = self.webhooks.get_mut(&a.webhook) {
                     let finished = !matches!(a.outcome, AttemptOutcome::Retrying { .. });
@@ -384,7 +389,19 @@ impl Projection {
         for r in self.replays.values() {
             keep.pending.extend(r.remaining.iter().copied());
         }
+        keep.replays.extend(self.replays.keys().cloned());
+        keep.webhooks.extend(self.webhooks.keys().cloned());
         keep
+    }
+
+    /// Finished replays created before `cutoff`: retention forgets them (a `ReplaysExpired` record) and
+    /// then removes their `ReplayRequested` records.
+    pub fn expired_replays(&self, cutoff: Timestamp) -> Vec<ReplayId> {
+        self.replays
+            .iter()
+            .filter(|(_, r)| r.remaining.is_empty() && r.created_at < cutoff)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     pub fn webhook_count(&self) -> usize {

@@ -69,7 +69,7 @@ pub fn plan(
         Ok(())
     };
     if only_failed {
-        for seq in log.index().failed_in(webhook, from, to)? {
+        for seq in log.index()?.failed_in(webhook, from, to)? {
             progress(seq);
             if let Some(Record::EventPublished(e)) = log.get(seq)? {
                 if range.admits(e.created_at) {
@@ -78,7 +78,25 @@ pub fn plan(
             }
         }
     } else {
-        for item in log.range(from, to) {
+        // The candidates: the account's events in the range, read through the events index (a range
+        // read of this account's events, never a scan of the whole log).
+        let candidates: Box<dyn Iterator<Item = Result<(u64, Record), buildr_log::LogError>>> =
+            match range {
+                ReplayRange::Time { since, until } => Box::new(
+                    log.account_events_between(&w.account, since, until)?
+                        .into_iter()
+                        .filter_map(|seq| match log.get(seq) {
+                            Ok(Some(r)) => Some(Ok((seq, r))),
+                            Ok(None) => None,
+                            Err(e) => Some(Err(e)),
+                        }),
+                ),
+                ReplayRange::Seq { .. } => Box::new(
+                    log.account_events(&w.account, from.saturating_sub(1))
+                        .take_while(move |item| item.as_ref().map_or(true, |(seq, _)| *seq < to)),
+                ),
+            };
+        for item in candidates {
             let (seq, record) = item?;
             progress(seq);
             if let Record::EventPublished(e) = record {

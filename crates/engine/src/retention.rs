@@ -2,18 +2,25 @@
 //! the log, with their attempt records and index rows. Seq order is kept (records are removed, never
 //! renumbered), the last record is never removed (it fixes the next seq), undelivered events are kept
 //! whatever their age, and so are the attempt records of a webhook that is failing now (they date its
-//! `failing_since`), so a replay of what remains rebuilds the same state.
+//! `failing_since`), so a replay of what remains rebuilds the same state. Records nothing refers to any
+//! more go too once older than the cutoff: the requests of replays the projection has forgotten (see
+//! `ReplaysExpired`, itself removed with them) and every record of a deleted webhook (its creation,
+//! changes, rotations and deletion: a webhook's creation is always older than its deletion, so both go
+//! in the same pass and a replay never brings a deleted webhook back).
 
 use crate::error::EngineError;
-use buildr_core::{EventId, Record, Timestamp, WebhookId};
+use buildr_core::{EventId, Record, ReplayId, Timestamp, WebhookId};
 use buildr_log::LogStore;
 use std::collections::HashSet;
 
-/// What must stay whatever its age: undelivered seqs, and webhooks failing now.
+/// What must stay whatever its age: undelivered seqs, webhooks failing now, the replays the projection
+/// still serves and the webhooks that exist.
 #[derive(Debug, Default, Clone)]
 pub struct Keep {
     pub pending: HashSet<u64>,
     pub failing: HashSet<WebhookId>,
+    pub replays: HashSet<ReplayId>,
+    pub webhooks: HashSet<WebhookId>,
 }
 
 /// What a compaction removes.
@@ -54,6 +61,24 @@ pub fn plan(log: &dyn LogStore, cutoff: Timestamp, keep: &Keep) -> Result<Plan, 
                 plan.records.push(seq);
             }
             Record::IdempotencyKeyUsed(i) if i.at < cutoff => plan.records.push(seq),
+            Record::ReplayRequested { id, at, .. }
+                if at < cutoff && !keep.replays.contains(&id) =>
+            {
+                plan.records.push(seq)
+            }
+            Record::ReplaysExpired { at, .. } if at < cutoff => plan.records.push(seq),
+            Record::WebhookCreated(w)
+                if w.updated_at < cutoff && !keep.webhooks.contains(&w.id) =>
+            {
+                plan.records.push(seq)
+            }
+            Record::WebhookUpdated { id, at, .. }
+            | Record::SecretRotated { id, at, .. }
+            | Record::WebhookDeleted { id, at }
+                if at < cutoff && !keep.webhooks.contains(&id) =>
+            {
+                plan.records.push(seq)
+            }
             _ => {}
         }
     }

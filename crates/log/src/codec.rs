@@ -161,6 +161,10 @@ mod tests {
                 prefix: "bk_12345678".into(),
                 at,
             },
+            Record::ReplaysExpired {
+                ids: vec![ReplayId::generate()],
+                at,
+            },
         ]
     }
 

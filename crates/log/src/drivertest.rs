@@ -98,7 +98,9 @@ fn follow(log: &dyn LogStore, applied: u64) -> Result<Arc<AtomicUsize>, String> 
 }
 
 fn append(log: &dyn LogStore, records: &[Record], groups: &[usize]) -> Result<Appended, String> {
-    let a = log.append_batch(records.to_vec(), groups).map_err(err)?;
+    let a = log
+        .append_batch(records.to_vec(), groups)
+        .map_err(|r| r.error.to_string())?;
     ensure(a.seqs.len() == records.len(), || {
         format!("{} seqs for {} records", a.seqs.len(), records.len())
     })?;

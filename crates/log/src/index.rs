@@ -55,6 +55,7 @@ pub enum IndexOp {
     WebhookDeleted(WebhookId),
 }
 
+#[derive(Clone)]
 pub struct DeliveryIndex {
     tree: sled::Tree,
 }

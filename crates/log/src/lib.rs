@@ -10,15 +10,18 @@
 mod codec;
 #[doc(hidden)]
 pub mod drivertest;
+mod events_index;
 mod index;
 mod store;
 
 pub use codec::{decode, encode, DecodeError, FORMAT_VERSION};
 pub use index::{DeliveryIndex, IndexOp};
-pub use store::{Appended, Entries, LogStore, Notify};
+pub use store::{Appended, Entries, LogStore, Notify, Refused};
 
-use buildr_core::Record;
-use std::path::Path;
+use buildr_core::{AccountId, Record, Timestamp};
+use events_index::EventsIndex;
+use parking_lot::RwLock;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,13 @@ pub enum LogError {
     /// A replicated log cannot be reached (or has no quorum): writes are refused until it can.
     #[error("the log is unavailable: {0}")]
     Unavailable(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("only {free} bytes free on the log's filesystem")]
+    LowSpace { free: u64 },
+    /// The database is being reopened after a storage error (see [`EventLog::reopen`]).
+    #[error("storage is being reopened after an error")]
+    Reopening,
 }
 
 /// What opening the log found and did.
@@ -42,17 +52,41 @@ pub struct OpenReport {
     pub truncated: Vec<u64>,
 }
 
-pub struct EventLog {
+/// The log's own database and its trees (cheap handles: cloning shares them).
+#[derive(Clone)]
+struct LogDb {
     db: sled::Db,
-    /// The delivery index's own database (see [`INDEX_DIR`]).
-    index_db: sled::Db,
     records: sled::Tree,
     checkpoints: sled::Tree,
+    events: EventsIndex,
+}
+
+/// The delivery index's database.
+#[derive(Clone)]
+struct IndexDb {
+    db: sled::Db,
     index: DeliveryIndex,
+}
+
+/// The log. Its databases can be reopened in place after a storage error (sled keeps its first I/O
+/// error for the life of the database: a full disk that gets space again would otherwise refuse every
+/// write until a restart); callers hold the log, never the databases.
+pub struct EventLog {
+    dir: PathBuf,
+    options: StorageOptions,
+    main: RwLock<Option<LogDb>>,
+    index: RwLock<Option<IndexDb>>,
     next_seq: AtomicU64,
 }
 
 const CHECKPOINT_KEY: &[u8] = b"projection";
+/// A key written and flushed to find out whether storage accepts writes again.
+const PROBE_KEY: &[u8] = b"probe";
+
+/// Free space the log's filesystem must have before storage counts as writable again after an error:
+/// a reopened sled database often frees a little (a half-written segment), enough for a small probe but
+/// not for the next batch, and healing then would only fail again at once.
+pub const MIN_FREE_BYTES: u64 = 4 << 20;
 
 /// The delivery index lives in its own sled database in this subdirectory of the log's, so that the log's
 /// flush (the fsync every `202` waits for) writes only the log's records, never the index's row updates.
@@ -85,26 +119,26 @@ impl Default for StorageOptions {
     }
 }
 
-impl EventLog {
-    /// Opens (or creates) the log in `dir` with the default [`StorageOptions`]; see [`EventLog::open_with`].
-    pub fn open(dir: &Path) -> Result<(Self, OpenReport), LogError> {
-        Self::open_with(dir, StorageOptions::default())
-    }
+/// What reopening the log's database found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reopened {
+    /// Records on disk past the last one this log had acknowledged: a batch whose flush reported an
+    /// error but reached the disk all the same. The caller applies them (a restart would).
+    pub unapplied: Option<std::ops::RangeInclusive<u64>>,
+    /// Torn records cut from the tail.
+    pub truncated: Vec<u64>,
+}
 
-    /// Opens (or creates) the log in `dir`. A torn or corrupt record at the very end of the log (a write
-    /// cut short by a crash) is removed, and reported; corruption further back is found by reading.
-    pub fn open_with(dir: &Path, options: StorageOptions) -> Result<(Self, OpenReport), LogError> {
+impl LogDb {
+    /// Opens the log's database, cutting a torn tail (see [`EventLog::open_with`]).
+    fn open(dir: &Path, options: StorageOptions) -> Result<(Self, OpenReport), LogError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_bytes)
             .open()?;
         let records = db.open_tree("records")?;
         let checkpoints = db.open_tree("checkpoints")?;
-        let index_db = sled::Config::new()
-            .path(dir.join(INDEX_DIR))
-            .cache_capacity(options.cache_bytes)
-            .open()?;
-        let index = DeliveryIndex::open(index_db.open_tree("delivery_index")?)?;
+        let events = EventsIndex::new(db.open_tree("events_by_account")?);
         // An index left in the log's database by an older version is dropped; the new one is rebuilt
         // from the log on start (its applied seq starts at 0).
         if db
@@ -128,18 +162,129 @@ impl EventLog {
                 }
             }
         }
-        if !report.truncated.is_empty() {
-            db.flush()?;
-        }
-        let log = Self {
+        let main = Self {
             db,
-            index_db,
             records,
             checkpoints,
-            index,
+            events,
+        };
+        let indexed = main.index_tail(report.last_seq)?;
+        if !report.truncated.is_empty() || indexed > 0 {
+            main.db.flush()?;
+        }
+        Ok((main, report))
+    }
+
+    /// Indexes the records the events index does not have yet (a crash between a batch and its index
+    /// entries, or a log from before the index): how many were read.
+    fn index_tail(&self, last_seq: u64) -> Result<u64, LogError> {
+        let from = self.events.indexed_seq()? + 1;
+        if from > last_seq {
+            return Ok(0);
+        }
+        let mut chunk: Vec<(u64, Record)> = Vec::with_capacity(10_000);
+        let mut read = 0;
+        for item in self.records.range(key(from)..) {
+            let (k, v) = item?;
+            let seq = seq_of(&k).ok_or(LogError::BadKey(from))?;
+            // A record that does not decode is found and reported by readers; it has nothing to index.
+            if let Ok(record) = decode(&v) {
+                chunk.push((seq, record));
+            }
+            read += 1;
+            if chunk.len() == chunk.capacity() {
+                self.events.add(chunk.iter().map(|(s, r)| (*s, r)))?;
+                chunk.clear();
+            }
+        }
+        self.events.add(chunk.iter().map(|(s, r)| (*s, r)))?;
+        Ok(read)
+    }
+}
+
+impl IndexDb {
+    fn open(dir: &Path, options: StorageOptions) -> Result<Self, LogError> {
+        // No background flush: the index writer flushes itself, so it knows which of its batches are
+        // on disk and can write the others again after a storage error.
+        let db = sled::Config::new()
+            .path(dir.join(INDEX_DIR))
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(None)
+            .open()?;
+        let index = DeliveryIndex::open(db.open_tree("delivery_index")?)?;
+        Ok(Self { db, index })
+    }
+}
+
+impl EventLog {
+    /// Opens (or creates) the log in `dir` with the default [`StorageOptions`]; see [`EventLog::open_with`].
+    pub fn open(dir: &Path) -> Result<(Self, OpenReport), LogError> {
+        Self::open_with(dir, StorageOptions::default())
+    }
+
+    /// Opens (or creates) the log in `dir`. A torn or corrupt record at the very end of the log (a write
+    /// cut short by a crash) is removed, and reported; corruption further back is found by reading.
+    pub fn open_with(dir: &Path, options: StorageOptions) -> Result<(Self, OpenReport), LogError> {
+        let (main, report) = LogDb::open(dir, options)?;
+        let index = IndexDb::open(dir, options)?;
+        let log = Self {
+            dir: dir.to_path_buf(),
+            options,
+            main: RwLock::new(Some(main)),
+            index: RwLock::new(Some(index)),
             next_seq: AtomicU64::new(report.last_seq + 1),
         };
         Ok((log, report))
+    }
+
+    fn main(&self) -> Result<LogDb, LogError> {
+        self.main.read().clone().ok_or(LogError::Reopening)
+    }
+
+    fn index_db(&self) -> Result<IndexDb, LogError> {
+        self.index.read().clone().ok_or(LogError::Reopening)
+    }
+
+    /// Closes and opens the log's database again, clearing the error sled keeps after a failed write
+    /// (only the writer calls it). Fails while any other handle to the old database is still in use
+    /// (a read in progress): try again a moment later.
+    pub fn reopen(&self) -> Result<Reopened, LogError> {
+        let mut slot = self.main.write();
+        // sled locks its files: the old database must be gone before the new one opens.
+        *slot = None;
+        let (main, report) = LogDb::open(&self.dir, self.options)?;
+        *slot = Some(main);
+        let acknowledged = self.last_seq();
+        let unapplied =
+            (report.last_seq > acknowledged).then(|| acknowledged + 1..=report.last_seq);
+        self.next_seq
+            .store(acknowledged.max(report.last_seq) + 1, Ordering::Release);
+        Ok(Reopened {
+            unapplied,
+            truncated: report.truncated,
+        })
+    }
+
+    /// Closes and opens the delivery index's database again (see [`EventLog::reopen`]); only the index
+    /// writer calls it.
+    pub fn reopen_index(&self) -> Result<(), LogError> {
+        let mut slot = self.index.write();
+        *slot = None;
+        *slot = Some(IndexDb::open(&self.dir, self.options)?);
+        Ok(())
+    }
+
+    /// Writes and flushes a small key, and checks the filesystem has [`MIN_FREE_BYTES`] free: `Ok` once
+    /// storage accepts writes again.
+    pub fn probe(&self) -> Result<(), LogError> {
+        let free = fs2::available_space(&self.dir)?;
+        if free < MIN_FREE_BYTES {
+            return Err(LogError::LowSpace { free });
+        }
+        let main = self.main()?;
+        main.checkpoints.insert(PROBE_KEY, &[0u8; 64][..])?;
+        main.db.flush()?;
+        Ok(())
     }
 
     /// The seq of the last record (0 when empty).
@@ -149,30 +294,70 @@ impl EventLog {
 
     /// Appends `records` atomically and durably; returns the seq of the first. Only one writer may call it.
     pub fn append(&self, records: &[Record]) -> Result<u64, LogError> {
+        let main = self.main()?;
         let first = self.next_seq.load(Ordering::Acquire);
         let mut batch = sled::Batch::default();
         for (i, r) in records.iter().enumerate() {
             batch.insert(&key(first + i as u64), encode(r));
         }
-        self.records.apply_batch(batch)?;
-        self.db.flush()?;
+        main.records.apply_batch(batch)?;
+        // Indexed before the flush that makes the batch durable; a crash in between is caught up on open.
+        main.events.add((first..).zip(records.iter()))?;
+        main.db.flush()?;
         self.next_seq
             .store(first + records.len() as u64, Ordering::Release);
         Ok(first)
     }
 
+    /// `account`'s events after `after_seq`, in log order (test events included: the caller decides).
+    pub fn account_events(
+        &self,
+        account: &AccountId,
+        after_seq: u64,
+    ) -> impl Iterator<Item = Result<(u64, Record), LogError>> + '_ {
+        let (seqs, opened) = match self.main() {
+            Ok(main) => (Some(main.events.seqs_after(account, after_seq)), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        opened
+            .into_iter()
+            .chain(seqs.into_iter().flatten().filter_map(move |seq| {
+                match seq.and_then(|s| Ok((s, self.get(s)?))) {
+                    Ok((s, Some(r))) => Some(Ok((s, r))),
+                    // Removed by retention between the index read and the record read.
+                    Ok((_, None)) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            }))
+    }
+
+    /// The seqs of `account`'s events created in `[since, until)`, in log order.
+    pub fn account_events_between(
+        &self,
+        account: &AccountId,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Result<Vec<u64>, LogError> {
+        self.main()?.events.seqs_between(account, since, until)
+    }
+
     /// Removes records (retention). Never the last one: the next seq must stay above every seq ever
     /// used, and it is derived from the last record on open.
     pub fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
+        let main = self.main()?;
         let last = self.last_seq();
         let mut batch = sled::Batch::default();
-        let mut n = 0;
+        let mut removed = Vec::new();
         for &seq in seqs.iter().filter(|&&s| s < last) {
+            if let Some(record) = self.get(seq)? {
+                removed.push((seq, record));
+            }
             batch.remove(&key(seq));
-            n += 1;
         }
-        self.records.apply_batch(batch)?;
-        self.db.flush()?;
+        let n = removed.len();
+        main.events.remove(removed.iter().map(|(s, r)| (*s, r)))?;
+        main.records.apply_batch(batch)?;
+        main.db.flush()?;
         Ok(n)
     }
 
@@ -183,11 +368,18 @@ impl EventLog {
         let Some(&(last, _)) = entries.last() else {
             return Ok(());
         };
+        let main = self.main()?;
         let mut batch = sled::Batch::default();
+        let mut decoded = Vec::with_capacity(entries.len());
         for (seq, bytes) in entries {
             batch.insert(&key(*seq), *bytes);
+            // A record that does not decode is reported by readers; it has nothing to index.
+            if let Ok(record) = decode(bytes) {
+                decoded.push((*seq, record));
+            }
         }
-        self.records.apply_batch(batch)?;
+        main.records.apply_batch(batch)?;
+        main.events.add(decoded.iter().map(|(s, r)| (*s, r)))?;
         self.next_seq.fetch_max(last + 1, Ordering::AcqRel);
         Ok(())
     }
@@ -195,15 +387,16 @@ impl EventLog {
     /// Appends bytes as they are, bypassing encoding (tests and tools that need a damaged record).
     #[doc(hidden)]
     pub fn append_raw_for_tests(&self, bytes: &[u8]) -> Result<u64, LogError> {
+        let main = self.main()?;
         let seq = self.next_seq.load(Ordering::Acquire);
-        self.records.insert(key(seq), bytes)?;
-        self.db.flush()?;
+        main.records.insert(key(seq), bytes)?;
+        main.db.flush()?;
         self.next_seq.store(seq + 1, Ordering::Release);
         Ok(seq)
     }
 
     pub fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
-        match self.records.get(key(seq))? {
+        match self.main()?.records.get(key(seq))? {
             None => Ok(None),
             Some(v) => decode(&v)
                 .map(Some)
@@ -217,14 +410,18 @@ impl EventLog {
         from: u64,
         to: u64,
     ) -> impl Iterator<Item = Result<(u64, Record), LogError>> + '_ {
-        self.records
-            .range(key(from)..key(to.max(from)))
-            .map(move |item| {
+        let (iter, opened) = match self.main() {
+            Ok(main) => (Some(main.records.range(key(from)..key(to.max(from)))), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        opened
+            .into_iter()
+            .chain(iter.into_iter().flatten().map(move |item| {
                 let (k, v) = item?;
                 let seq = seq_of(&k).ok_or(LogError::BadKey(from))?;
                 let rec = decode(&v).map_err(|source| LogError::Corrupt { seq, source })?;
                 Ok((seq, rec))
-            })
+            }))
     }
 
     /// Every record from `from` on.
@@ -234,36 +431,37 @@ impl EventLog {
 
     /// Stores a projection snapshot that covers the log up to `seq` (opaque bytes, the engine's format).
     pub fn save_checkpoint(&self, seq: u64, bytes: &[u8]) -> Result<(), LogError> {
+        let main = self.main()?;
         let mut v = Vec::with_capacity(bytes.len() + 8);
         v.extend_from_slice(&key(seq));
         v.extend_from_slice(bytes);
-        self.checkpoints.insert(CHECKPOINT_KEY, v)?;
-        self.db.flush()?;
+        main.checkpoints.insert(CHECKPOINT_KEY, v)?;
+        main.db.flush()?;
         Ok(())
     }
 
     pub fn load_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
-        Ok(self.checkpoints.get(CHECKPOINT_KEY)?.and_then(|v| {
+        Ok(self.main()?.checkpoints.get(CHECKPOINT_KEY)?.and_then(|v| {
             let seq = seq_of(v.get(..8)?)?;
             Some((seq, v[8..].to_vec()))
         }))
     }
 
     /// The delivery index (a projection of the log in its own database; see [`DeliveryIndex`]).
-    pub fn index(&self) -> &DeliveryIndex {
-        &self.index
+    pub fn index(&self) -> Result<DeliveryIndex, LogError> {
+        Ok(self.index_db()?.index)
     }
 
     /// Flushes the delivery index to disk (before a checkpoint that assumes it is caught up).
     pub fn flush_index(&self) -> Result<(), LogError> {
-        self.index_db.flush()?;
+        self.index_db()?.db.flush()?;
         Ok(())
     }
 
     /// Flushes everything (the index and checkpoints included) to disk.
     pub fn flush(&self) -> Result<(), LogError> {
-        self.index_db.flush()?;
-        self.db.flush()?;
+        self.index_db()?.db.flush()?;
+        self.main()?.db.flush()?;
         Ok(())
     }
 }
@@ -339,6 +537,71 @@ mod tests {
         log.append(&[event(3)])?;
         let results: Vec<_> = log.range(1, 4).collect();
         assert!(matches!(results[1], Err(LogError::Corrupt { seq: 2, .. })));
+        Ok(())
+    }
+
+    fn event_of(account: &AccountId, at_ms: i64) -> Record {
+        let mut r = event(at_ms);
+        if let Record::EventPublished(e) = &mut r {
+            e.account = account.clone();
+            e.created_at = Timestamp::from_millis(at_ms);
+        }
+        r
+    }
+
+    fn seqs(log: &EventLog, account: &AccountId, after: u64) -> Vec<u64> {
+        log.account_events(account, after)
+            .map(|r| r.map(|(s, _)| s))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn events_are_found_by_account_and_time_and_the_index_is_rebuilt() -> Result<(), LogError> {
+        let dir = tempfile::tempdir().map_err(|e| LogError::Storage(e.into()))?;
+        let busy = AccountId::default_account();
+        let small: AccountId = "acc_small".parse().map_err(|_| LogError::BadKey(0))?;
+        {
+            let (log, _) = EventLog::open(dir.path())?;
+            // seq 1..=6: busy at t=10,20,30; small at t=25 (seq 4), busy t=5 (clock behind), small t=40.
+            log.append(&[
+                event_of(&busy, 10),
+                event_of(&busy, 20),
+                event_of(&busy, 30),
+                event_of(&small, 25),
+                event_of(&busy, 5),
+                event_of(&small, 40),
+            ])?;
+            assert_eq!(seqs(&log, &small, 0), vec![4, 6]);
+            assert_eq!(seqs(&log, &small, 4), vec![6]);
+            assert_eq!(seqs(&log, &busy, 0), vec![1, 2, 3, 5]);
+            let t = Timestamp::from_millis;
+            assert_eq!(
+                log.account_events_between(&busy, t(5), Some(t(21)))?,
+                vec![1, 2, 5]
+            );
+            assert_eq!(log.account_events_between(&busy, t(20), None)?, vec![2, 3]);
+            assert_eq!(
+                log.account_events_between(&small, t(0), Some(t(40)))?,
+                vec![4]
+            );
+            // Retention drops index entries with the records.
+            assert_eq!(log.remove(&[2])?, 1);
+            assert_eq!(seqs(&log, &busy, 0), vec![1, 3, 5]);
+            assert_eq!(
+                log.account_events_between(&busy, t(0), None)?,
+                vec![1, 3, 5]
+            );
+            // A log written before the index existed: the tree is gone on the next open.
+            log.main()?.db.drop_tree("events_by_account")?;
+        }
+        let (log, _) = EventLog::open(dir.path())?;
+        assert_eq!(
+            seqs(&log, &busy, 0),
+            vec![1, 3, 5],
+            "rebuilt from the records"
+        );
+        assert_eq!(seqs(&log, &small, 0), vec![4, 6]);
         Ok(())
     }
 

@@ -7,8 +7,8 @@
 //! removes records; a shared log may number its records with gaps), but the records of one atomic group
 //! of an append always get consecutive seqs, so a caller may number a group's records from its first seq.
 
-use crate::{DeliveryIndex, LogError};
-use buildr_core::Record;
+use crate::{DeliveryIndex, LogError, Reopened};
+use buildr_core::{AccountId, Record, Timestamp};
 
 /// Records in log order with their seqs.
 pub type Entries<'a> = Box<dyn Iterator<Item = Result<(u64, Record), LogError>> + 'a>;
@@ -22,6 +22,13 @@ pub struct Appended {
     /// written: only those on a log with one writer; on a shared log also what other writers appended
     /// before them.
     pub entries: Vec<(u64, Record)>,
+}
+
+/// An append that failed, with the records handed back (the caller may want to write some again).
+#[derive(Debug)]
+pub struct Refused {
+    pub error: LogError,
+    pub records: Vec<Record>,
 }
 
 /// Called (from any thread) when [`LogStore::catch_up`] has records for its caller.
@@ -41,7 +48,7 @@ pub trait LogStore: Send + Sync {
     /// starts (the first is 0): each group is stored all or nothing, with consecutive seqs. On `Err` the
     /// outcome of each group is unknown to the caller (a shared log may have stored some): the records
     /// that were stored are handed out later like any other.
-    fn append_batch(&self, records: Vec<Record>, groups: &[usize]) -> Result<Appended, LogError>;
+    fn append_batch(&self, records: Vec<Record>, groups: &[usize]) -> Result<Appended, Refused>;
 
     /// Records appended by other writers that this caller has not been handed yet, in log order (always
     /// empty on a log with one writer). With `to_end`, first waits until everything the log held when
@@ -63,6 +70,26 @@ pub trait LogStore: Send + Sync {
         self.range(from, u64::MAX)
     }
 
+    /// `account`'s events after `after_seq`, in log order (found by an index, without scanning the log).
+    fn account_events(&self, account: &AccountId, after_seq: u64) -> Entries<'_>;
+
+    /// The seqs of `account`'s events created in `[since, until)`, in log order.
+    fn account_events_between(
+        &self,
+        account: &AccountId,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Result<Vec<u64>, LogError>;
+
+    /// Reopens this node's storage after a write error (the writer heals by itself: see the LogActor).
+    fn reopen(&self) -> Result<Reopened, LogError>;
+
+    /// `Ok` once the log accepts writes again (after an error).
+    fn probe(&self) -> Result<(), LogError>;
+
+    /// Reopens the delivery index's storage after a write error (only the index writer calls it).
+    fn reopen_index(&self) -> Result<(), LogError>;
+
     /// Removes records (retention); returns how many. Never the last one. Seqs that are not there are
     /// skipped.
     fn remove(&self, seqs: &[u64]) -> Result<usize, LogError>;
@@ -74,7 +101,7 @@ pub trait LogStore: Send + Sync {
     fn load_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, LogError>;
 
     /// The delivery index (derived from the log, kept on this node's disk).
-    fn index(&self) -> &DeliveryIndex;
+    fn index(&self) -> Result<DeliveryIndex, LogError>;
 
     /// Flushes the delivery index to disk (before a checkpoint that assumes it is caught up).
     fn flush_index(&self) -> Result<(), LogError>;
@@ -93,8 +120,11 @@ impl LogStore for crate::EventLog {
     }
 
     /// One sled batch and one fsync for all groups: the whole append is atomic, so the groups are too.
-    fn append_batch(&self, records: Vec<Record>, _groups: &[usize]) -> Result<Appended, LogError> {
-        let first = self.append(&records)?;
+    fn append_batch(&self, records: Vec<Record>, _groups: &[usize]) -> Result<Appended, Refused> {
+        let first = match self.append(&records) {
+            Ok(first) => first,
+            Err(error) => return Err(Refused { error, records }),
+        };
         let seqs: Vec<u64> = (first..first + records.len() as u64).collect();
         let entries = seqs.iter().copied().zip(records).collect();
         Ok(Appended { seqs, entries })
@@ -116,6 +146,31 @@ impl LogStore for crate::EventLog {
         Box::new(crate::EventLog::range(self, from, to))
     }
 
+    fn account_events(&self, account: &AccountId, after_seq: u64) -> Entries<'_> {
+        Box::new(crate::EventLog::account_events(self, account, after_seq))
+    }
+
+    fn account_events_between(
+        &self,
+        account: &AccountId,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Result<Vec<u64>, LogError> {
+        crate::EventLog::account_events_between(self, account, since, until)
+    }
+
+    fn reopen(&self) -> Result<Reopened, LogError> {
+        crate::EventLog::reopen(self)
+    }
+
+    fn probe(&self) -> Result<(), LogError> {
+        crate::EventLog::probe(self)
+    }
+
+    fn reopen_index(&self) -> Result<(), LogError> {
+        crate::EventLog::reopen_index(self)
+    }
+
     fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
         crate::EventLog::remove(self, seqs)
     }
@@ -128,7 +183,7 @@ impl LogStore for crate::EventLog {
         crate::EventLog::load_checkpoint(self)
     }
 
-    fn index(&self) -> &DeliveryIndex {
+    fn index(&self) -> Result<DeliveryIndex, LogError> {
         crate::EventLog::index(self)
     }
 

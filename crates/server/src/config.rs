@@ -119,12 +119,20 @@ impl ClusterSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     pub bind: SocketAddr,
+    /// How long an idle keep-alive connection is kept open (`0s`: no keep-alive). 75 s by default, as
+    /// common reverse proxies and load balancers keep theirs for 60 s: the proxy closes first, never us
+    /// under a request it is about to send.
+    pub keep_alive: HumanDuration,
+    /// How long a client has to send a request's headers after connecting (`0s`: no limit).
+    pub client_request_timeout: HumanDuration,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            keep_alive: HumanDuration(Duration::from_secs(75)),
+            client_request_timeout: HumanDuration(Duration::from_secs(5)),
         }
     }
 }
@@ -153,10 +161,22 @@ impl Default for StorageSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     pub admin_token: String,
+    /// Failed authentications allowed per client address per minute (burst the same), then `429`;
+    /// `0` turns the limit off (behind a proxy every client has its address; in load tests).
+    pub failed_per_minute: u32,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            admin_token: String::new(),
+            failed_per_minute: buildr_api::auth::FAILED_AUTH_PER_MINUTE,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,11 +329,31 @@ pub fn load(path: Option<&Path>) -> Result<Config> {
             .split("__"),
     );
     let config: Config = figment.extract().map_err(|e| {
-        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        let msgs: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
         anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
     })?;
     config.check()?;
     Ok(config)
+}
+
+/// One configuration error as `section.key: what is wrong (where it came from)`, the key in the same
+/// lower-case dotted form as the docs and the TOML file, whether it was set in the file or the environment.
+fn describe(e: &figment::Error) -> String {
+    let mut path: Vec<String> = e.path.iter().map(|p| p.to_lowercase()).collect();
+    if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+        if path.last() != Some(&field.to_lowercase()) {
+            path.push(field.to_lowercase());
+        }
+    }
+    if path.is_empty() {
+        return e.to_string();
+    }
+    let from = e
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (in {})", m.name))
+        .unwrap_or_default();
+    format!("{}: {}{from}", path.join("."), e.kind)
 }
 
 impl Config {

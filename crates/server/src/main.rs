@@ -3,6 +3,8 @@
 
 mod cluster;
 mod config;
+#[cfg(test)]
+mod docs_check;
 mod replay;
 mod verify;
 
@@ -127,6 +129,8 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
     let (token, token_file) = config::admin_token(&cfg)?;
     let engine_config = cfg.engine();
     let bind = cfg.server.bind;
+    let server_cfg = cfg.server.clone();
+    let failed_auth_per_minute = cfg.auth.failed_per_minute;
 
     actix_rt::System::new().block_on(async move {
         let engine = match cluster {
@@ -134,7 +138,9 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
             None => Engine::start(engine_config),
         }
         .context("cannot open the event log")?;
-        let state = web::Data::new(AppState::new(engine.clone(), &token));
+        let state = web::Data::new(
+            AppState::new(engine.clone(), &token).with_failed_auth_limit(failed_auth_per_minute),
+        );
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(buildr_api::request_log::request_log))
@@ -143,6 +149,11 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
                 .default_service(web::to(buildr_api::not_found))
         })
         .shutdown_timeout(5)
+        .keep_alive(match server_cfg.keep_alive.0 {
+            d if d.is_zero() => actix_web::http::KeepAlive::Disabled,
+            d => actix_web::http::KeepAlive::Timeout(d),
+        })
+        .client_request_timeout(server_cfg.client_request_timeout.0)
         .bind(bind)
         .with_context(|| format!("cannot listen on {bind}"))?;
         let addr = server.addrs().first().copied().unwrap_or(bind);

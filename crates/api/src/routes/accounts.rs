@@ -11,8 +11,11 @@ use actix_web::{web, HttpResponse};
 use buildr_core::{api_key, AccountId};
 use serde::Deserialize;
 
+/// Named apart from `webhooks::CreateBody` in the OpenAPI document: two schemas of one name overwrite
+/// each other there (utoipa keys components by name), and POST /webhooks was documented with this body.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateAccountBody)]
 pub struct CreateBody {
     account: AccountInput,
 }

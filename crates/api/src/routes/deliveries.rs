@@ -42,10 +42,10 @@ pub async fn list(
                 .map_err(|_| ApiError::invalid("cursor", "not a cursor from this API"))?,
         ),
     };
-    let (page, next) =
-        state
-            .engine
-            .deliveries(&caller.account, &id, status, before, limit as usize)?;
+    let (page, next) = state
+        .engine
+        .deliveries(&caller.account, &id, status, before, limit as usize)
+        .await?;
     let views: Vec<DeliveryView> = page
         .iter()
         .map(|(seq, d)| DeliveryView::new(*seq, d))
@@ -65,7 +65,7 @@ pub async fn attempts(
     let (wh, ev) = path.into_inner();
     let id = webhook_id(&wh)?;
     let event: EventId = ev.parse().map_err(|_| ApiError::not_found("delivery"))?;
-    let attempts = state.engine.attempts(&caller.account, &id, &event)?;
+    let attempts = state.engine.attempts(&caller.account, &id, &event).await?;
     let views: Vec<AttemptView> = attempts
         .iter()
         .enumerate()

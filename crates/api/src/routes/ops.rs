@@ -14,21 +14,27 @@ pub async fn healthz() -> HttpResponse {
     })
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "Start-up replay done", body = Status), (status = 503, description = "Replaying the log", body = Status)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "Start-up replay done and storage accepts writes", body = Status), (status = 503, description = "Replaying the log, or storage refuses writes (e.g. a full disk: the service heals by itself once it accepts them again)", body = Status)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.engine.is_ready() {
-        HttpResponse::Ok().json(Status {
+    let (status, message) = if !state.engine.is_ready() {
+        ("starting", "replaying the event log".to_owned())
+    } else if let Some(problem) = state.engine.storage_problem() {
+        (
+            "storage_unwritable",
+            format!("storage refuses writes: {problem}"),
+        )
+    } else {
+        return HttpResponse::Ok().json(Status {
             status: "ready",
             message: None,
+        });
+    };
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", "1"))
+        .json(Status {
+            status,
+            message: Some(message),
         })
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", "1"))
-            .json(Status {
-                status: "starting",
-                message: Some("replaying the event log"),
-            })
-    }
 }
 
 #[utoipa::path(get, path = "/api/2023-01/event-types", tag = "events", responses((status = 200, description = "The six event types", body = EventTypeList), (status = 400, description = "Invalid query", body = ErrorBody), (status = 401, description = "Missing or unknown token", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]

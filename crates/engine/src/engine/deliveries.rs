@@ -9,10 +9,15 @@ use buildr_core::{
 
 use super::{DeliveryPage, Engine};
 
+/// How long a delivery read waits for the index to reach the log (it gathers for up to 50 ms; longer
+/// means it is stuck, e.g. on a full disk).
+pub const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Engine {
     /// `webhook`'s deliveries, newest first, before the seq `before` (a cursor), optionally of one
-    /// status; and the cursor of the next page.
-    pub fn deliveries(
+    /// status; and the cursor of the next page. Every event committed before the call is in it (see
+    /// [`Engine::index_caught_up`]).
+    pub async fn deliveries(
         &self,
         account: &AccountId,
         webhook: &WebhookId,
@@ -21,10 +26,11 @@ impl Engine {
         limit: usize,
     ) -> Result<DeliveryPage, EngineError> {
         self.get_webhook(account, webhook)?;
+        self.index_caught_up().await?;
         let mut page = self
             .inner
             .log
-            .index()
+            .index()?
             .deliveries(webhook, status, before, limit + 1)?;
         let next = if page.len() > limit {
             page.truncate(limit);
@@ -35,15 +41,16 @@ impl Engine {
         Ok((page, next))
     }
 
-    /// Every attempt to deliver `event` to `webhook`, oldest first.
-    pub fn attempts(
+    /// Every attempt to deliver `event` to `webhook`, oldest first (every outcome recorded before the call).
+    pub async fn attempts(
         &self,
         account: &AccountId,
         webhook: &WebhookId,
         event: &EventId,
     ) -> Result<Vec<AttemptRecord>, EngineError> {
         self.get_webhook(account, webhook)?;
-        let index = self.inner.log.index();
+        self.index_caught_up().await?;
+        let index = self.inner.log.index()?;
         let seq = index
             .seq_of(event)?
             .ok_or(EngineError::NotFound("delivery"))?;
@@ -51,6 +58,13 @@ impl Engine {
             return Err(EngineError::NotFound("delivery"));
         }
         Ok(index.attempts(webhook, seq)?)
+    }
+
+    /// Waits until the delivery index holds everything committed to the log before this call, at most
+    /// [`INDEX_WAIT`]; a stuck index is [`EngineError::IndexBehind`] (`503`), never a wrong answer.
+    pub async fn index_caught_up(&self) -> Result<(), EngineError> {
+        let running = self.running()?;
+        Ok(running.indexer.caught_up(INDEX_WAIT).await?)
     }
 
     /// Queues the events of `range` again for `webhook` (with their original ids, under its rate limit).

@@ -90,7 +90,7 @@ impl Engine {
                     return Err(EngineError::IdempotencyConflict);
                 }
                 let end = entry.first_seq + u64::from(entry.count);
-                let events = self.read_events(entry.first_seq, end, None, usize::MAX)?;
+                let events = self.read_events(entry.first_seq, end)?;
                 Ok(Published {
                     events,
                     replayed: true,
@@ -107,30 +107,28 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<Event>, EngineError> {
         self.running()?;
-        self.read_events(after_seq.saturating_add(1), u64::MAX, Some(account), limit)
-    }
-
-    fn read_events(
-        &self,
-        from: u64,
-        to: u64,
-        account: Option<&AccountId>,
-        limit: usize,
-    ) -> Result<Vec<Event>, EngineError> {
         let mut out = Vec::new();
-        for item in self.inner.log.range(from, to) {
+        // A range read of the account's own events (the events index), never a scan of the log.
+        for item in self.inner.log.account_events(account, after_seq) {
             if out.len() >= limit {
                 break;
             }
+            // Test events are not the platform's facts: never listed.
             if let (seq, Record::EventPublished(e)) = item? {
-                // Listing an account's events leaves out test events (they are not the platform's facts).
-                let listed = match account {
-                    Some(a) => *a == e.account && e.only_webhook.is_none(),
-                    None => true,
-                };
-                if listed {
+                if e.only_webhook.is_none() {
                     out.push(Event::from_record(seq, e));
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every event with `from <= seq < to`.
+    fn read_events(&self, from: u64, to: u64) -> Result<Vec<Event>, EngineError> {
+        let mut out = Vec::new();
+        for item in self.inner.log.range(from, to) {
+            if let (seq, Record::EventPublished(e)) = item? {
+                out.push(Event::from_record(seq, e));
             }
         }
         Ok(out)

@@ -70,6 +70,7 @@ pub struct StartupReport {
 struct Running {
     log_actor: Addr<LogActor>,
     router: Addr<Router>,
+    indexer: IndexWriter,
 }
 
 struct Inner {
@@ -168,11 +169,11 @@ impl Engine {
             retention: cfg.retention,
             retention_interval: cfg.retention_interval,
         };
-        let indexer = IndexWriter::start(self.inner.log.clone());
+        let indexer = IndexWriter::start(self.inner.log.clone(), self.inner.metrics.clone());
         let log_actor = LogActor::start_on_own_thread(LogActor::new(
             self.inner.log.clone(),
             projection.clone(),
-            indexer,
+            indexer.clone(),
             (checkpointed_seq, replayed),
             settings,
             self.inner.metrics.clone(),
@@ -202,7 +203,11 @@ impl Engine {
             .await
             .map_err(|_| EngineError::Stopped)?
             .map_err(|e| EngineError::Storage(e.to_string()))?;
-        let _ = self.inner.running.set(Running { log_actor, router });
+        let _ = self.inner.running.set(Running {
+            log_actor,
+            router,
+            indexer,
+        });
 
         if projection
             .read()
@@ -249,6 +254,12 @@ impl Engine {
 
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Why storage refuses writes now (e.g. a full disk), if it does. The log writer and the index writer
+    /// reopen their storage with backoff and clear this by themselves once writes succeed again.
+    pub fn storage_problem(&self) -> Option<String> {
+        self.inner.metrics.storage.problem()
     }
 
     pub fn startup_report(&self) -> StartupReport {
@@ -338,7 +349,8 @@ impl Engine {
 
 /// The projection at the log's end (checkpoint + tail), with the delivery index caught up on the way.
 fn restore(log: &dyn LogStore) -> Result<(Projection, checkpoint::Rebuilt), EngineError> {
-    let index_seq = log.index().applied_seq()?;
+    let index = log.index()?;
+    let index_seq = index.applied_seq()?;
     let mut ops = Vec::new();
     let mut last = 0;
     let mut pending_err = None;
@@ -349,7 +361,7 @@ fn restore(log: &dyn LogStore) -> Result<(Projection, checkpoint::Rebuilt), Engi
         indexer::ops(seq, record, effects, &mut ops);
         last = seq;
         if ops.len() >= 10_000 {
-            if let Err(e) = log.index().apply(&ops, seq, |s| indexer::event_at(log, s)) {
+            if let Err(e) = index.apply(&ops, seq, |s| indexer::event_at(log, s)) {
                 pending_err = Some(e);
             }
             ops.clear();
@@ -359,8 +371,7 @@ fn restore(log: &dyn LogStore) -> Result<(Projection, checkpoint::Rebuilt), Engi
         return Err(e.into());
     }
     if !ops.is_empty() {
-        log.index()
-            .apply(&ops, last, |s| indexer::event_at(log, s))?;
+        index.apply(&ops, last, |s| indexer::event_at(log, s))?;
     }
     Ok(result)
 }

@@ -1,0 +1,164 @@
+//! A full disk heals without a restart: the data directory on a small tmpfs (mounted by the test, as
+//! root), filled until writes answer 503, then grown. Writes succeed again, `/readyz` is 200 again, and
+//! every acknowledged event is delivered. Skipped, saying so, where mounting is not permitted.
+#![allow(clippy::unwrap_used)]
+
+use buildr_e2e::{wait_until, Receiver, Server};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A tmpfs of a given size, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remounting the tmpfs with size {size}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn readyz(s: &Server) -> (u16, Value) {
+    let (st, text) = s.raw("GET", "/readyz", None, &[]);
+    (st, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn batch(from: usize, n: usize) -> Value {
+    let events: Vec<Value> = (from..from + n)
+        .map(|i| json!({"type": "contact.create", "data": {"id": i, "url": format!("https://app.buildr.example/contacts/{i}")}}))
+        .collect();
+    json!({ "events": events })
+}
+
+#[test]
+fn a_full_disk_answers_503_and_heals_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "8m") else {
+        eprintln!("SKIPPED a_full_disk_answers_503_and_heals_without_a_restart: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
+        return;
+    };
+    let rx = Receiver::start();
+    let mut s = Server::builder()
+        .data_dir(&disk.0.join("data"))
+        .env("BUILDR_STORAGE__CACHE_MB", "16")
+        .env("BUILDR_LOG__LEVEL", "info")
+        .start();
+    let webhook = s.create_webhook(&rx.url("/crm"), json!({"rate_limit": 1_000_000}));
+
+    // Fill the disk: every 202 is remembered (the client's view, not the server's).
+    let mut acked: HashSet<String> = HashSet::new();
+    let mut refused = None;
+    for b in 0..400 {
+        let (st, v) = s.call("POST", "/events/batch", Some(batch(b * 500, 500)));
+        if st == 202 {
+            for e in v["events"].as_array().unwrap() {
+                acked.insert(e["id"].as_str().unwrap().to_owned());
+            }
+        } else {
+            refused = Some((st, v));
+            break;
+        }
+    }
+    let (st, v) = refused.expect("an 8 MB disk fills before 200,000 events");
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    assert!(acked.len() >= 1000, "some batches were acknowledged first");
+
+    // While full: writes answer 503 with Retry-After, /readyz is 503 and says why, reads keep working.
+    let (st, text) = s.raw(
+        "POST",
+        "/api/2023-01/events",
+        Some(&json!({"event": {"type": "contact.create", "data": {"id": 1, "url": "https://x.example/1"}}}).to_string()),
+        &[
+            ("Authorization", &format!("Bearer {}", s.token())),
+            ("Content-Type", "application/json"),
+        ],
+    );
+    assert_eq!(st, 503, "{text}");
+    let (st, v) = readyz(&s);
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (503, Some("storage_unwritable")),
+        "{v}"
+    );
+    assert_eq!(
+        s.call("GET", "/webhooks", None).0,
+        200,
+        "reads keep working"
+    );
+    let (_, metrics) = s.raw("GET", "/metrics", None, &[]);
+    assert!(
+        metrics.contains("buildr_storage_writable{store=\"log\"} 0"),
+        "{metrics}"
+    );
+
+    // Space comes back: writes succeed again without a restart.
+    disk.resize("64m");
+    let mut healed_event = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let (st, v) = s.call("POST", "/events/batch", Some(batch(1_000_000, 10)));
+            if st == 202 {
+                healed_event = Some(v);
+                true
+            } else {
+                false
+            }
+        }),
+        "writes succeed again after the disk grew"
+    );
+    for e in healed_event.unwrap()["events"].as_array().unwrap() {
+        acked.insert(e["id"].as_str().unwrap().to_owned());
+    }
+    assert!(wait_until(Duration::from_secs(30), || readyz(&s).0 == 200));
+
+    // Every acknowledged event reaches the webhook, and the delivery records are readable again.
+    assert!(
+        wait_until(Duration::from_secs(180), || {
+            let got: HashSet<String> = rx
+                .at("/crm")
+                .iter()
+                .map(|r| r.header("webhook-id").to_owned())
+                .collect();
+            acked.iter().all(|id| got.contains(id))
+        }),
+        "every one of the {} acknowledged events is delivered",
+        acked.len()
+    );
+    let (st, v) = s.call(
+        "GET",
+        &format!("/webhooks/{webhook}/deliveries?limit=5"),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    let (_, metrics) = s.raw("GET", "/metrics", None, &[]);
+    for store in ["log", "delivery_index"] {
+        assert!(
+            metrics.contains(&format!("buildr_storage_writable{{store=\"{store}\"}} 1")),
+            "{store} healed: {metrics}"
+        );
+    }
+    s.kill9();
+}
