@@ -12,6 +12,34 @@ use std::time::Duration;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The `nodes` of `GET /cluster` on `s` as (node_id, shards), when it answers.
+fn shards(s: &Server) -> Vec<(String, u64)> {
+    let (st, v) = s.call("GET", "/cluster", None);
+    assert_eq!(st, 200, "{v}");
+    v["cluster"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node_id"].as_str().unwrap().to_owned(),
+                n["shards"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Whether `s` sees exactly `ids` alive, holding all 64 shards between them within ±1 of even.
+fn balanced(s: &Server, ids: &[&str]) -> bool {
+    let got = shards(s);
+    let even = 64 / ids.len() as u64;
+    got.len() == ids.len()
+        && got
+            .iter()
+            .all(|(id, n)| ids.contains(&id.as_str()) && n.abs_diff(even) <= 1)
+        && got.iter().map(|(_, n)| n).sum::<u64>() == 64
+}
+
 fn node(nats: &NatsCluster, id: &str) -> Server {
     Server::builder()
         .env("BUILDR_CLUSTER__NATS", &nats.urls().join(","))
@@ -29,6 +57,16 @@ fn written_on_one_node_read_on_the_others_and_delivered_once_verified() {
         node(&nats, "node-b"),
         node(&nats, "node-c"),
     ];
+    for n in &nodes {
+        assert!(
+            wait_until(Duration::from_secs(15), || balanced(
+                n,
+                &["node-a", "node-b", "node-c"]
+            )),
+            "shards not balanced: {:?}",
+            shards(n)
+        );
+    }
     let rx = Receiver::start();
     let hook = nodes[0].create_webhook(
         &rx.url("/hook"),
@@ -136,4 +174,94 @@ fn bad_cluster_configuration_stops_start_up_naming_the_key() {
     );
     assert_ne!(code, 0);
     assert!(out.contains("auth.admin_token"), "{out}");
+}
+
+#[test]
+fn a_single_node_has_no_cluster() {
+    let s = Server::start();
+    assert_eq!(s.call("GET", "/cluster", None).0, 404);
+}
+
+#[test]
+fn killing_nodes_moves_their_shards_and_every_acknowledged_event_is_delivered() {
+    let nats = NatsCluster::start(3);
+    let mut nodes = [
+        node(&nats, "node-a"),
+        node(&nats, "node-b"),
+        node(&nats, "node-c"),
+    ];
+    let rx = Receiver::start();
+    // Six webhooks: every node owns some of them.
+    let hooks: Vec<String> = (0..6)
+        .map(|i| nodes[i % 3].create_webhook(&rx.url(&format!("/h{i}")), json!({"secret": SECRET})))
+        .collect();
+    let mut ids: BTreeSet<String> = BTreeSet::new();
+    let mut publish = |s: &Server, n: usize| {
+        for i in 0..n {
+            ids.insert(
+                s.publish("contact.create", json!(i))["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    };
+    publish(&nodes[0], 10);
+    for (killed, alive) in [(0usize, vec!["node-b", "node-c"]), (1, vec!["node-c"])] {
+        nodes[killed].kill9();
+        let survivor = &nodes[2];
+        // Acknowledged while the dead node's leases still run: delivered once they move.
+        publish(survivor, 10);
+        let started = std::time::Instant::now();
+        assert!(
+            wait_until(Duration::from_secs(2 + 5), || balanced(survivor, &alive)),
+            "shards did not move within lease_ttl + 5 s: {:?}",
+            shards(survivor)
+        );
+        eprintln!("shards moved {:?} after the kill", started.elapsed());
+    }
+    let all_delivered = || {
+        (0..hooks.len()).all(|i| {
+            let got: BTreeSet<String> = rx
+                .at(&format!("/h{i}"))
+                .iter()
+                .map(|r| r.header("webhook-id").to_owned())
+                .collect();
+            got == ids
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), all_delivered),
+        "not every acknowledged event reached every webhook"
+    );
+    let verified = svix_verify(SECRET, false, &rx.all());
+    assert!(verified.iter().all(Result::is_ok));
+}
+
+#[test]
+fn writes_answer_503_while_nats_is_down_and_resume_after() {
+    let mut nats = NatsCluster::start(3);
+    let s = node(&nats, "node-a");
+    s.publish("contact.create", json!(1));
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    let body = json!({"event": {"type": "contact.create", "data": {"id": 2, "url": "https://x.example/2"}}});
+    let (st, v) = s.call("POST", "/events", Some(body.clone()));
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    let (st, retry_after) = s.call_for_header("POST", "/events", &body, "Retry-After");
+    assert_eq!(st, 503);
+    assert!(retry_after.is_some(), "503 without Retry-After");
+    // Reads keep working from the projection.
+    assert_eq!(s.call("GET", "/event-types", None).0, 200);
+    nats.restart_all();
+    assert!(
+        wait_until(Duration::from_secs(30), || s
+            .call("POST", "/events", Some(body.clone()))
+            .0
+            == 202),
+        "writes did not resume after NATS came back"
+    );
+    assert_eq!(s.event_ids().len(), 2);
 }

@@ -294,6 +294,29 @@ impl Server {
         v["event"].clone()
     }
 
+    /// An admin call with a JSON body; returns the status and the value of response header `name`.
+    pub fn call_for_header(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+        name: &str,
+    ) -> (u16, Option<String>) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        let res = agent
+            .request(method, &format!("{}/api/2023-01{}", self.base, path))
+            .set("Authorization", &format!("Bearer {}", self.token()))
+            .send_json(body.clone());
+        match res {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                (r.status(), r.header(name).map(str::to_owned))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// Any request, exactly as given; returns status and body text.
     pub fn raw(
         &self,

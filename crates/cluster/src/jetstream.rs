@@ -167,7 +167,13 @@ impl JetStreamLog {
 
     /// Starts keeping this node's shard leases (on this log's NATS connection).
     pub fn leases(&self, cfg: crate::LeaseConfig) -> crate::Leases {
-        crate::Leases::start(&self.handle, self.js.clone(), cfg)
+        let followed = self.followed.clone();
+        crate::Leases::start(
+            &self.handle,
+            self.js.clone(),
+            cfg,
+            Box::new(move || followed.get()),
+        )
     }
 
     /// The stream's name.

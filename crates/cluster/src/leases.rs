@@ -27,14 +27,19 @@ pub fn shard_of(webhook_id: &str, shards: u32) -> u32 {
     h % shards.max(1)
 }
 
-/// What this node knows of the cluster's nodes: each live node and how many shards it holds.
+/// What this node knows of the cluster's nodes, as of its last round.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Membership {
-    pub nodes: BTreeMap<String, u32>,
+    /// Each live node: (shards it holds, the last stream seq it has copied).
+    pub nodes: BTreeMap<String, (u32, u64)>,
+    /// The stream's last seq.
+    pub stream_last_seq: u64,
 }
 
 struct State {
     node: String,
+    /// This node's position in the stream (written in its heartbeat).
+    applied: Box<dyn Fn() -> u64 + Send + Sync>,
     shards: u32,
     /// Shard → the revision this node last wrote for it.
     held: RwLock<HashMap<u32, u64>>,
@@ -72,9 +77,11 @@ impl Leases {
         handle: &tokio::runtime::Handle,
         js: jetstream::Context,
         cfg: LeaseConfig,
+        applied: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> Self {
         let state = Arc::new(State {
             node: cfg.node_id.clone(),
+            applied,
             shards: cfg.shards.max(1),
             held: RwLock::new(HashMap::new()),
             members: RwLock::new(Membership::default()),
@@ -102,6 +109,10 @@ impl Leases {
     }
 
     /// The live nodes and the shards each holds, as of the last round.
+    pub fn node_id(&self) -> &str {
+        &self.state.node
+    }
+
     pub fn membership(&self) -> Membership {
         self.state.members.read().clone()
     }
@@ -125,6 +136,15 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
     };
+    let stream = loop {
+        match js.get_stream(&cfg.stream).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find the stream yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
     let store = loop {
         match js.create_or_update_key_value(bucket.clone()).await {
             Ok(s) => break s,
@@ -138,7 +158,7 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
     let fence = cfg.ttl * 2 / 3;
     let mut renewed = Instant::now();
     loop {
-        match tokio::time::timeout(tick * 2, round(&store, &state)).await {
+        match tokio::time::timeout(tick * 2, round(&store, &stream, &state)).await {
             Ok(Ok(changed)) => {
                 renewed = Instant::now();
                 if changed {
@@ -162,10 +182,17 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
 type RoundError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One round; returns whether this node's leases changed.
-async fn round(store: &kv::Store, state: &State) -> Result<bool, RoundError> {
+async fn round(
+    store: &kv::Store,
+    stream: &jetstream::stream::Stream,
+    state: &State,
+) -> Result<bool, RoundError> {
     let mut changed = false;
     store
-        .put(format!("node.{}", state.node), bytes::Bytes::new())
+        .put(
+            format!("node.{}", state.node),
+            (state.applied)().to_string().into(),
+        )
         .await?;
     // Renew by compare-and-set: the revision is the fencing token.
     let held: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
@@ -185,7 +212,7 @@ async fn round(store: &kv::Store, state: &State) -> Result<bool, RoundError> {
         }
     }
     // Who is alive, and who holds what.
-    let mut nodes: BTreeMap<String, u32> = BTreeMap::new();
+    let mut nodes: BTreeMap<String, (u32, u64)> = BTreeMap::new();
     let mut owners: HashMap<u32, String> = HashMap::new();
     let mut keys = store.keys().await?;
     use futures_util::StreamExt;
@@ -195,7 +222,15 @@ async fn round(store: &kv::Store, state: &State) -> Result<bool, RoundError> {
     }
     for key in names {
         if let Some(node) = key.strip_prefix("node.") {
-            nodes.entry(node.to_owned()).or_insert(0);
+            if let Some(entry) = store.entry(key.clone()).await? {
+                if entry.operation == kv::Operation::Put {
+                    let applied = std::str::from_utf8(&entry.value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    nodes.insert(node.to_owned(), (0, applied));
+                }
+            }
         } else if let Some(shard) = key.strip_prefix("shard.").and_then(|s| s.parse().ok()) {
             if let Some(entry) = store.entry(key.clone()).await? {
                 if entry.operation == kv::Operation::Put {
@@ -204,7 +239,9 @@ async fn round(store: &kv::Store, state: &State) -> Result<bool, RoundError> {
             }
         }
     }
-    nodes.entry(state.node.clone()).or_insert(0);
+    nodes
+        .entry(state.node.clone())
+        .or_insert((0, (state.applied)()));
     let share = state.shards.div_ceil(nodes.len().max(1) as u32) as usize;
     // Above its share: release the highest shards so a newer node can take them.
     let mut mine: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
@@ -241,11 +278,15 @@ async fn round(store: &kv::Store, state: &State) -> Result<bool, RoundError> {
         }
     }
     for owner in owners.values() {
-        if let Some(n) = nodes.get_mut(owner) {
+        if let Some((n, _)) = nodes.get_mut(owner) {
             *n += 1;
         }
     }
-    *state.members.write() = Membership { nodes };
+    let stream_last_seq = stream.get_info().await?.state.last_sequence;
+    *state.members.write() = Membership {
+        nodes,
+        stream_last_seq,
+    };
     Ok(changed)
 }
 

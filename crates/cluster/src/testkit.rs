@@ -129,6 +129,19 @@ impl NatsCluster {
         }
     }
 
+    /// kill -9 of every server, then all of them started again on their stores; waits until ready.
+    pub fn restart_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        for i in 0..self.nodes.len() {
+            self.spawn(i);
+        }
+        for i in 0..self.nodes.len() {
+            assert!(self.wait_ready(i, Duration::from_secs(30)));
+        }
+    }
+
     /// Starts server `i` again (same store) and waits until it is ready.
     pub fn restart(&mut self, i: usize) {
         self.kill(i);

@@ -28,7 +28,7 @@ pub use checkpoint::full_replay;
 pub use config::{DeliveryConfig, EngineConfig};
 pub use engine::{CreatedKey, Engine, NewEvent, NewWebhook, Published, StartupReport};
 pub use error::EngineError;
-pub use ownership::{Ownership, OwnsAll};
+pub use ownership::{ClusterStatus, NodeStatus, Ownership, OwnsAll};
 pub use projection::{Account, ApiKeyEntry, Pending, Projection, ReplayState, WebhookEntry};
 pub use replay::ReplayRange;
 

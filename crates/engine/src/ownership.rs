@@ -11,6 +11,30 @@ pub trait Ownership: Send + Sync {
     /// Called once by the engine: `changed` is to be called whenever [`Ownership::owns`] may answer
     /// differently (a lease gained or lost).
     fn watch(&self, changed: Box<dyn Fn() + Send + Sync>);
+    /// The cluster as this node sees it (`None` on a single node).
+    fn cluster(&self) -> Option<ClusterStatus> {
+        None
+    }
+}
+
+/// The cluster as one node sees it (`GET /api/2023-01/cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub node_id: String,
+    /// Every live node, by id.
+    pub nodes: Vec<NodeStatus>,
+    pub stream: String,
+    /// The stream's last message seq.
+    pub stream_last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub node_id: String,
+    /// Shards whose lease it holds.
+    pub shards: u32,
+    /// Stream messages it has still to apply.
+    pub lag: u64,
 }
 
 /// One node: every webhook is this node's.

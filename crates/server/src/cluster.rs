@@ -5,7 +5,7 @@ use crate::config::Config;
 use anyhow::{bail, Context, Result};
 use buildr_cluster::{JetStreamConfig, JetStreamLog, LeaseConfig, Leases};
 use buildr_core::WebhookId;
-use buildr_engine::Ownership;
+use buildr_engine::{ClusterStatus, NodeStatus, Ownership};
 use buildr_log::{LogStore, OpenReport};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,19 +62,43 @@ pub fn open(cfg: &Config) -> Result<Option<ClusterStorage>> {
     Ok(Some(ClusterStorage {
         log: Arc::new(log),
         open,
-        owner: Arc::new(LeaseOwnership(leases)),
+        owner: Arc::new(LeaseOwnership {
+            leases,
+            stream: c.stream.clone(),
+        }),
     }))
 }
 
 /// A node delivers the webhooks of the shards it leases.
-struct LeaseOwnership(Leases);
+struct LeaseOwnership {
+    leases: Leases,
+    stream: String,
+}
 
 impl Ownership for LeaseOwnership {
     fn owns(&self, webhook: &WebhookId) -> bool {
-        self.0.owns(webhook.as_str())
+        self.leases.owns(webhook.as_str())
     }
 
     fn watch(&self, changed: Box<dyn Fn() + Send + Sync>) {
-        self.0.on_change(changed);
+        self.leases.on_change(changed);
+    }
+
+    fn cluster(&self) -> Option<ClusterStatus> {
+        let m = self.leases.membership();
+        Some(ClusterStatus {
+            node_id: self.leases.node_id().to_owned(),
+            nodes: m
+                .nodes
+                .iter()
+                .map(|(id, (shards, applied))| NodeStatus {
+                    node_id: id.clone(),
+                    shards: *shards,
+                    lag: m.stream_last_seq.saturating_sub(*applied),
+                })
+                .collect(),
+            stream: self.stream.clone(),
+            stream_last_seq: m.stream_last_seq,
+        })
     }
 }

@@ -262,6 +262,11 @@ impl Engine {
         self.inner.metrics.storage.problem()
     }
 
+    /// The cluster as this node sees it; `None` on a single node.
+    pub fn cluster_status(&self) -> Option<crate::ClusterStatus> {
+        self.inner.owner.cluster()
+    }
+
     pub fn startup_report(&self) -> StartupReport {
         self.inner.report.read().clone()
     }
