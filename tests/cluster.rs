@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use buildr_cluster::testkit::NatsCluster;
-use buildr_e2e::server::run_binary;
+use buildr_e2e::server::{ids_of, run_binary};
 use buildr_e2e::verifier::svix_verify;
 use buildr_e2e::{wait_until, Receiver, Server};
 use serde_json::{json, Value};
@@ -40,6 +40,16 @@ fn balanced(s: &Server, ids: &[&str]) -> bool {
         && got.iter().map(|(_, n)| n).sum::<u64>() == 64
 }
 
+/// One cluster at a time: each test runs three NATS servers and up to three nodes, and several at once
+/// would starve each other on a small machine (and time out).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn node(nats: &NatsCluster, id: &str) -> Server {
     Server::builder()
         .env("BUILDR_CLUSTER__NATS", &nats.urls().join(","))
@@ -51,6 +61,7 @@ fn node(nats: &NatsCluster, id: &str) -> Server {
 
 #[test]
 fn written_on_one_node_read_on_the_others_and_delivered_once_verified() {
+    let _one = exclusive();
     let nats = NatsCluster::start(3);
     let nodes = [
         node(&nats, "node-a"),
@@ -184,6 +195,7 @@ fn a_single_node_has_no_cluster() {
 
 #[test]
 fn killing_nodes_moves_their_shards_and_every_acknowledged_event_is_delivered() {
+    let _one = exclusive();
     let nats = NatsCluster::start(3);
     let mut nodes = [
         node(&nats, "node-a"),
@@ -240,6 +252,7 @@ fn killing_nodes_moves_their_shards_and_every_acknowledged_event_is_delivered() 
 
 #[test]
 fn writes_answer_503_while_nats_is_down_and_resume_after() {
+    let _one = exclusive();
     let mut nats = NatsCluster::start(3);
     let s = node(&nats, "node-a");
     s.publish("contact.create", json!(1));
@@ -264,4 +277,59 @@ fn writes_answer_503_while_nats_is_down_and_resume_after() {
         "writes did not resume after NATS came back"
     );
     assert_eq!(s.event_ids().len(), 2);
+}
+
+#[test]
+fn one_idempotency_key_sent_to_two_nodes_at_once_stores_one_set_of_events() {
+    let _one = exclusive();
+    let nats = NatsCluster::start(3);
+    let nodes = [node(&nats, "node-a"), node(&nats, "node-b")];
+    let body = |k: usize| {
+        json!({"events": [
+            {"type": "contact.create", "data": {"id": k, "url": "https://x.example/a"}},
+            {"type": "contact.update", "data": {"id": k, "url": "https://x.example/b"}},
+        ]})
+    };
+    let mut stored = BTreeSet::new();
+    for k in 0..5 {
+        let key = format!("key-{k}");
+        let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+            let calls: Vec<_> = nodes
+                .iter()
+                .map(|n| {
+                    let (key, body) = (key.clone(), body(k));
+                    scope.spawn(move || {
+                        n.call_with(
+                            &n.token(),
+                            &[("Idempotency-Key", &key)],
+                            "POST",
+                            "/events/batch",
+                            Some(body),
+                        )
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        let ids: Vec<Vec<String>> = answers
+            .iter()
+            .map(|(st, v)| {
+                assert_eq!(*st, 202, "{v}");
+                ids_of(v)
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1], "both nodes answer with the first set");
+        stored.extend(ids[0].iter().cloned());
+    }
+    for n in &nodes {
+        assert!(
+            wait_until(Duration::from_secs(2), || n
+                .event_ids()
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+                == stored),
+            "the log holds one set of events per key"
+        );
+    }
+    assert_eq!(stored.len(), 10);
 }

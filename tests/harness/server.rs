@@ -251,19 +251,13 @@ impl Server {
         (status, value)
     }
 
-    /// Creates a webhook to `url` (rate limit 60,000/min unless `extra` says otherwise; `extra`'s fields are
-    /// added to the webhook object); asserts the 201 and returns its id.
     /// The ids of the first 1,000 events `GET /events` lists, in seq order.
     pub fn event_ids(&self) -> Vec<String> {
-        let v = self.call("GET", "/events?limit=1000", None).1;
-        v["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["id"].as_str().unwrap().to_owned())
-            .collect()
+        ids_of(&self.call("GET", "/events?limit=1000", None).1)
     }
 
+    /// Creates a webhook to `url` (rate limit 60,000/min unless `extra` says otherwise; `extra`'s fields are
+    /// added to the webhook object); asserts the 201 and returns its id.
     pub fn create_webhook(&self, url: &str, extra: Value) -> String {
         let mut w = serde_json::json!({"url": url, "rate_limit": 60000});
         if let (Some(o), Some(e)) = (w.as_object_mut(), extra.as_object()) {
@@ -374,4 +368,14 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// The `id`s of the events in a response's `events` array, in order.
+pub fn ids_of(v: &Value) -> Vec<String> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
 }

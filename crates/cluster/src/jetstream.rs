@@ -17,8 +17,8 @@ use crate::message;
 use async_nats::jetstream::{self, consumer, stream};
 use buildr_core::{AccountId, Record, Timestamp};
 use buildr_log::{
-    Appended, DeliveryIndex, Entries, EventLog, LogError, LogStore, Notify, OpenReport, Refused,
-    Reopened, StorageOptions,
+    Appended, DeliveryIndex, Entries, EventLog, Group, LogError, LogStore, Notify, OpenReport,
+    Refused, Reopened, StorageOptions,
 };
 use futures_util::StreamExt;
 use parking_lot::{Condvar, Mutex};
@@ -43,6 +43,8 @@ pub struct JetStreamConfig {
     pub storage: StorageOptions,
     /// How long start-up waits for NATS and the stream before giving up.
     pub connect_timeout: Duration,
+    /// How long the stream remembers a group's dedupe id (the idempotency TTL), for a new stream.
+    pub duplicate_window: Duration,
 }
 
 /// How long a write waits for the stream's acknowledgement (a leader election takes a few seconds).
@@ -57,6 +59,31 @@ const CATCH_UP_CHUNK: usize = 20_000;
 const HEADROOM: usize = 4096;
 /// The file in `dir` naming the stream the derived state belongs to.
 const MARKER: &str = "cluster-stream";
+
+/// One message of an append.
+struct Outgoing {
+    payload: bytes::Bytes,
+    records: usize,
+    dedupe_id: Option<String>,
+}
+
+/// The index (in `groups`) of the group that message `k` carries, for a message that carries one group.
+fn group_of_message(groups: &[Group], shape: &[(usize, bool)], k: usize) -> usize {
+    let first_record: usize = shape.iter().take(k).map(|(n, _)| n).sum();
+    groups
+        .iter()
+        .position(|g| g.start == first_record)
+        .unwrap_or(0)
+}
+
+/// Whether a publish failed because another publish with the same `Nats-Msg-Id` is being stored.
+fn duplicate_in_process(e: &jetstream::context::PublishError) -> bool {
+    use std::error::Error as _;
+    e.source()
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|j| j.error_code() == jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
+        || e.to_string().contains("error code 10158")
+}
 
 /// What the follower has copied, shared with the engine's calls.
 struct Followed {
@@ -104,6 +131,8 @@ pub struct JetStreamLog {
     handed: Mutex<u64>,
     max_payload: usize,
     follower: tokio::task::JoinHandle<()>,
+    /// How long the last append waited for the stream's acknowledgement (seconds).
+    publish_seconds: Mutex<f64>,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
@@ -149,6 +178,7 @@ impl JetStreamLog {
             handed: Mutex::new(0),
             max_payload,
             follower,
+            publish_seconds: Mutex::new(0.0),
         };
         Ok((log, report))
     }
@@ -186,24 +216,31 @@ impl JetStreamLog {
         self.followed.get()
     }
 
-    /// Splits `records` into message payloads between groups: (payload, records in it).
-    fn messages(
-        &self,
-        records: &[Record],
-        groups: &[usize],
-    ) -> Result<Vec<(Vec<u8>, usize)>, LogError> {
+    /// Splits `records` into messages between groups; a group with a dedupe id travels alone, with
+    /// the id as its `Nats-Msg-Id`.
+    fn messages(&self, records: &[Record], groups: &[Group]) -> Result<Vec<Outgoing>, LogError> {
         let limit = self.max_payload.saturating_sub(HEADROOM).max(1);
         let encoded: Vec<Vec<u8>> = records.iter().map(buildr_log::encode).collect();
         let mut out = Vec::new();
         let mut current: Vec<&[u8]> = Vec::new();
         let mut size = message::EMPTY_LEN;
-        let mut starts: Vec<usize> = groups.to_vec();
-        if starts.first() != Some(&0) {
-            starts.insert(0, 0);
+        let mut starts: Vec<Group> = groups.to_vec();
+        if starts.first().map(|g| g.start) != Some(0) {
+            starts.insert(0, Group::at(0));
         }
-        for (i, &start) in starts.iter().enumerate() {
-            let end = starts.get(i + 1).copied().unwrap_or(encoded.len());
-            let group = encoded.get(start..end).unwrap_or_default();
+        let close = |current: &mut Vec<&[u8]>, out: &mut Vec<Outgoing>, dedupe_id| {
+            if !current.is_empty() {
+                out.push(Outgoing {
+                    payload: message::encode(current.iter().copied()).into(),
+                    records: current.len(),
+                    dedupe_id,
+                });
+                current.clear();
+            }
+        };
+        for (i, g) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(encoded.len(), |n| n.start);
+            let group = encoded.get(g.start..end).unwrap_or_default();
             let group_size: usize = group.iter().map(|r| message::framed_len(r.len())).sum();
             if message::EMPTY_LEN + group_size > limit || group.len() > message::MAX_RECORDS {
                 return Err(LogError::Unavailable(format!(
@@ -213,63 +250,96 @@ impl JetStreamLog {
                     self.max_payload
                 )));
             }
-            if !current.is_empty()
-                && (size + group_size > limit || current.len() + group.len() > message::MAX_RECORDS)
+            if g.dedupe_id.is_some()
+                || size + group_size > limit
+                || current.len() + group.len() > message::MAX_RECORDS
             {
-                out.push((message::encode(current.iter().copied()), current.len()));
-                current.clear();
+                close(&mut current, &mut out, None);
                 size = message::EMPTY_LEN;
             }
             current.extend(group.iter().map(Vec::as_slice));
             size += group_size;
+            if g.dedupe_id.is_some() {
+                close(&mut current, &mut out, g.dedupe_id.clone());
+                size = message::EMPTY_LEN;
+            }
         }
-        if !current.is_empty() {
-            out.push((message::encode(current.iter().copied()), current.len()));
-        }
+        close(&mut current, &mut out, None);
         Ok(out)
     }
 
     /// Publishes `records` (see [`LogStore::append_batch`]) and hands out everything up to them.
-    fn publish(&self, records: &[Record], groups: &[usize]) -> Result<Appended, LogError> {
+    fn publish(&self, records: &[Record], groups: &[Group]) -> Result<Appended, LogError> {
         if records.is_empty() {
             return Ok(Appended::default());
         }
         let messages = self.messages(records, groups)?;
-        let counts: Vec<usize> = messages.iter().map(|(_, n)| *n).collect();
+        let shape: Vec<(usize, bool)> = messages
+            .iter()
+            .map(|m| (m.records, m.dedupe_id.is_some()))
+            .collect();
         let js = self.js.clone();
         let subject = self.subject.clone();
+        let started = Instant::now();
         let acks = run(&self.handle, PUBLISH_TIMEOUT, async move {
             // Every message is sent before the first acknowledgement is awaited (one round trip).
+            let send = |m: &Outgoing| {
+                let mut headers = async_nats::HeaderMap::new();
+                if let Some(id) = &m.dedupe_id {
+                    headers.insert("Nats-Msg-Id", id.as_str());
+                }
+                js.publish_with_headers(subject.clone(), headers, m.payload.clone())
+            };
             let mut pending = Vec::with_capacity(messages.len());
-            for (payload, _) in messages {
-                let ack = js
-                    .publish(subject.clone(), payload.into())
+            for m in &messages {
+                let ack = send(m)
                     .await
                     .map_err(|e| unavailable("publishing to the stream", e))?;
                 pending.push(ack);
             }
-            let mut seqs = Vec::with_capacity(pending.len());
-            for ack in pending {
-                let ack = ack
-                    .await
-                    .map_err(|e| unavailable("the stream did not acknowledge", e))?;
-                seqs.push(ack.sequence);
+            let mut acks = Vec::with_capacity(pending.len());
+            for (m, ack) in messages.iter().zip(pending) {
+                let mut ack = ack.await;
+                // The same dedupe id is being stored by another node right now: once it is, the stream
+                // answers with the first write's seq, as a duplicate.
+                let mut tries = 0;
+                while ack.as_ref().is_err_and(duplicate_in_process) && tries < 100 {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    ack = match send(m).await {
+                        Ok(a) => a.await,
+                        Err(e) => Err(e),
+                    };
+                }
+                let ack = ack.map_err(|e| unavailable("the stream did not acknowledge", e))?;
+                acks.push((ack.sequence, ack.duplicate));
             }
-            Ok(seqs)
+            Ok(acks)
         })?;
+        *self.publish_seconds.lock() = started.elapsed().as_secs_f64();
         let mut seqs = Vec::with_capacity(records.len());
-        for (stream_seq, n) in acks.iter().zip(&counts) {
+        let mut duplicates = Vec::new();
+        for (k, ((stream_seq, duplicate), (n, deduped))) in acks.iter().zip(&shape).enumerate() {
             seqs.extend((0..*n).map(|i| message::record_seq(*stream_seq, i)));
+            if *duplicate && *deduped {
+                // A deduplicated message carries exactly one group: find which.
+                duplicates.push(group_of_message(groups, &shape, k));
+            }
         }
-        let last_message = acks.iter().copied().max().unwrap_or(0);
+        let last_message = acks.iter().map(|(s, _)| *s).max().unwrap_or(0);
         if !self.followed.wait_for(last_message, APPLY_TIMEOUT) {
             return Err(LogError::Unavailable(
                 "the stream stored the batch but this node has not read it back yet".into(),
             ));
         }
-        let upto = seqs.last().copied().unwrap_or(0);
+        // Everything up to the end of the last message acknowledged (a duplicate's first write included).
+        let upto = message::record_seq(last_message, message::MAX_RECORDS - 1);
         let entries = self.hand_out(upto, usize::MAX)?;
-        Ok(Appended { seqs, entries })
+        Ok(Appended {
+            seqs,
+            duplicates,
+            entries,
+        })
     }
 
     /// Records of the copy after the last one handed out, up to `upto` (inclusive), at most `limit`.
@@ -343,13 +413,17 @@ async fn connect(
             }
         }
     };
-    let js = jetstream::new(client.clone());
+    // Acknowledgements may take a leader election (seconds): our own timeout bounds the wait.
+    let js = jetstream::ContextBuilder::new()
+        .timeout(PUBLISH_TIMEOUT)
+        .build(client.clone());
     let config = stream::Config {
         name: cfg.stream.clone(),
         subjects: vec![format!("{}.log", cfg.stream)],
         num_replicas: cfg.replicas,
         storage: stream::StorageType::File,
         allow_direct: true,
+        duplicate_window: cfg.duplicate_window,
         ..Default::default()
     };
     // Creating a replicated stream needs the JetStream meta leader: retry until there is one.
@@ -477,7 +551,7 @@ impl LogStore for JetStreamLog {
         self.copy.last_seq()
     }
 
-    fn append_batch(&self, records: Vec<Record>, groups: &[usize]) -> Result<Appended, Refused> {
+    fn append_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Appended, Refused> {
         match self.publish(&records, groups) {
             Ok(appended) => Ok(appended),
             Err(error) => Err(Refused { error, records }),

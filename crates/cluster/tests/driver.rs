@@ -26,6 +26,7 @@ impl JetStreamDriver {
                 cache_bytes: 16 << 20,
             },
             connect_timeout: Duration::from_secs(20),
+            duplicate_window: Duration::from_secs(120),
         }
     }
 

@@ -14,7 +14,7 @@ use crate::projection::{Effect, IdempotencyEntry, Projection};
 use crate::router::{Effects, Router};
 use actix::prelude::*;
 use buildr_core::{AccountId, Record, Timestamp};
-use buildr_log::LogStore;
+use buildr_log::{Group, LogStore};
 use parking_lot::RwLock;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,6 +26,18 @@ use tokio::sync::oneshot;
 pub struct IdempotencyGuard {
     pub account: AccountId,
     pub key: String,
+}
+
+impl IdempotencyGuard {
+    /// The id a shared log stores this key's group under at most once (account and key, the key in hex
+    /// so that any key is a valid header value).
+    pub fn dedupe_id(&self) -> String {
+        let mut id = format!("idem.{}.", self.account);
+        for b in self.key.as_bytes() {
+            id.push_str(&format!("{b:02x}"));
+        }
+        id
+    }
 }
 
 /// Append `records` atomically and durably.
@@ -183,9 +195,12 @@ impl LogActor {
                 }
                 let offset = to_write.len();
                 let len = p.records.len();
-                groups.push(offset);
+                groups.push(Group {
+                    start: offset,
+                    dedupe_id: p.guard.as_ref().map(IdempotencyGuard::dedupe_id),
+                });
                 to_write.extend(p.records);
-                committed.push((offset, len, p.reply));
+                committed.push((offset, len, p.reply, p.guard));
             }
         }
         self.queue = deferred;
@@ -199,10 +214,12 @@ impl LogActor {
         let started = std::time::Instant::now();
         let written = to_write.len();
         let mut written_records = Vec::new();
+        let mut duplicates = Vec::new();
         let outcome = match self.log.append_batch(to_write, &groups) {
             Ok(appended) => {
                 self.record_stats(written, started.elapsed());
                 self.apply(appended.entries);
+                duplicates = appended.duplicates;
                 Ok(appended.seqs)
             }
             Err(refused) => {
@@ -212,8 +229,22 @@ impl LogActor {
         };
         {
             let failed = outcome.is_err();
-            for (offset, len, reply) in committed {
+            for (group, (offset, len, reply, guard)) in committed.into_iter().enumerate() {
                 match reply {
+                    // Another node stored this idempotency key first (a shared log): its answer.
+                    Some(reply) if duplicates.contains(&group) => {
+                        let first = guard.and_then(|g| {
+                            self.projection
+                                .read()
+                                .idempotency(&g.account, &g.key)
+                                .cloned()
+                        });
+                        let _ = reply.send(first.map(Submitted::AlreadyUsed).ok_or_else(|| {
+                            SubmitError::Storage(
+                                "the first use of this Idempotency-Key is not applied yet".into(),
+                            )
+                        }));
+                    }
                     // A group's records have consecutive seqs: its first seq numbers them all.
                     Some(reply) => {
                         let _ = reply.send(match &outcome {

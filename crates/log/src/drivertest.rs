@@ -4,7 +4,7 @@
 //!
 //! Each check returns `Err` with what was wrong, so a failure names the property and the implementation.
 
-use crate::store::{Appended, LogStore};
+use crate::store::{Appended, Group, LogStore};
 use buildr_core::{
     AccountId, EventData, EventId, EventRecord, EventType, ObjectId, Record, Timestamp,
 };
@@ -40,6 +40,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     (
         "other_writers_are_handed_out_in_order",
         other_writers_are_handed_out_in_order,
+    ),
+    (
+        "shared_logs_store_a_dedupe_id_once",
+        shared_logs_store_a_dedupe_id_once,
     ),
 ];
 
@@ -98,8 +102,9 @@ fn follow(log: &dyn LogStore, applied: u64) -> Result<Arc<AtomicUsize>, String> 
 }
 
 fn append(log: &dyn LogStore, records: &[Record], groups: &[usize]) -> Result<Appended, String> {
+    let groups: Vec<Group> = groups.iter().map(|&s| Group::at(s)).collect();
     let a = log
-        .append_batch(records.to_vec(), groups)
+        .append_batch(records.to_vec(), &groups)
         .map_err(|r| r.error.to_string())?;
     ensure(a.seqs.len() == records.len(), || {
         format!("{} seqs for {} records", a.seqs.len(), records.len())
@@ -368,6 +373,56 @@ fn other_writers_are_handed_out_in_order(d: &mut dyn Driver) -> Result<(), Strin
     ensure(a.catch_up(true).map_err(err)?.is_empty(), || {
         "catch_up(to_end) invented records".into()
     })
+}
+
+/// On a log shared by several writers, two appends of a group with the same dedupe id (from two writers)
+/// store it once; the second is told, and both see the first one's records.
+fn shared_logs_store_a_dedupe_id_once(d: &mut dyn Driver) -> Result<(), String> {
+    let a = d.fresh()?;
+    follow(&*a, 0)?;
+    let Some(b) = d.second_writer()? else {
+        return Ok(());
+    };
+    follow(&*b, 0)?;
+    let groups = |id: &str| {
+        vec![
+            Group::at(0),
+            Group {
+                start: 1,
+                dedupe_id: Some(id.to_owned()),
+            },
+        ]
+    };
+    let first = a
+        .append_batch(vec![record(1), record(2), record(3)], &groups("key-1"))
+        .map_err(|r| r.error.to_string())?;
+    ensure(first.duplicates.is_empty(), || {
+        "a first use was reported as a duplicate".into()
+    })?;
+    let second = b
+        .append_batch(vec![record(4), record(5), record(6)], &groups("key-1"))
+        .map_err(|r| r.error.to_string())?;
+    ensure(second.duplicates == [1], || {
+        format!(
+            "the second use of the id: duplicates {:?}, expected [1]",
+            second.duplicates
+        )
+    })?;
+    let got: Vec<Option<i64>> = all(&*b)?.iter().map(|(_, r)| data_id(r)).collect();
+    let want = [Some(1), Some(2), Some(3), Some(4)];
+    ensure(got == want, || {
+        format!("stored data ids {got:?}, expected {want:?}")
+    })
+}
+
+fn data_id(r: &Record) -> Option<i64> {
+    match r {
+        Record::EventPublished(e) => match e.data.id {
+            ObjectId::Int(n) => Some(n),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The sled log's driver: each fresh log in a new subdirectory of `base` (the caller's temp dir).

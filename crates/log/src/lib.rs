@@ -16,7 +16,7 @@ mod store;
 
 pub use codec::{decode, encode, DecodeError, FORMAT_VERSION};
 pub use index::{DeliveryIndex, IndexOp};
-pub use store::{Appended, Entries, LogStore, Notify, Refused};
+pub use store::{Appended, Entries, Group, LogStore, Notify, Refused};
 
 use buildr_core::{AccountId, Record, Timestamp};
 use events_index::EventsIndex;

@@ -13,11 +13,34 @@ use buildr_core::{AccountId, Record, Timestamp};
 /// Records in log order with their seqs.
 pub type Entries<'a> = Box<dyn Iterator<Item = Result<(u64, Record), LogError>> + 'a>;
 
+/// An atomic group of an append: the records from `start` to the next group's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub start: usize,
+    /// Stored at most once per id (within the log's de-duplication window) when the log is shared by
+    /// several writers: a second append of a group with the same id stores nothing and is reported in
+    /// [`Appended::duplicates`]. A log with one writer ignores it (the engine checks its own state).
+    pub dedupe_id: Option<String>,
+}
+
+impl Group {
+    /// A group starting at `start`, without a de-duplication id.
+    pub fn at(start: usize) -> Self {
+        Self {
+            start,
+            dedupe_id: None,
+        }
+    }
+}
+
 /// What [`LogStore::append_batch`] wrote, and what the caller must now apply.
 #[derive(Debug, Default)]
 pub struct Appended {
-    /// The seq each written record got, in the order given.
+    /// The seq each written record got, in the order given (for a duplicate group: unspecified).
     pub seqs: Vec<u64>,
+    /// Indexes (into the groups given) of groups not stored because their `dedupe_id` was stored
+    /// before; what was stored then is among the `entries` handed out (or was handed out earlier).
+    pub duplicates: Vec<usize>,
     /// Every record the caller has not been handed yet, in log order, up to and including the ones just
     /// written: only those on a log with one writer; on a shared log also what other writers appended
     /// before them.
@@ -44,11 +67,11 @@ pub trait LogStore: Send + Sync {
     fn last_seq(&self) -> u64;
 
     /// Appends `records` durably: when this returns `Ok`, they survive a crash (and, on a replicated log,
-    /// the loss of a minority of its servers). `groups` are the indexes in `records` where an atomic group
-    /// starts (the first is 0): each group is stored all or nothing, with consecutive seqs. On `Err` the
+    /// the loss of a minority of its servers). `groups` say where each atomic group starts (the first at
+    /// 0): each group is stored all or nothing, with consecutive seqs. On `Err` the
     /// outcome of each group is unknown to the caller (a shared log may have stored some): the records
     /// that were stored are handed out later like any other.
-    fn append_batch(&self, records: Vec<Record>, groups: &[usize]) -> Result<Appended, Refused>;
+    fn append_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Appended, Refused>;
 
     /// Records appended by other writers that this caller has not been handed yet, in log order (always
     /// empty on a log with one writer). With `to_end`, first waits until everything the log held when
@@ -120,14 +143,18 @@ impl LogStore for crate::EventLog {
     }
 
     /// One sled batch and one fsync for all groups: the whole append is atomic, so the groups are too.
-    fn append_batch(&self, records: Vec<Record>, _groups: &[usize]) -> Result<Appended, Refused> {
+    fn append_batch(&self, records: Vec<Record>, _groups: &[Group]) -> Result<Appended, Refused> {
         let first = match self.append(&records) {
             Ok(first) => first,
             Err(error) => return Err(Refused { error, records }),
         };
         let seqs: Vec<u64> = (first..first + records.len() as u64).collect();
         let entries = seqs.iter().copied().zip(records).collect();
-        Ok(Appended { seqs, entries })
+        Ok(Appended {
+            seqs,
+            duplicates: Vec::new(),
+            entries,
+        })
     }
 
     fn catch_up(&self, _to_end: bool) -> Result<Vec<(u64, Record)>, LogError> {

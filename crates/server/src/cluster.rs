@@ -44,6 +44,7 @@ pub fn open(cfg: &Config) -> Result<Option<ClusterStorage>> {
         dir: cfg.storage.path.clone(),
         storage: cfg.engine().storage,
         connect_timeout: CONNECT_TIMEOUT,
+        duplicate_window: cfg.ingest.idempotency_ttl.0,
     };
     let (log, open) = JetStreamLog::open(&js).with_context(|| {
         format!(
