@@ -333,3 +333,63 @@ fn one_idempotency_key_sent_to_two_nodes_at_once_stores_one_set_of_events() {
     }
     assert_eq!(stored.len(), 10);
 }
+
+#[test]
+fn the_rate_limit_holds_across_a_failover() {
+    let _one = exclusive();
+    let nats = NatsCluster::start(3);
+    // One shard: exactly one node owns every webhook, and GET /cluster says which.
+    let start = |id: &str| {
+        Server::builder()
+            .env("BUILDR_CLUSTER__NATS", &nats.urls().join(","))
+            .env("BUILDR_CLUSTER__NODE_ID", id)
+            .env("BUILDR_CLUSTER__STREAM", "e2e")
+            .env("BUILDR_CLUSTER__LEASE_TTL", "2s")
+            .env("BUILDR_CLUSTER__SHARDS", "1")
+            .start()
+    };
+    let mut nodes = [start("node-a"), start("node-b")];
+    let owner = |s: &Server| {
+        shards(s)
+            .into_iter()
+            .find(|(_, n)| *n == 1)
+            .map(|(id, _)| id)
+    };
+    assert!(wait_until(Duration::from_secs(10), || owner(&nodes[0]).is_some()));
+    let rx = Receiver::start();
+    let hook = nodes[0].create_webhook(
+        &rx.url("/slow"),
+        json!({"secret": SECRET, "rate_limit": 60}),
+    );
+    for i in 0..8 {
+        nodes[i % 2].publish("contact.create", json!(i));
+    }
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/slow") >= 3));
+    let first = owner(&nodes[0]).unwrap();
+    let (dead, alive) = if first == "node-a" { (0, 1) } else { (1, 0) };
+    nodes[dead].kill9();
+    assert!(
+        wait_until(Duration::from_secs(2 + 5), || owner(&nodes[alive])
+            .is_some_and(|o| o != first)),
+        "the shard did not move"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            rx.at("/slow")
+                .iter()
+                .map(|r| r.header("webhook-id").to_owned())
+                .collect::<BTreeSet<_>>()
+                .len()
+                == 8
+        }),
+        "not every event reached {hook} after the failover"
+    );
+    // 60 a minute with a burst of 1: one request a second, also across the failover.
+    let mut at: Vec<std::time::Instant> = rx.at("/slow").iter().map(|r| r.at).collect();
+    at.sort();
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(900)),
+        "requests closer than the rate limit allows: {gaps:?}"
+    );
+}

@@ -43,6 +43,9 @@ struct State {
     shards: u32,
     /// Shard → the revision this node last wrote for it.
     held: RwLock<HashMap<u32, u64>>,
+    /// Shard → when this node took it (a shard is taken over from a node that may have sent until
+    /// shortly before).
+    taken_at: RwLock<HashMap<u32, Instant>>,
     members: RwLock<Membership>,
     changed: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -84,6 +87,7 @@ impl Leases {
             applied,
             shards: cfg.shards.max(1),
             held: RwLock::new(HashMap::new()),
+            taken_at: RwLock::new(HashMap::new()),
             members: RwLock::new(Membership::default()),
             changed: OnceLock::new(),
         });
@@ -101,6 +105,17 @@ impl Leases {
             .held
             .read()
             .contains_key(&shard_of(webhook_id, self.state.shards))
+    }
+
+    /// When this node took the lease of the shard `webhook_id` hashes into (if it holds it).
+    pub fn taken_at(&self, webhook_id: &str) -> Option<Instant> {
+        let shard = shard_of(webhook_id, self.state.shards);
+        self.state
+            .held
+            .read()
+            .contains_key(&shard)
+            .then(|| self.state.taken_at.read().get(&shard).copied())
+            .flatten()
     }
 
     /// How many shards this node holds now.
@@ -273,6 +288,7 @@ async fn round(
             .await
         {
             state.held.write().insert(shard, revision);
+            state.taken_at.write().insert(shard, Instant::now());
             owners.insert(shard, state.node.clone());
             changed = true;
         }

@@ -11,6 +11,13 @@ pub trait Ownership: Send + Sync {
     /// Called once by the engine: `changed` is to be called whenever [`Ownership::owns`] may answer
     /// differently (a lease gained or lost).
     fn watch(&self, changed: Box<dyn Fn() + Send + Sync>);
+    /// When this node took `webhook` over from another (its shard's lease), if it did: its first send
+    /// then waits for the rate limiter's refill time from that moment, so the webhook's rate bound holds
+    /// across the failover. `None`: the webhook was never anyone else's (a single node).
+    fn taken_over_at(&self, _webhook: &WebhookId) -> Option<std::time::Instant> {
+        None
+    }
+
     /// The cluster as this node sees it (`None` on a single node).
     fn cluster(&self) -> Option<ClusterStatus> {
         None

@@ -94,7 +94,8 @@ impl Router {
                     Some(running) => running.addr.do_send(Configure(entry.webhook.clone())),
                     None if !entry.pending.is_empty() => {
                         let actor =
-                            SubscriptionActor::new(entry, bodies, self.deps.clone(), ctx.address());
+                            SubscriptionActor::new(entry, bodies, self.deps.clone(), ctx.address())
+                                .hold_after_takeover(self.owner.taken_over_at(id));
                         let addr = match self
                             .arbiters
                             .get(self.next_arbiter % self.arbiters.len().max(1))

@@ -78,6 +78,8 @@ pub struct SubscriptionActor {
     enqueues: u64,
     /// When the actor last ran out of work (`None` while it has some).
     idle_since: Option<Instant>,
+    /// Nothing is sent before this (a webhook taken over from another node: see [`Self::hold_after_takeover`]).
+    not_before: Option<Instant>,
 }
 
 /// The limiter's burst for `rate_limit` per minute: ⌈rate_limit/60⌉ (at least 1).
@@ -132,6 +134,7 @@ impl SubscriptionActor {
             disabling: false,
             enqueues: 0,
             idle_since: None,
+            not_before: None,
         };
         for (&seq, p) in &entry.pending {
             actor.attempts.insert(seq, p.attempts);
@@ -150,6 +153,13 @@ impl SubscriptionActor {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.disabling {
             return;
+        }
+        if let Some(at) = self.not_before {
+            let left = at.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                return self.wake_in(ctx, left);
+            }
+            self.not_before = None;
         }
         let now = Timestamp::now();
         while let Some(&(t, seq)) = self.waiting.first() {
@@ -175,6 +185,15 @@ impl SubscriptionActor {
             self.wake_in(ctx, now.until(t));
         }
         self.note_idle(ctx);
+    }
+
+    /// Holds every send until the limiter's refill time has passed since `taken_over_at` (when this node
+    /// took the webhook over from another, which may have used its whole burst just before): the same rule
+    /// as the idle stop, so a fresh limiter never lets more through than the old one would have.
+    pub fn hold_after_takeover(mut self, taken_over_at: Option<Instant>) -> Self {
+        self.not_before = taken_over_at
+            .map(|t| t + Self::idle_stop_after(self.webhook.rate_limit, Duration::ZERO));
+        self
     }
 
     /// How long the actor must have been idle before it may stop: long enough for its limiter to have

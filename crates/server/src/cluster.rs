@@ -85,6 +85,10 @@ impl Ownership for LeaseOwnership {
         self.leases.on_change(changed);
     }
 
+    fn taken_over_at(&self, webhook: &WebhookId) -> Option<std::time::Instant> {
+        self.leases.taken_at(webhook.as_str())
+    }
+
     fn cluster(&self) -> Option<ClusterStatus> {
         let m = self.leases.membership();
         Some(ClusterStatus {
