@@ -622,6 +622,10 @@ impl LogStore for JetStreamLog {
         self.copy.reopen_index()
     }
 
+    fn reset_index(&self) -> Result<(), LogError> {
+        self.copy.reset_index()
+    }
+
     /// Deletes a stream message only when every record it carries is to be removed (and it is not the
     /// last), then drops those records from the local copy.
     fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {

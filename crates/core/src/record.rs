@@ -55,6 +55,16 @@ pub enum Record {
         prefix: String,
         at: Timestamp,
     },
+    /// A replay named this undelivered event while the webhook's subscription actor held it with no attempt
+    /// in flight (queued, or waiting for a retry): its delivery starts again from the first attempt, now.
+    /// (One named while an attempt is in flight starts again when that attempt's outcome is recorded.)
+    /// `replay` is the seq of the `ReplayRequested` record it answers.
+    DeliveryRestarted {
+        webhook: WebhookId,
+        seq: u64,
+        replay: u64,
+        at: Timestamp,
+    },
     /// Finished replays older than the retention period: forgotten (their status is no longer served),
     /// so retention can remove their `ReplayRequested` records.
     ReplaysExpired {

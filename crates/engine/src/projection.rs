@@ -13,8 +13,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// What the actors must do after a record is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Deliver the event at `seq` to `webhook`.
+    /// Deliver the event at `seq` to `webhook`, queued by the record at `queued_at` (the event itself, or
+    /// a replay).
     Deliver {
+        webhook: WebhookId,
+        seq: u64,
+        queued_at: u64,
+    },
+    /// The delivery of `seq` to `webhook` starts again from its first attempt (a replay named it while it
+    /// was undelivered). Its subscription actor already knows; only derived indexes act on it.
+    Restarted {
         webhook: WebhookId,
         seq: u64,
     },
@@ -47,6 +55,10 @@ pub struct Pending {
     pub attempts: u32,
     /// When the next attempt is due (`None`: as soon as the rate limit allows).
     pub next_at: Option<Timestamp>,
+    /// The seq of the latest replay that named it while it was undelivered, until its subscription actor
+    /// has restarted it for that replay: the delivery starts again once the attempt that may be in flight
+    /// is recorded (or at once, by a `DeliveryRestarted`, when none was).
+    pub replayed: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +214,7 @@ impl Projection {
                     effects.push(Effect::Deliver {
                         webhook: e.webhook.id.clone(),
                         seq,
+                        queued_at: seq,
                     });
                 }
             }
@@ -216,6 +229,7 @@ impl Projection {
                             effects.push(Effect::Deliver {
                                 webhook: id.clone(),
                                 seq,
+                                queued_at: seq,
                             });
                         }
                     }
@@ -248,13 +262,21 @@ impl Projection {
             } => {
                 if let Some(e) = self.webhooks.get_mut(webhook) {
                     for &s in seqs {
-                        if let std::collections::btree_map::Entry::Vacant(v) = e.pending.entry(s) {
-                            v.insert(Pending::default());
-                            effects.push(Effect::Deliver {
-                                webhook: webhook.clone(),
-                                seq: s,
-                            });
+                        // An undelivered event is sent once more too (after an attempt in flight): the
+                        // actor that holds it hears of the replay and restarts it.
+                        match e.pending.entry(s) {
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                v.insert(Pending::default());
+                            }
+                            std::collections::btree_map::Entry::Occupied(mut o) => {
+                                o.get_mut().replayed = Some(seq);
+                            }
                         }
+                        effects.push(Effect::Deliver {
+                            webhook: webhook.clone(),
+                            seq: s,
+                            queued_at: seq,
+                        });
                     }
                     self.replays.insert(
                         id.clone(),
@@ -274,7 +296,10 @@ impl Projection {
             }
             Record::DeliveryAttempted(a) => {
                 if let Some(e) = self.webhooks.get_mut(&a.webhook) {
-                    let finished = !matches!(a.outcome, AttemptOutcome::Retrying { .. });
+                    // Replayed while this attempt was in flight: it starts again, whatever the outcome.
+                    let restart = e.pending.get(&a.seq).is_some_and(|p| p.replayed.is_some());
+                    let finished =
+                        !restart && !matches!(a.outcome, AttemptOutcome::Retrying { .. });
                     if finished {
                         for r in self.replays.values_mut().filter(|r| r.webhook == a.webhook) {
                             r.remaining.remove(&a.seq);
@@ -297,6 +322,37 @@ impl Projection {
                             e.failing_since.get_or_insert(a.at);
                         }
                     }
+                    if restart {
+                        e.pending.insert(a.seq, Pending::default());
+                        effects.push(Effect::Restarted {
+                            webhook: a.webhook.clone(),
+                            seq: a.seq,
+                        });
+                    }
+                }
+            }
+            Record::DeliveryRestarted {
+                webhook,
+                seq,
+                replay,
+                ..
+            } => {
+                if let Some(p) = self
+                    .webhooks
+                    .get_mut(webhook)
+                    .and_then(|e| e.pending.get_mut(seq))
+                {
+                    // A later replay that named it meanwhile still restarts it (after the attempt the
+                    // actor makes now, or with a restart of its own).
+                    let later = p.replayed.filter(|r| r != replay);
+                    *p = Pending {
+                        replayed: later,
+                        ..Pending::default()
+                    };
+                    effects.push(Effect::Restarted {
+                        webhook: webhook.clone(),
+                        seq: *seq,
+                    });
                 }
             }
         }
@@ -410,5 +466,137 @@ impl Projection {
 
     pub fn backlog(&self) -> usize {
         self.webhooks.values().map(|e| e.pending.len()).sum()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use buildr_core::{
+        AttemptRecord, EventData, EventId, EventRecord, EventType, ObjectId, Secret, Webhook,
+    };
+
+    fn webhook() -> Webhook {
+        let at = Timestamp::from_millis(1_795_000_000_000);
+        Webhook {
+            id: WebhookId::generate(),
+            account: AccountId::default_account(),
+            url: "https://example.com/h".into(),
+            description: String::new(),
+            filter_types: None,
+            rate_limit: 60,
+            secret: Secret::generate(),
+            previous_secret: None,
+            disabled: false,
+            disabled_reason: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    fn event() -> Record {
+        Record::EventPublished(EventRecord {
+            id: EventId::generate(),
+            account: AccountId::default_account(),
+            event_type: EventType::ContactCreate,
+            data: EventData {
+                id: ObjectId::Int(1),
+                url: "https://x.example/1".into(),
+            },
+            created_at: Timestamp::now(),
+            only_webhook: None,
+        })
+    }
+
+    fn attempt(w: &WebhookId, seq: u64, outcome: AttemptOutcome) -> Record {
+        Record::DeliveryAttempted(AttemptRecord {
+            webhook: w.clone(),
+            seq,
+            event_id: EventId::generate(),
+            attempt: 1,
+            at: Timestamp::now(),
+            response_status: Some(200),
+            response_body: String::new(),
+            error: None,
+            duration_ms: 1,
+            outcome,
+        })
+    }
+
+    fn replay(w: &WebhookId, seqs: Vec<u64>) -> Record {
+        Record::ReplayRequested {
+            id: ReplayId::generate(),
+            webhook: w.clone(),
+            seqs,
+            at: Timestamp::now(),
+        }
+    }
+
+    /// Applies `records` from seq 1; returns the projection.
+    fn run(records: &[Record]) -> Projection {
+        let mut p = Projection::default();
+        for (i, r) in records.iter().enumerate() {
+            p.apply(i as u64 + 1, r);
+        }
+        p
+    }
+
+    #[test]
+    fn an_attempt_of_a_replayed_pending_delivery_restarts_it_and_keeps_the_replay_open() {
+        let w = webhook();
+        let id = w.id.clone();
+        // 1 webhook, 2 event, 3 replay while in flight, 4 the attempt that was in flight.
+        let p = run(&[
+            Record::WebhookCreated(w),
+            event(),
+            replay(&id, vec![2]),
+            attempt(&id, 2, AttemptOutcome::Succeeded),
+        ]);
+        let e = p.webhook_by_id(&id).unwrap();
+        assert_eq!(e.pending.get(&2), Some(&Pending::default()), "sent again");
+        let r = p.replays.values().next().unwrap();
+        assert_eq!(r.done(), 0, "done only when the resend ends");
+        let mut p = p;
+        p.apply(5, &attempt(&id, 2, AttemptOutcome::Succeeded));
+        assert!(p.webhook_by_id(&id).unwrap().pending.is_empty());
+        assert_eq!(p.replays.values().next().unwrap().done(), 1);
+    }
+
+    #[test]
+    fn a_restart_for_one_replay_leaves_a_later_replay_pending() {
+        let w = webhook();
+        let id = w.id.clone();
+        // Replays at 3 and 4; the actor restarted it for 3 (and then sent it), not yet for 4.
+        let mut p = run(&[
+            Record::WebhookCreated(w),
+            event(),
+            replay(&id, vec![2]),
+            replay(&id, vec![2]),
+            Record::DeliveryRestarted {
+                webhook: id.clone(),
+                seq: 2,
+                replay: 3,
+                at: Timestamp::now(),
+            },
+        ]);
+        assert_eq!(
+            p.webhook_by_id(&id)
+                .unwrap()
+                .pending
+                .get(&2)
+                .unwrap()
+                .replayed,
+            Some(4)
+        );
+        // The attempt after that restart ends; the later replay sends it once more.
+        p.apply(6, &attempt(&id, 2, AttemptOutcome::Succeeded));
+        assert_eq!(
+            p.webhook_by_id(&id).unwrap().pending.get(&2),
+            Some(&Pending::default())
+        );
+        p.apply(7, &attempt(&id, 2, AttemptOutcome::Succeeded));
+        assert!(p.webhook_by_id(&id).unwrap().pending.is_empty());
+        assert!(p.replays.values().all(|r| r.done() == 1));
     }
 }

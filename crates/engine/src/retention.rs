@@ -79,6 +79,15 @@ pub fn plan(log: &dyn LogStore, cutoff: Timestamp, keep: &Keep) -> Result<Plan, 
             {
                 plan.records.push(seq)
             }
+            // Kept exactly as long as the attempt records around it.
+            Record::DeliveryRestarted {
+                webhook,
+                seq: s,
+                at,
+                ..
+            } if at < cutoff && !keep.pending.contains(&s) && !keep.failing.contains(&webhook) => {
+                plan.records.push(seq)
+            }
             _ => {}
         }
     }

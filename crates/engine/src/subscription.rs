@@ -34,11 +34,20 @@ pub struct SubscriptionDeps {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Deliver these seqs (duplicates of what the actor already holds are ignored), with the body to send
-/// when the router has it (freshly published events); otherwise it is read from the log when due.
+/// Deliver these seqs, with the body to send when the router has it (freshly published events); otherwise
+/// it is read from the log when due. A seq the actor already holds was replayed: its delivery starts again
+/// (at once, or after the attempt in flight ends).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Enqueue(pub Vec<(u64, Option<Arc<Outgoing>>)>);
+pub struct Enqueue(pub Vec<Queued>);
+
+/// One delivery to make: the event at `seq`, queued by the record at `queued_at` (the event itself, or a
+/// replay), with its body when the router has it.
+pub struct Queued {
+    pub seq: u64,
+    pub queued_at: u64,
+    pub body: Option<Arc<Outgoing>>,
+}
 
 /// At most this many bodies are held per actor; the rest of a long backlog is read from the log when due,
 /// so a receiver that is down never makes the server hold its backlog's bodies in memory.
@@ -61,8 +70,8 @@ pub struct SubscriptionActor {
     /// The keys that sign now (the current secret, and the previous one during a rotation overlap), and
     /// when that set changes next.
     keys: (Arc<[Secret]>, Option<Timestamp>),
-    /// Every undelivered seq this actor owns, with the attempts made so far.
-    attempts: HashMap<u64, u32>,
+    /// Every undelivered seq this actor owns.
+    held: HashMap<u64, Held>,
     /// Bodies of some of the due seqs, handed over by the router (at most [`HELD_BODIES`]).
     bodies: HashMap<u64, Arc<Outgoing>>,
     /// Due now, oldest first; waiting only for the rate limit or a free in-flight slot.
@@ -70,6 +79,8 @@ pub struct SubscriptionActor {
     /// Failed, waiting for their retry time.
     waiting: BTreeSet<(Timestamp, u64)>,
     in_flight: HashSet<u64>,
+    /// In flight and replayed meanwhile: started again once the attempt ends.
+    again: HashSet<u64>,
     failing_since: Option<Timestamp>,
     wake: Option<(Instant, SpawnHandle)>,
     /// Set once the actor asked for its webhook to be disabled: it sends nothing more.
@@ -80,6 +91,13 @@ pub struct SubscriptionActor {
     idle_since: Option<Instant>,
     /// Nothing is sent before this (a webhook taken over from another node: see [`Self::hold_after_takeover`]).
     not_before: Option<Instant>,
+}
+
+/// An undelivered seq: the attempts made so far, and when it waits for a retry, until when.
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    attempts: u32,
+    retry_at: Option<Timestamp>,
 }
 
 /// The limiter's burst for `rate_limit` per minute: ⌈rate_limit/60⌉ (at least 1).
@@ -124,11 +142,12 @@ impl SubscriptionActor {
             keys: signing_keys(&entry.webhook, now),
             deps,
             router,
-            attempts: HashMap::with_capacity(entry.pending.len()),
+            held: HashMap::with_capacity(entry.pending.len()),
             bodies,
             ready: BTreeSet::new(),
             waiting: BTreeSet::new(),
             in_flight: HashSet::new(),
+            again: HashSet::new(),
             failing_since: entry.failing_since,
             wake: None,
             disabling: false,
@@ -136,18 +155,67 @@ impl SubscriptionActor {
             idle_since: None,
             not_before: None,
         };
+        let mut restarted = Vec::new();
         for (&seq, p) in &entry.pending {
-            actor.attempts.insert(seq, p.attempts);
+            // Replayed and not yet restarted: nothing of it is in flight now, so it starts again at once.
+            if let Some(replay) = p.replayed {
+                restarted.push(actor.restart_fact(seq, replay));
+                actor.held.insert(seq, Held::default());
+                actor.ready.insert(seq);
+                continue;
+            }
+            actor.held.insert(
+                seq,
+                Held {
+                    attempts: p.attempts,
+                    retry_at: None,
+                },
+            );
             match p.next_at {
-                Some(t) if t > now => {
-                    actor.waiting.insert((t, seq));
-                }
+                Some(t) if t > now => actor.wait_until(t, seq),
                 _ => {
                     actor.ready.insert(seq);
                 }
             }
         }
+        if !restarted.is_empty() {
+            actor.deps.log_actor.do_send(RecordFacts(restarted));
+        }
         actor
+    }
+
+    /// `seq` waits for a retry at `t`.
+    fn wait_until(&mut self, t: Timestamp, seq: u64) {
+        self.waiting.insert((t, seq));
+        if let Some(h) = self.held.get_mut(&seq) {
+            h.retry_at = Some(t);
+        }
+    }
+
+    fn restart_fact(&self, seq: u64, replay: u64) -> Record {
+        Record::DeliveryRestarted {
+            webhook: self.webhook.id.clone(),
+            seq,
+            replay,
+            at: Timestamp::now(),
+        }
+    }
+
+    /// The replay at `replay` named `seq`, which this actor holds: its delivery starts again from the first
+    /// attempt, at once (with a fact saying so) or, when an attempt is in flight, once that attempt ends.
+    fn replayed(&mut self, seq: u64, replay: u64, facts: &mut Vec<Record>) {
+        if self.in_flight.contains(&seq) {
+            self.again.insert(seq);
+            return;
+        }
+        if let Some(h) = self.held.get_mut(&seq) {
+            if let Some(t) = h.retry_at.take() {
+                self.waiting.remove(&(t, seq));
+            }
+            h.attempts = 0;
+            self.ready.insert(seq);
+            facts.push(self.restart_fact(seq, replay));
+        }
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
@@ -167,6 +235,9 @@ impl SubscriptionActor {
                 break;
             }
             self.waiting.pop_first();
+            if let Some(h) = self.held.get_mut(&seq) {
+                h.retry_at = None;
+            }
             self.ready.insert(seq);
         }
         while self.in_flight.len() < self.deps.config.max_in_flight {
@@ -271,13 +342,13 @@ impl SubscriptionActor {
             Ok(event) => event,
             Err(None) => {
                 tracing::warn!(webhook = %self.webhook.id, seq, "event no longer in the log; dropped from the backlog");
-                self.attempts.remove(&seq);
+                self.held.remove(&seq);
+                self.again.remove(&seq);
                 return;
             }
             Err(Some(e)) => {
                 tracing::error!(webhook = %self.webhook.id, seq, error = %e, "cannot read event; will try again");
-                self.waiting
-                    .insert((Timestamp::now().plus(Duration::from_secs(1)), seq));
+                self.wait_until(Timestamp::now().plus(Duration::from_secs(1)), seq);
                 return;
             }
         };
@@ -307,16 +378,16 @@ impl SubscriptionActor {
         _ctx: &mut Context<Self>,
     ) {
         self.in_flight.remove(&seq);
-        let Some(count) = self.attempts.get_mut(&seq) else {
+        let Some(held) = self.held.get_mut(&seq) else {
             return;
         };
-        *count += 1;
-        let attempt = *count;
+        held.attempts += 1;
+        let attempt = held.attempts;
         let cfg = &self.deps.config;
         let mut disable = None;
         let outcome = match r.class {
             AttemptClass::Delivered => {
-                self.attempts.remove(&seq);
+                self.held.remove(&seq);
                 self.failing_since = None;
                 AttemptOutcome::Succeeded
             }
@@ -337,11 +408,11 @@ impl SubscriptionActor {
                 {
                     Some(d) => {
                         let next_at = r.at.plus(d);
-                        self.waiting.insert((next_at, seq));
+                        self.wait_until(next_at, seq);
                         AttemptOutcome::Retrying { next_at }
                     }
                     None => {
-                        self.attempts.remove(&seq);
+                        self.held.remove(&seq);
                         AttemptOutcome::Failed
                     }
                 }
@@ -355,6 +426,15 @@ impl SubscriptionActor {
             AttemptOutcome::Failed => "failed",
         };
         m.attempts.with_label_values(&[label]).inc();
+        // Replayed while in flight: the projection restarts it when it applies this attempt, and so does
+        // the actor now.
+        if self.again.remove(&seq) {
+            if let Some(t) = self.held.get(&seq).and_then(|h| h.retry_at) {
+                self.waiting.remove(&(t, seq));
+            }
+            self.held.insert(seq, Held::default());
+            self.ready.insert(seq);
+        }
         if label == "retrying" {
             m.retries_scheduled.inc();
         }
@@ -399,16 +479,30 @@ impl Handler<Enqueue> for SubscriptionActor {
     type Result = ();
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         self.enqueues += 1;
-        for (seq, body) in msg.0 {
-            // The router never sends a seq an actor took from the projection; one it still holds (a
-            // replay of an undelivered event) stays as it is and its body is read from the log.
-            if let std::collections::hash_map::Entry::Vacant(v) = self.attempts.entry(seq) {
-                v.insert(0);
-                self.ready.insert(seq);
-                if let Some(body) = body.filter(|_| self.bodies.len() < HELD_BODIES) {
-                    self.bodies.insert(seq, body);
+        let mut restarted = Vec::new();
+        for Queued {
+            seq,
+            queued_at,
+            body,
+        } in msg.0
+        {
+            // The router never sends a seq an actor took from the projection; one it still holds was
+            // replayed, and its body is read from the log.
+            match self.held.entry(seq) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Held::default());
+                    self.ready.insert(seq);
+                    if let Some(body) = body.filter(|_| self.bodies.len() < HELD_BODIES) {
+                        self.bodies.insert(seq, body);
+                    }
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.replayed(seq, queued_at, &mut restarted)
                 }
             }
+        }
+        if !restarted.is_empty() {
+            self.deps.log_actor.do_send(RecordFacts(restarted));
         }
         self.pump(ctx);
     }

@@ -161,6 +161,12 @@ mod tests {
                 prefix: "bk_12345678".into(),
                 at,
             },
+            Record::DeliveryRestarted {
+                webhook: WebhookId::generate(),
+                seq: 9,
+                replay: 12,
+                at,
+            },
             Record::ReplaysExpired {
                 ids: vec![ReplayId::generate()],
                 at,

@@ -113,6 +113,9 @@ pub trait LogStore: Send + Sync {
     /// Reopens the delivery index's storage after a write error (only the index writer calls it).
     fn reopen_index(&self) -> Result<(), LogError>;
 
+    /// Throws the delivery index away and opens an empty one, to be rebuilt from the log.
+    fn reset_index(&self) -> Result<(), LogError>;
+
     /// Removes records (retention); returns how many. Never the last one. Seqs that are not there are
     /// skipped.
     fn remove(&self, seqs: &[u64]) -> Result<usize, LogError>;
@@ -196,6 +199,10 @@ impl LogStore for crate::EventLog {
 
     fn reopen_index(&self) -> Result<(), LogError> {
         crate::EventLog::reopen_index(self)
+    }
+
+    fn reset_index(&self) -> Result<(), LogError> {
+        crate::EventLog::reset_index(self)
     }
 
     fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
