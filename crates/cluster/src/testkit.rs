@@ -63,7 +63,8 @@ impl NatsCluster {
                 format!(
                     "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
                      max_payload: 8MB\n\
-                     jetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
+                     jetstream {{ store_dir: \"{}\", sync_interval: always, max_file_store: 512MB, \
+                     max_memory_store: 64MB }}\n\
                      cluster {{ name: buildr-test, listen: 127.0.0.1:{route}, routes: [{route_list}] }}\n",
                     store.display()
                 ),
@@ -81,21 +82,36 @@ impl NatsCluster {
             cluster.spawn(i);
         }
         for i in 0..n {
-            assert!(
-                cluster.wait_ready(i, Duration::from_secs(30)),
-                "nats-server {i} did not become ready within 30 s"
-            );
+            if !cluster.wait_ready(i, Duration::from_secs(60)) {
+                panic!(
+                    "nats-server {i} did not become ready within 60 s; its log ends:\n{}",
+                    cluster.log_tail(i)
+                );
+            }
         }
         cluster
     }
 
+    /// The last lines server `i` wrote.
+    pub fn log_tail(&self, i: usize) -> String {
+        let log =
+            std::fs::read_to_string(self.nodes[i].config.with_extension("log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
     fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.config.with_extension("log"))
+            .unwrap();
         let child = Command::new(nats_server())
             .arg("-c")
             .arg(&node.config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         node.child = Some(child);
