@@ -393,3 +393,35 @@ fn the_rate_limit_holds_across_a_failover() {
         "requests closer than the rate limit allows: {gaps:?}"
     );
 }
+
+#[test]
+fn a_clean_stop_hands_its_shards_over_before_the_lease_ttl() {
+    let _one = exclusive();
+    let nats = NatsCluster::start(3);
+    let start = |id: &str| {
+        Server::builder()
+            .env("BUILDR_CLUSTER__NATS", &nats.urls().join(","))
+            .env("BUILDR_CLUSTER__NODE_ID", id)
+            .env("BUILDR_CLUSTER__STREAM", "e2e")
+            .env("BUILDR_CLUSTER__LEASE_TTL", "15s")
+            .start()
+    };
+    let mut nodes = [start("node-a"), start("node-b")];
+    assert!(wait_until(Duration::from_secs(40), || balanced(
+        &nodes[1],
+        &["node-a", "node-b"]
+    )));
+    let stopped = std::time::Instant::now();
+    nodes[0].stop();
+    assert!(
+        wait_until(Duration::from_secs(20), || balanced(&nodes[1], &["node-b"])),
+        "the shards of a node stopped with SIGTERM did not move: {:?}",
+        shards(&nodes[1])
+    );
+    let took = stopped.elapsed();
+    eprintln!("shards handed over {took:?} after SIGTERM (lease_ttl 15 s)");
+    assert!(
+        took < Duration::from_secs(30),
+        "took the whole lease_ttl: {took:?}"
+    );
+}

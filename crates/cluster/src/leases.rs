@@ -48,6 +48,9 @@ struct State {
     taken_at: RwLock<HashMap<u32, Instant>>,
     members: RwLock<Membership>,
     changed: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Asks the lease task to release everything and end (a clean stop).
+    stop: tokio::sync::Notify,
+    released: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
@@ -90,6 +93,8 @@ impl Leases {
             taken_at: RwLock::new(HashMap::new()),
             members: RwLock::new(Membership::default()),
             changed: OnceLock::new(),
+            stop: tokio::sync::Notify::new(),
+            released: tokio::sync::watch::Sender::new(false),
         });
         handle.spawn(keep(js, cfg, state.clone()));
         Self { state }
@@ -116,6 +121,14 @@ impl Leases {
             .contains_key(&shard)
             .then(|| self.state.taken_at.read().get(&shard).copied())
             .flatten()
+    }
+
+    /// A clean stop: gives this node's leases back so other nodes take its shards at once rather than
+    /// after `lease_ttl`. Waits at most `timeout` for NATS to confirm.
+    pub async fn release_all(&self, timeout: Duration) {
+        let mut released = self.state.released.subscribe();
+        self.state.stop.notify_one();
+        let _ = tokio::time::timeout(timeout, released.wait_for(|done| *done)).await;
     }
 
     /// How many shards this node holds now.
@@ -190,8 +203,31 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
             state.held.write().clear();
             state.notify();
         }
-        tokio::time::sleep(tick).await;
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = state.stop.notified() => {
+                release(&store, &state).await;
+                return;
+            }
+        }
     }
+}
+
+/// Gives every lease this node holds back (a clean stop), so the others take them at their next round
+/// instead of after the TTL, and deletes its heartbeat.
+async fn release(store: &kv::Store, state: &State) {
+    let held: Vec<(u32, u64)> = state.held.write().drain().collect();
+    state.notify();
+    for (shard, revision) in held {
+        if let Err(e) = store
+            .delete_expect_revision(shard_key(shard), Some(revision))
+            .await
+        {
+            tracing::debug!(shard, error = %e, "releasing a lease failed (it expires by itself)");
+        }
+    }
+    let _ = store.delete(format!("node.{}", state.node)).await;
+    let _ = state.released.send(true);
 }
 
 type RoundError = Box<dyn std::error::Error + Send + Sync>;

@@ -18,6 +18,8 @@ pub struct ClusterStorage {
     pub log: Arc<dyn LogStore>,
     pub open: OpenReport,
     pub owner: Arc<dyn Ownership>,
+    /// Released on a clean stop.
+    pub leases: Leases,
 }
 
 /// Connects to the stream (creating it when missing) and starts keeping this node's leases; `None` in
@@ -64,9 +66,10 @@ pub fn open(cfg: &Config) -> Result<Option<ClusterStorage>> {
         log: Arc::new(log),
         open,
         owner: Arc::new(LeaseOwnership {
-            leases,
+            leases: leases.clone(),
             stream: c.stream.clone(),
         }),
+        leases,
     }))
 }
 
