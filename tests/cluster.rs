@@ -420,8 +420,9 @@ fn a_clean_stop_hands_its_shards_over_before_the_lease_ttl() {
     );
     let took = stopped.elapsed();
     eprintln!("shards handed over {took:?} after SIGTERM (lease_ttl 15 s)");
+    // Leases renewed every 5 s expire at the earliest 10 s after the stop: sooner means they were given back.
     assert!(
-        took < Duration::from_secs(30),
-        "took the whole lease_ttl: {took:?}"
+        took < Duration::from_secs(10),
+        "not handed over, expired: {took:?}"
     );
 }
