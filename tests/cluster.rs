@@ -78,6 +78,14 @@ fn written_on_one_node_read_on_the_others_and_delivered_once_verified() {
             shards(n)
         );
     }
+    let (_, metrics) = nodes[0].raw("GET", "/metrics", None, &[]);
+    assert!(metrics.contains("\nbuildr_cluster_nodes 3\n"), "{metrics}");
+    let held: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("buildr_cluster_shards_held "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((20..=22).contains(&held), "shards held: {held}");
     let rx = Receiver::start();
     let hook = nodes[0].create_webhook(
         &rx.url("/hook"),

@@ -278,7 +278,11 @@ impl Engine {
 
     /// Prometheus text of the engine's metrics (and the process's).
     pub fn metrics_text(&self) -> String {
-        self.inner.metrics.render(&self.inner.projection.read())
+        let mut text = self.inner.metrics.render(&self.inner.projection.read());
+        if let Some(c) = self.inner.owner.cluster() {
+            text.push_str(&crate::metrics::cluster_text(&c));
+        }
+        text
     }
 
     /// Read access to the projection (for metrics and tools; request handlers use the scoped getters).
