@@ -434,3 +434,47 @@ fn a_clean_stop_hands_its_shards_over_before_the_lease_ttl() {
         "not handed over, expired: {took:?}"
     );
 }
+
+#[test]
+fn a_node_whose_storage_was_wiped_rebuilds_from_the_stream() {
+    let _one = exclusive();
+    let nats = NatsCluster::start(3);
+    let mut nodes = [node(&nats, "node-a"), node(&nats, "node-b")];
+    let rx = Receiver::start();
+    let hook = nodes[0].create_webhook(&rx.url("/w"), json!({"secret": SECRET}));
+    let published: BTreeSet<String> = (0..20)
+        .map(|i| {
+            nodes[i % 2].publish("contact.create", json!(i))["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(20), || rx.count("/w") >= 20));
+    nodes[1].kill9();
+    std::fs::remove_dir_all(&nodes[1].data_dir).unwrap();
+    nodes[1].start_again();
+    // Everything is back, read from its own rebuilt copy: events, the webhook, its delivery records.
+    let events: BTreeSet<String> = nodes[1].event_ids().into_iter().collect();
+    assert_eq!(events, published);
+    assert_eq!(
+        nodes[1].call("GET", &format!("/webhooks/{hook}"), None).0,
+        200
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        let (_, v) = nodes[1].call(
+            "GET",
+            &format!("/webhooks/{hook}/deliveries?limit=100"),
+            None,
+        );
+        v["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.len() == 20 && d.iter().all(|d| d["status"] == "succeeded"))
+    }));
+    // And it takes part again: what it publishes is read on the other node.
+    let more = nodes[1].publish("contact.create", json!(99));
+    let id = more["id"].as_str().unwrap().to_owned();
+    assert!(wait_until(Duration::from_secs(1), || nodes[0]
+        .event_ids()
+        .contains(&id)));
+}
