@@ -478,3 +478,91 @@ fn a_node_whose_storage_was_wiped_rebuilds_from_the_stream() {
         .event_ids()
         .contains(&id)));
 }
+
+#[test]
+fn killing_the_stream_leader_three_times_loses_nothing_acknowledged() {
+    let _one = exclusive();
+    let mut nats = NatsCluster::start(3);
+    let nodes = [node(&nats, "node-a"), node(&nats, "node-b")];
+    let rx = Receiver::start();
+    nodes[0].create_webhook(&rx.url("/l"), json!({"secret": SECRET}));
+    let acked = parking_lot::Mutex::new(BTreeSet::new());
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut stalls = Vec::new();
+    /// Stops the writers however the scope ends (a failed assertion included), so it never waits long.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    std::thread::scope(|scope| {
+        let _stop_writers = StopOnDrop(&stop);
+        for n in &nodes {
+            let (acked, refused, stop) = (&acked, &refused, &stop);
+            scope.spawn(move || {
+                for i in 0..2_000 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let body = json!({"event": {"type": "contact.create",
+                        "data": {"id": i, "url": "https://x.example/l"}}});
+                    match n.call("POST", "/events", Some(body)) {
+                        (202, v) => {
+                            acked
+                                .lock()
+                                .insert(v["event"]["id"].as_str().unwrap().to_owned());
+                        }
+                        _ => {
+                            refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_secs(1));
+            let mut leader = None;
+            assert!(wait_until(Duration::from_secs(15), || {
+                leader = nats.stream_leader("e2e");
+                leader.is_some()
+            }));
+            let leader = leader.unwrap();
+            let before = acked.lock().len();
+            let killed = std::time::Instant::now();
+            nats.kill(leader);
+            // Writes stall or answer 503, then resume on the new leader.
+            assert!(
+                wait_until(Duration::from_secs(30), || acked.lock().len() > before + 2),
+                "writes did not resume after the stream leader was killed"
+            );
+            stalls.push(killed.elapsed());
+            nats.restart(leader);
+        }
+    });
+    eprintln!(
+        "writes resumed {stalls:?} after each leader kill; {} acknowledged, {} refused",
+        acked.lock().len(),
+        refused.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    let acked = acked.into_inner();
+    assert!(acked.len() < 1_000, "GET /events lists at most 1,000");
+    for n in &nodes {
+        let listed: BTreeSet<String> = n.event_ids().into_iter().collect();
+        let lost: Vec<&String> = acked.difference(&listed).collect();
+        assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let got: BTreeSet<String> = rx
+                .at("/l")
+                .iter()
+                .map(|r| r.header("webhook-id").to_owned())
+                .collect();
+            acked.is_subset(&got)
+        }),
+        "not every acknowledged event was delivered"
+    );
+}

@@ -129,6 +129,36 @@ impl NatsCluster {
         false
     }
 
+    /// The index of the server that leads `stream` now (from the servers' JetStream monitoring), if
+    /// one does.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let needle = format!("\"name\":\"{stream}\"");
+        for node in &self.nodes {
+            if node.child.is_none() {
+                continue;
+            }
+            let Some(body) = http_get(node.monitor, "/jsz?accounts=true&streams=true") else {
+                continue;
+            };
+            let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            let Some(at) = body.find(&needle) else {
+                continue;
+            };
+            let rest = &body[at..];
+            let Some(l) = rest.find("\"leader\":\"n") else {
+                continue;
+            };
+            let digits: String = rest[l + 11..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(n) = digits.parse::<usize>() {
+                return Some(n);
+            }
+        }
+        None
+    }
+
     /// The client URLs of every server.
     pub fn urls(&self) -> Vec<String> {
         self.nodes
@@ -172,6 +202,20 @@ impl Drop for NatsCluster {
             self.kill(i);
         }
     }
+}
+
+/// The whole response to `GET path` on 127.0.0.1:`port` (HTTP/1.0, so the server closes it).
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }
 
 /// The status of `GET path` on 127.0.0.1:`port`, if it answers.
