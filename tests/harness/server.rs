@@ -251,6 +251,11 @@ impl Server {
         (status, value)
     }
 
+    /// The ids of the first 1,000 events `GET /events` lists, in seq order.
+    pub fn event_ids(&self) -> Vec<String> {
+        ids_of(&self.call("GET", "/events?limit=1000", None).1)
+    }
+
     /// Creates a webhook to `url` (rate limit 60,000/min unless `extra` says otherwise; `extra`'s fields are
     /// added to the webhook object); asserts the 201 and returns its id.
     pub fn create_webhook(&self, url: &str, extra: Value) -> String {
@@ -281,6 +286,29 @@ impl Server {
         );
         assert_eq!(status, 202, "{v}");
         v["event"].clone()
+    }
+
+    /// An admin call with a JSON body; returns the status and the value of response header `name`.
+    pub fn call_for_header(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+        name: &str,
+    ) -> (u16, Option<String>) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        let res = agent
+            .request(method, &format!("{}/api/2023-01{}", self.base, path))
+            .set("Authorization", &format!("Bearer {}", self.token()))
+            .send_json(body.clone());
+        match res {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                (r.status(), r.header(name).map(str::to_owned))
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// Any request, exactly as given; returns status and body text.
@@ -340,4 +368,14 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// The `id`s of the events in a response's `events` array, in order.
+pub fn ids_of(v: &Value) -> Vec<String> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -60,6 +60,7 @@ macro_rules! api_routes {
 
 api_routes! {
     "/event-types" => { get: routes::ops::event_types },
+    "/cluster" => { get: routes::ops::cluster },
     "/accounts" => { post: routes::accounts::create, get: routes::accounts::list },
     "/accounts/{id}/keys" => { post: routes::accounts::create_key },
     "/accounts/{id}/keys/{key_prefix}" => { delete: routes::accounts::revoke_key },

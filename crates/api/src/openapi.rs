@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
         events::publish, events::publish_batch, events::list,
         deliveries::list, deliveries::attempts, deliveries::replay, deliveries::replay_status,
         stats::webhook, stats::account,
-        ops::event_types, ops::healthz, ops::readyz, ops::metrics,
+        ops::event_types, ops::healthz, ops::readyz, ops::metrics, ops::cluster,
         accounts::create, accounts::list, accounts::create_key, accounts::revoke_key,
     ),
     components(schemas(
@@ -33,6 +33,7 @@ use utoipa::{Modify, OpenApi};
         views::DeliveryView, views::DeliveryList, views::AttemptView, views::AttemptList,
         views::ReplayCreated, views::ReplayCreatedView, views::ReplayResponse, views::ReplayView, views::Status,
         views::AccountView, views::AccountCreated, views::AccountList, views::KeyCreated,
+        views::ClusterResponse, views::ClusterView, views::ClusterNodeView, views::ClusterStreamView,
     )),
     modifiers(&BearerAuth, &Links),
     security(("bearer" = [])),

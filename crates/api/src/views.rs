@@ -420,3 +420,57 @@ impl StatsView {
 pub struct StatsResponse {
     pub stats: StatsView,
 }
+
+/// `GET /cluster`: the cluster as the answering node sees it.
+#[derive(Serialize, ToSchema)]
+pub struct ClusterResponse {
+    pub cluster: ClusterView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClusterView {
+    /// The node that answered.
+    pub node_id: String,
+    /// Every live node.
+    pub nodes: Vec<ClusterNodeView>,
+    pub stream: ClusterStreamView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClusterNodeView {
+    pub node_id: String,
+    /// Shards whose lease it holds.
+    pub shards: u32,
+    /// Stream messages (each a batch of records) it has still to apply.
+    pub lag: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClusterStreamView {
+    pub name: String,
+    /// The stream's last message seq.
+    pub last_seq: u64,
+}
+
+impl ClusterResponse {
+    pub fn new(s: buildr_engine::ClusterStatus) -> Self {
+        Self {
+            cluster: ClusterView {
+                node_id: s.node_id,
+                nodes: s
+                    .nodes
+                    .into_iter()
+                    .map(|n| ClusterNodeView {
+                        node_id: n.node_id,
+                        shards: n.shards,
+                        lag: n.lag,
+                    })
+                    .collect(),
+                stream: ClusterStreamView {
+                    name: s.stream,
+                    last_seq: s.stream_last_seq,
+                },
+            },
+        }
+    }
+}

@@ -4,7 +4,7 @@
 
 use crate::error::EngineError;
 use crate::projection::{Effect, Projection};
-use buildr_log::EventLog;
+use buildr_log::LogStore;
 
 /// Bumped whenever the projection's shape changes; older checkpoints are then ignored.
 const CHECKPOINT_FORMAT: u8 = 4;
@@ -38,7 +38,7 @@ pub struct Rebuilt {
 /// The projection at the log's end: the latest usable checkpoint plus the tail, or a full replay.
 /// `on_effects` sees the effects of every replayed record with its seq (to catch up derived indexes).
 pub fn restore(
-    log: &EventLog,
+    log: &dyn LogStore,
     on_effects: impl FnMut(u64, &buildr_core::Record, &[Effect]),
 ) -> Result<(Projection, Rebuilt), EngineError> {
     restore_up_to(log, u64::MAX, on_effects)
@@ -48,7 +48,7 @@ pub fn restore(
 /// caught up from the records `on_effects` sees, so a checkpoint past the index's applied seq would
 /// skip records the index still needs: then the whole log is replayed).
 pub fn restore_up_to(
-    log: &EventLog,
+    log: &dyn LogStore,
     usable_up_to: u64,
     mut on_effects: impl FnMut(u64, &buildr_core::Record, &[Effect]),
 ) -> Result<(Projection, Rebuilt), EngineError> {
@@ -82,7 +82,7 @@ pub fn restore_up_to(
 }
 
 /// The projection from a replay of the whole log, ignoring any checkpoint.
-pub fn full_replay(log: &EventLog) -> Result<(Projection, u64), EngineError> {
+pub fn full_replay(log: &dyn LogStore) -> Result<(Projection, u64), EngineError> {
     let mut projection = Projection::default();
     let mut n = 0u64;
     for item in log.tail(1) {

@@ -6,7 +6,7 @@ use crate::health::Store;
 use crate::metrics::Metrics;
 use crate::projection::{Effect, Projection};
 use buildr_core::{EventId, EventType, Record};
-use buildr_log::{EventLog, IndexOp};
+use buildr_log::{IndexOp, LogStore};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -51,7 +51,9 @@ pub fn ops(seq: u64, record: &Record, effects: &[Effect], out: &mut Vec<IndexOp>
 }
 
 /// The projection at the log's end (checkpoint + tail), with the delivery index caught up on the way.
-pub fn catch_up(log: &EventLog) -> Result<(Projection, crate::checkpoint::Rebuilt), EngineError> {
+pub fn catch_up(
+    log: &dyn LogStore,
+) -> Result<(Projection, crate::checkpoint::Rebuilt), EngineError> {
     let index = log.index()?;
     let index_seq = index.applied_seq()?;
     let mut pending = Vec::new();
@@ -80,7 +82,7 @@ pub fn catch_up(log: &EventLog) -> Result<(Projection, crate::checkpoint::Rebuil
 }
 
 /// Reads an event's id and type from the log (for rows a replay creates).
-pub fn event_at(log: &EventLog, seq: u64) -> Option<(EventId, EventType)> {
+pub fn event_at(log: &dyn LogStore, seq: u64) -> Option<(EventId, EventType)> {
     match log.get(seq) {
         Ok(Some(Record::EventPublished(e))) => Some((e.id, e.event_type)),
         _ => None,
@@ -130,7 +132,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The writer thread's state.
 struct Writer<'a> {
-    log: &'a EventLog,
+    log: &'a dyn LogStore,
     progress: &'a Progress,
     metrics: &'a Metrics,
     /// Batches written since the last flush this writer saw succeed: after a storage error, the ones
@@ -304,7 +306,7 @@ pub struct IndexWriter {
 }
 
 impl IndexWriter {
-    pub fn start(log: Arc<EventLog>, metrics: Arc<Metrics>) -> Self {
+    pub fn start(log: Arc<dyn LogStore>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let progress = Arc::new(Progress {
             sent: AtomicU64::new(0),
@@ -315,7 +317,7 @@ impl IndexWriter {
             .name("delivery-index".into())
             .spawn(move || {
                 Writer {
-                    log: &log,
+                    log: &*log,
                     progress: &theirs,
                     metrics: &metrics,
                     journal: Vec::new(),

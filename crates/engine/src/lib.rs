@@ -17,6 +17,7 @@ pub mod health;
 pub mod indexer;
 pub mod log_actor;
 pub mod metrics;
+pub mod ownership;
 pub mod projection;
 pub mod replay;
 pub mod retention;
@@ -32,6 +33,7 @@ pub use engine::{
     MAX_STATS_BUCKETS, STATS_HISTORY,
 };
 pub use error::EngineError;
+pub use ownership::{ClusterStatus, NodeStatus, Ownership, OwnsAll};
 pub use projection::{Account, ApiKeyEntry, Pending, Projection, ReplayState, WebhookEntry};
 pub use replay::ReplayRange;
 

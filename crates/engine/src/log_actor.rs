@@ -1,6 +1,9 @@
-//! The LogActor: the only writer of the log. It gathers what arrives while the previous flush runs and
-//! writes it as one atomic, fsynced sled batch (group commit), then applies the batch to the projection,
-//! answers the callers (a `202` is only ever sent after this), and hands the effects to the router.
+//! The LogActor: the only writer of the log on this node. It gathers what arrives while the previous
+//! flush runs and appends it as one durable batch (group commit: one fsync on sled, one replicated
+//! message on JetStream), then applies what the log hands back (the batch, and on a shared log what other
+//! nodes appended before it) to the projection in log order, answers the callers (a `202` is only ever
+//! sent after this), and hands the effects to the router. Records other nodes append while this one is
+//! idle are applied the same way when the log says it has them ([`CatchUp`]).
 
 use crate::checkpoint;
 use crate::dispatcher::Outgoing;
@@ -11,7 +14,7 @@ use crate::projection::{Effect, IdempotencyEntry, Projection};
 use crate::router::{Effects, Router};
 use actix::prelude::*;
 use buildr_core::{AccountId, Record, Timestamp};
-use buildr_log::EventLog;
+use buildr_log::{Group, LogStore};
 use parking_lot::RwLock;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,6 +26,18 @@ use tokio::sync::oneshot;
 pub struct IdempotencyGuard {
     pub account: AccountId,
     pub key: String,
+}
+
+impl IdempotencyGuard {
+    /// The id a shared log stores this key's group under at most once (account and key, the key in hex
+    /// so that any key is a valid header value).
+    pub fn dedupe_id(&self) -> String {
+        let mut id = format!("idem.{}.", self.account);
+        for b in self.key.as_bytes() {
+            id.push_str(&format!("{b:02x}"));
+        }
+        id
+    }
 }
 
 /// Append `records` atomically and durably.
@@ -82,7 +97,7 @@ pub struct CheckpointPolicy {
 }
 
 pub struct LogActor {
-    log: Arc<EventLog>,
+    log: Arc<dyn LogStore>,
     projection: Arc<RwLock<Projection>>,
     router: Option<Addr<Router>>,
     indexer: IndexWriter,
@@ -91,6 +106,10 @@ pub struct LogActor {
     flush_requested: bool,
     checkpointing: bool,
     checkpointed_seq: u64,
+    /// Records applied since the last checkpoint (seqs need not be contiguous, so they are counted).
+    uncheckpointed: u64,
+    /// A `CatchUp` is in the mailbox.
+    catch_up_requested: Arc<std::sync::atomic::AtomicBool>,
     compacting: bool,
     settings: LogSettings,
     /// Callers waiting for a clean stop (queue written, checkpoint saved).
@@ -109,11 +128,13 @@ const FIRST_HEAL_WAIT: Duration = Duration::from_millis(100);
 const MAX_HEAL_WAIT: Duration = Duration::from_secs(5);
 
 impl LogActor {
+    /// `checkpointed_seq`: the seq of the checkpoint start-up used; `uncheckpointed`: the records it
+    /// replayed after it.
     pub fn new(
-        log: Arc<EventLog>,
+        log: Arc<dyn LogStore>,
         projection: Arc<RwLock<Projection>>,
         indexer: IndexWriter,
-        checkpointed_seq: u64,
+        (checkpointed_seq, uncheckpointed): (u64, u64),
         settings: LogSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -126,6 +147,8 @@ impl LogActor {
             flush_requested: false,
             checkpointing: false,
             checkpointed_seq,
+            uncheckpointed,
+            catch_up_requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             compacting: false,
             settings,
             stopping: Vec::new(),
@@ -151,6 +174,7 @@ impl LogActor {
         }
         let cutoff = self.cutoff();
         let mut to_write = Vec::new();
+        let mut groups = Vec::new();
         let mut committed = Vec::new();
         let mut deferred = Vec::new();
         {
@@ -175,8 +199,12 @@ impl LogActor {
                 }
                 let offset = to_write.len();
                 let len = p.records.len();
+                groups.push(Group {
+                    start: offset,
+                    dedupe_id: p.guard.as_ref().map(IdempotencyGuard::dedupe_id),
+                });
                 to_write.extend(p.records);
-                committed.push((offset, len, p.reply));
+                committed.push((offset, len, p.reply, p.guard));
             }
         }
         self.queue = deferred;
@@ -189,22 +217,48 @@ impl LogActor {
         // everything that arrives meanwhile waits in its mailbox for the next batch.
         let started = std::time::Instant::now();
         let first_seq = self.log.last_seq() + 1;
-        let outcome = match self.log.append(&to_write) {
-            Ok(first) => {
-                self.record_stats(to_write.len(), started.elapsed());
-                self.apply(first, &to_write);
-                Ok(first)
+        let written = to_write.len();
+        let mut written_records = Vec::new();
+        let mut duplicates = Vec::new();
+        let outcome = match self.log.append_batch(to_write, &groups) {
+            Ok(appended) => {
+                self.record_stats(written, started.elapsed());
+                self.apply(appended.entries);
+                duplicates = appended.duplicates;
+                Ok(appended.seqs)
             }
-            Err(e) => Err(SubmitError::Storage(e.to_string())),
+            Err(refused) => {
+                written_records = refused.records;
+                Err(SubmitError::Storage(refused.error.to_string()))
+            }
         };
         {
             let failed = outcome.is_err();
-            for (offset, len, reply) in committed {
+            for (group, (offset, len, reply, guard)) in committed.into_iter().enumerate() {
                 match reply {
-                    Some(reply) => {
-                        let _ = reply.send(outcome.clone().map(|first| Submitted::Committed {
-                            first_seq: first + offset as u64,
+                    // Another node stored this idempotency key first (a shared log): its answer.
+                    Some(reply) if duplicates.contains(&group) => {
+                        let first = guard.and_then(|g| {
+                            self.projection
+                                .read()
+                                .idempotency(&g.account, &g.key)
+                                .cloned()
+                        });
+                        let _ = reply.send(first.map(Submitted::AlreadyUsed).ok_or_else(|| {
+                            SubmitError::Storage(
+                                "the first use of this Idempotency-Key is not applied yet".into(),
+                            )
                         }));
+                    }
+                    // A group's records have consecutive seqs: its first seq numbers them all.
+                    Some(reply) => {
+                        let _ = reply.send(match &outcome {
+                            Ok(seqs) => seqs
+                                .get(offset)
+                                .map(|&first_seq| Submitted::Committed { first_seq })
+                                .ok_or_else(|| SubmitError::Storage("the log lost a seq".into())),
+                            Err(e) => Err(e.clone()),
+                        });
                     }
                     // Facts nobody waits for are not lost: they are written once storage heals
                     // (unless the failed batch reached the disk after all: see `reopen_and_probe`).
@@ -213,7 +267,7 @@ impl LogActor {
                         .get_or_insert_with(|| (first_seq, Vec::new()))
                         .1
                         .push(Pending {
-                            records: to_write[offset..offset + len].to_vec(),
+                            records: written_records[offset..offset + len].to_vec(),
                             guard: None,
                             reply: None,
                         }),
@@ -299,18 +353,17 @@ impl LogActor {
         // same Idempotency-Key get the first answer).
         if let Some(range) = reopened.unapplied {
             let first = *range.start();
-            let records = self
+            let entries = self
                 .log
                 .range(first, range.end() + 1)
-                .map(|r| r.map(|(_, record)| record))
                 .collect::<Result<Vec<_>, _>>()?;
-            if !records.is_empty() {
+            if !entries.is_empty() {
                 tracing::warn!(
                     first,
-                    count = records.len(),
+                    count = entries.len(),
                     "records written by a failed flush are in the log after all; applying them"
                 );
-                self.apply(first, &records);
+                self.apply(entries);
             }
         }
         self.log.probe()
@@ -327,8 +380,7 @@ impl LogActor {
     /// Writes a checkpoint when one is due (or when stopping). Appends are synchronous on this actor's
     /// thread, so nothing is being written when this runs.
     fn after_flush(&mut self, ctx: &mut Context<Self>) {
-        let last = self.log.last_seq();
-        let due = last >= self.checkpointed_seq + self.settings.checkpoint.every_records;
+        let due = self.uncheckpointed >= self.settings.checkpoint.every_records;
         if due || !self.stopping.is_empty() {
             self.checkpoint(ctx);
         }
@@ -338,6 +390,7 @@ impl LogActor {
         if self.checkpointing {
             return;
         }
+        let covered = self.uncheckpointed;
         let (seq, bytes) = {
             let p = self.projection.read();
             if p.last_seq == self.checkpointed_seq {
@@ -368,6 +421,7 @@ impl LogActor {
                 Ok(Ok(())) => {
                     tracing::debug!(seq, "projection checkpoint saved");
                     act.checkpointed_seq = seq;
+                    act.uncheckpointed = act.uncheckpointed.saturating_sub(covered);
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "saving a projection checkpoint failed"),
                 Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
@@ -413,7 +467,7 @@ impl LogActor {
         let log = self.log.clone();
         let indexer = self.indexer.clone();
         let work = actix_rt::task::spawn_blocking(move || {
-            let plan = crate::retention::plan(&log, cutoff, &keep)?;
+            let plan = crate::retention::plan(&*log, cutoff, &keep)?;
             let removed = log.remove(&plan.records)?;
             if !plan.event_seqs.is_empty() {
                 indexer.forget(plan.event_seqs.clone(), plan.event_ids.clone());
@@ -443,14 +497,19 @@ impl LogActor {
         self.metrics.log_flush_seconds.observe(took.as_secs_f64());
     }
 
-    fn apply(&mut self, first: u64, records: &[Record]) {
+    /// Applies records the log handed out, in log order.
+    fn apply(&mut self, entries: Vec<(u64, Record)>) {
+        let Some(&(upto, _)) = entries.last() else {
+            return;
+        };
+        self.uncheckpointed += entries.len() as u64;
         let mut effects: Vec<Effect> = Vec::new();
         let mut bodies = std::collections::HashMap::new();
         let mut ops = Vec::new();
         {
             let mut projection = self.projection.write();
-            for (i, r) in records.iter().enumerate() {
-                let seq = first + i as u64;
+            for (seq, r) in &entries {
+                let (seq, r) = (*seq, r);
                 let e = projection.apply(seq, r);
                 crate::indexer::ops(seq, r, &e, &mut ops);
                 if let Record::EventPublished(ev) = r {
@@ -465,14 +524,29 @@ impl LogActor {
                 effects.extend(e);
             }
         }
-        self.indexer.apply(ops, first + records.len() as u64 - 1);
+        self.indexer.apply(ops, upto);
         if let (Some(router), false) = (&self.router, effects.is_empty()) {
             router.do_send(Effects {
                 effects,
                 bodies,
-                upto: first + records.len() as u64 - 1,
+                upto,
             });
         }
+    }
+
+    /// Applies what other writers of a shared log appended (nothing on a log with one writer).
+    fn catch_up(&mut self, to_end: bool, ctx: &mut Context<Self>) -> Result<(), SubmitError> {
+        self.catch_up_requested
+            .store(false, std::sync::atomic::Ordering::Release);
+        let entries = self
+            .log
+            .catch_up(to_end)
+            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        if !entries.is_empty() {
+            self.apply(entries);
+            self.after_flush(ctx);
+        }
+        Ok(())
     }
 }
 
@@ -509,6 +583,21 @@ impl Actor for LogActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        // The log says when other writers appended; one `CatchUp` at a time waits in the mailbox.
+        let me = ctx.address();
+        let requested = self.catch_up_requested.clone();
+        let applied = self.projection.read().last_seq;
+        let followed = self.log.follow(
+            applied,
+            Box::new(move || {
+                if !requested.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    me.do_send(CatchUp { to_end: false });
+                }
+            }),
+        );
+        if let Err(e) = followed {
+            tracing::error!(error = %e, "cannot follow the log");
+        }
         ctx.run_interval(Duration::from_secs(60), |act, _| {
             let cutoff = act.cutoff();
             act.projection.write().expire_idempotency(cutoff);
@@ -596,5 +685,21 @@ impl Handler<FlushNow> for LogActor {
     fn handle(&mut self, _: FlushNow, ctx: &mut Context<Self>) {
         self.flush_requested = false;
         self.flush(ctx);
+    }
+}
+
+/// Apply what other writers of a shared log appended; with `to_end`, first wait until everything the log
+/// held when asked is here (start-up, before the node is ready).
+#[derive(Message)]
+#[rtype(result = "Result<(), SubmitError>")]
+pub struct CatchUp {
+    pub to_end: bool,
+}
+
+impl Handler<CatchUp> for LogActor {
+    type Result = Result<(), SubmitError>;
+
+    fn handle(&mut self, msg: CatchUp, ctx: &mut Context<Self>) -> Self::Result {
+        self.catch_up(msg.to_end, ctx)
     }
 }

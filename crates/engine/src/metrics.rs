@@ -146,6 +146,41 @@ impl Default for Metrics {
     }
 }
 
+/// Cluster mode's gauges, as of this node's last lease round: the shards it holds, how far it is behind
+/// the stream, the live nodes. (The stream's publish latency is `buildr_log_flush_seconds`: in cluster mode
+/// an append is a publish, its quorum acknowledgement and this node reading it back.)
+pub fn cluster_text(c: &crate::ClusterStatus) -> String {
+    let me = c.nodes.iter().find(|n| n.node_id == c.node_id);
+    let mut out = String::new();
+    for (name, help, value) in [
+        (
+            "buildr_cluster_shards_held",
+            "Shards whose lease this node holds.",
+            me.map_or(0, |n| u64::from(n.shards)),
+        ),
+        (
+            "buildr_cluster_follower_lag_messages",
+            "Stream messages this node has still to apply.",
+            me.map_or(0, |n| n.lag),
+        ),
+        (
+            "buildr_cluster_nodes",
+            "Live nodes this node sees.",
+            c.nodes.len() as u64,
+        ),
+        (
+            "buildr_cluster_stream_last_seq",
+            "The stream's last message seq.",
+            c.stream_last_seq,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

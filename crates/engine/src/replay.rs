@@ -4,7 +4,7 @@
 use crate::error::EngineError;
 use crate::projection::Projection;
 use buildr_core::{FieldError, Record, Timestamp, WebhookId};
-use buildr_log::EventLog;
+use buildr_log::LogStore;
 
 /// The most events one replay may queue; a larger range is refused (split it).
 pub const MAX_REPLAY_EVENTS: usize = 1_000_000;
@@ -43,7 +43,7 @@ impl ReplayRange {
 /// The seqs a replay of `webhook` over `range` queues: the events of its account that its filter matches,
 /// or with `only_failed` those whose delivery to it is `failed`. `progress` is called with each seq read.
 pub fn plan(
-    log: &EventLog,
+    log: &dyn LogStore,
     projection: &Projection,
     webhook: &WebhookId,
     range: ReplayRange,

@@ -10,7 +10,7 @@
 
 use crate::error::EngineError;
 use buildr_core::{EventId, Record, ReplayId, Timestamp, WebhookId};
-use buildr_log::EventLog;
+use buildr_log::LogStore;
 use std::collections::HashSet;
 
 /// What must stay whatever its age: undelivered seqs, webhooks failing now, the replays the projection
@@ -36,7 +36,7 @@ pub struct Plan {
 /// Records are close to time order, so the scan stops this long past the cutoff.
 const SCAN_SLACK_MS: i64 = 3_600_000;
 
-pub fn plan(log: &EventLog, cutoff: Timestamp, keep: &Keep) -> Result<Plan, EngineError> {
+pub fn plan(log: &dyn LogStore, cutoff: Timestamp, keep: &Keep) -> Result<Plan, EngineError> {
     let mut plan = Plan::default();
     let last = log.last_seq();
     let stop_after = Timestamp::from_millis(cutoff.as_millis().saturating_add(SCAN_SLACK_MS));

@@ -7,6 +7,7 @@
 //! reports itself idle and nothing was sent to it since: an idle webhook costs no actor.
 
 use crate::dispatcher::Outgoing;
+use crate::ownership::Ownership;
 use crate::projection::{Effect, Projection};
 use crate::subscription::{Configure, Enqueue, Queued, SubscriptionActor, SubscriptionDeps};
 use actix::prelude::*;
@@ -50,6 +51,8 @@ pub struct ActiveSubscriptions;
 
 pub struct Router {
     projection: Arc<RwLock<Projection>>,
+    /// Which webhooks this node delivers.
+    owner: Arc<dyn Ownership>,
     deps: Arc<SubscriptionDeps>,
     /// The delivery arbiters (threads) the subscription actors are spread over.
     arbiters: Vec<actix::ArbiterHandle>,
@@ -62,9 +65,11 @@ impl Router {
         projection: Arc<RwLock<Projection>>,
         deps: Arc<SubscriptionDeps>,
         arbiters: Vec<actix::ArbiterHandle>,
+        owner: Arc<dyn Ownership>,
     ) -> Self {
         Self {
             projection,
+            owner,
             deps,
             arbiters,
             next_arbiter: 0,
@@ -82,12 +87,15 @@ impl Router {
     ) {
         let projection = self.projection.read();
         match projection.webhook_by_id(id) {
-            Some(entry) if !entry.webhook.disabled && !self.deps.config.paused => {
+            Some(entry)
+                if !entry.webhook.disabled && !self.deps.config.paused && self.owner.owns(id) =>
+            {
                 match self.subs.get(id) {
                     Some(running) => running.addr.do_send(Configure(entry.webhook.clone())),
                     None if !entry.pending.is_empty() => {
                         let actor =
-                            SubscriptionActor::new(entry, bodies, self.deps.clone(), ctx.address());
+                            SubscriptionActor::new(entry, bodies, self.deps.clone(), ctx.address())
+                                .hold_after_takeover(self.owner.taken_over_at(id));
                         let addr = match self
                             .arbiters
                             .get(self.next_arbiter % self.arbiters.len().max(1))
@@ -148,16 +156,40 @@ impl Actor for Router {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
-        let ids: Vec<WebhookId> = self
+        let me = ctx.address();
+        self.owner.watch(Box::new(move || me.do_send(Reassess)));
+        self.reassess(ctx);
+    }
+}
+
+impl Router {
+    /// Starts the actors of owned webhooks with a backlog, stops those of webhooks no longer owned.
+    fn reassess(&mut self, ctx: &mut Context<Self>) {
+        let mut ids: Vec<WebhookId> = self
             .projection
             .read()
             .all_webhooks()
             .filter(|e| !e.pending.is_empty())
             .map(|e| e.webhook.id.clone())
             .collect();
+        ids.extend(self.subs.keys().cloned());
+        ids.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids.dedup();
         for id in ids {
             self.sync(&id, HashMap::new(), ctx);
         }
+    }
+}
+
+/// Which webhooks this node owns may have changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reassess;
+
+impl Handler<Reassess> for Router {
+    type Result = ();
+    fn handle(&mut self, _: Reassess, ctx: &mut Context<Self>) {
+        self.reassess(ctx);
     }
 }
 

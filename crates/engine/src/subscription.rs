@@ -18,7 +18,7 @@ use buildr_core::{
     AttemptOutcome, AttemptRecord, DeliveryOrder, DisabledReason, EventId, Record, Secret,
     Timestamp, Webhook, WebhookChanges,
 };
-use buildr_log::EventLog;
+use buildr_log::LogStore;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, HashSet};
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 /// What every subscription actor shares. The actors are spread over the delivery arbiters (one per core);
 /// each arbiter thread has its own awc client ([`Dispatcher::for_this_thread`]).
 pub struct SubscriptionDeps {
-    pub log: Arc<EventLog>,
+    pub log: Arc<dyn LogStore>,
     pub log_actor: Addr<LogActor>,
     pub config: DeliveryConfig,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -90,6 +90,8 @@ pub struct SubscriptionActor {
     enqueues: u64,
     /// When the actor last ran out of work (`None` while it has some).
     idle_since: Option<Instant>,
+    /// Nothing is sent before this (a webhook taken over from another node: see [`Self::hold_after_takeover`]).
+    not_before: Option<Instant>,
 }
 
 /// The limiter's burst for `rate_limit` per minute: ⌈rate_limit/60⌉ (at least 1).
@@ -144,6 +146,7 @@ impl SubscriptionActor {
             disabling: false,
             enqueues: 0,
             idle_since: None,
+            not_before: None,
         };
         let mut restarted = Vec::new();
         for (&seq, p) in &entry.pending {
@@ -193,6 +196,13 @@ impl SubscriptionActor {
         if self.disabling {
             return;
         }
+        if let Some(at) = self.not_before {
+            let left = at.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                return self.wake_in(ctx, left);
+            }
+            self.not_before = None;
+        }
         let now = Timestamp::now();
         self.backlog.release_due(now);
         // FIFO: one attempt at a time, the next only once the last outcome is durable.
@@ -216,6 +226,15 @@ impl SubscriptionActor {
             self.wake_in(ctx, now.until(t));
         }
         self.note_idle(ctx);
+    }
+
+    /// Holds every send until the limiter's refill time has passed since `taken_over_at` (when this node
+    /// took the webhook over from another, which may have used its whole burst just before): the same rule
+    /// as the idle stop, so a fresh limiter never lets more through than the old one would have.
+    pub fn hold_after_takeover(mut self, taken_over_at: Option<Instant>) -> Self {
+        self.not_before = taken_over_at
+            .map(|t| t + Self::idle_stop_after(self.webhook.rate_limit, Duration::ZERO));
+        self
     }
 
     /// How long the actor must have been idle before it may stop: long enough for its limiter to have

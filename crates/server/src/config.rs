@@ -28,6 +28,91 @@ pub struct Config {
     pub retention: RetentionSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: absent, or `nats = []`, is one node on sled (the embedded default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// NATS server URLs of the JetStream cluster; empty: single-node mode.
+    #[serde(deserialize_with = "string_list")]
+    pub nats: Vec<String>,
+    /// Unique per node; empty: the host name.
+    pub node_id: String,
+    /// The JetStream stream (created when missing); KV buckets are named after it.
+    pub stream: String,
+    /// The stream's and the KV buckets' replication.
+    pub replicas: usize,
+    /// Webhooks are owned by shard; each shard by one node at a time.
+    pub shards: u32,
+    /// A dead node's shards move to the others after this.
+    pub lease_ttl: HumanDuration,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            nats: Vec::new(),
+            node_id: String::new(),
+            stream: "buildr".into(),
+            replicas: 3,
+            shards: 64,
+            lease_ttl: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl ClusterSection {
+    pub fn enabled(&self) -> bool {
+        !self.nats.is_empty()
+    }
+
+    /// `node_id`, or the host name when it is empty.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".into())
+    }
+
+    fn check(&self) -> Result<()> {
+        for url in &self.nats {
+            if let Err(e) = buildr_cluster::check_server_url(url) {
+                bail!("invalid configuration: cluster.nats: {url:?} {e}");
+            }
+        }
+        let name_ok = |s: &str, extra: &[char]| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(&c)
+                })
+        };
+        if !self.node_id.is_empty() && !name_ok(&self.node_id, &['.']) {
+            bail!("invalid configuration: cluster.node_id must be 1–64 letters, digits, '-', '_' or '.'");
+        }
+        if !name_ok(&self.stream, &[]) {
+            bail!("invalid configuration: cluster.stream must be 1–64 letters, digits, '-' or '_'");
+        }
+        if !(1..=5).contains(&self.replicas) {
+            bail!("invalid configuration: cluster.replicas must be between 1 and 5");
+        }
+        if !(1..=4096).contains(&self.shards) {
+            bail!("invalid configuration: cluster.shards must be between 1 and 4096");
+        }
+        if self.lease_ttl.0 < Duration::from_secs(1) || self.lease_ttl.0 > Duration::from_secs(3600)
+        {
+            bail!("invalid configuration: cluster.lease_ttl must be between 1s and 1h");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,21 +222,25 @@ impl Default for DeliverySection {
 
 /// A list of durations, or (from the environment) one comma-separated string.
 fn schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HumanDuration>, D::Error> {
+    string_list(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// A list of strings, or (from the environment) one comma-separated string.
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
         List(Vec<String>),
         One(String),
     }
-    let items = match Raw::deserialize(d)? {
+    Ok(match Raw::deserialize(d)? {
         Raw::List(v) => v,
         Raw::One(s) if s.trim().is_empty() => Vec::new(),
         Raw::One(s) => s.split(',').map(|p| p.trim().to_owned()).collect(),
-    };
-    items
-        .iter()
-        .map(|s| s.parse().map_err(serde::de::Error::custom))
-        .collect()
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,7 +373,7 @@ impl Config {
         if self.storage.cache_mb < 8 {
             bail!("invalid configuration: storage.cache_mb must be at least 8 (MiB)");
         }
-        Ok(())
+        self.cluster.check()
     }
 
     pub fn engine(&self) -> EngineConfig {

@@ -6,8 +6,8 @@
 //! config section must be added to [`section_fields`].
 
 use crate::config::{
-    AuthSection, Config, DeliverySection, IngestSection, LogSection, RetentionSection,
-    ServerSection, StorageSection,
+    AuthSection, ClusterSection, Config, DeliverySection, IngestSection, LogSection,
+    RetentionSection, ServerSection, StorageSection,
 };
 use figment::providers::Format;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
@@ -55,6 +55,7 @@ fn section_fields(section: &str) -> Option<&'static [&'static str]> {
         "ingest" => fields::<IngestSection>(),
         "retention" => fields::<RetentionSection>(),
         "log" => fields::<LogSection>(),
+        "cluster" => fields::<ClusterSection>(),
         _ => return None,
     })
 }
@@ -124,6 +125,7 @@ fn every_key_the_shipped_config_files_set_is_documented() {
         "config/default.toml",
         "config/production.toml",
         "config/test.toml",
+        "config/cluster.toml",
     ] {
         let path = repo_root().join(file);
         let sections: BTreeMap<String, BTreeMap<String, figment::value::Value>> =

@@ -1,6 +1,7 @@
 //! `buildr-webhooks`: the service binary.
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod config;
 #[cfg(test)]
 mod docs_check;
@@ -124,6 +125,7 @@ fn init_tracing(log: &config::LogSection) {
 fn serve(config_path: Option<PathBuf>) -> Result<()> {
     let cfg = config::load(config_path.as_deref())?;
     init_tracing(&cfg.log);
+    let cluster = cluster::open(&cfg)?;
     let (token, token_file) = config::admin_token(&cfg)?;
     let engine_config = cfg.engine();
     let bind = cfg.server.bind;
@@ -131,7 +133,14 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
     let failed_auth_per_minute = cfg.auth.failed_per_minute;
 
     actix_rt::System::new().block_on(async move {
-        let engine = Engine::start(engine_config).context("cannot open the event log")?;
+        let (engine, leases) = match cluster {
+            Some(c) => (
+                Engine::start_on(engine_config, c.log, c.open, c.owner),
+                Some(c.leases),
+            ),
+            None => (Engine::start(engine_config), None),
+        };
+        let engine = engine.context("cannot open the event log")?;
         let state = web::Data::new(
             AppState::new(engine.clone(), &token).with_failed_auth_limit(failed_auth_per_minute),
         );
@@ -199,6 +208,11 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
                 Ok(()) => tracing::info!("stopped cleanly; projection checkpoint saved"),
                 Err(e) => tracing::warn!(error = %e, "clean stop incomplete; the next start replays the log tail"),
             }
+        }
+        // In cluster mode the other nodes take this node's shards at once, not after lease_ttl.
+        if let Some(leases) = leases {
+            leases.release_all(std::time::Duration::from_secs(3)).await;
+            tracing::info!("shard leases released");
         }
         Ok(())
     })

@@ -1,8 +1,9 @@
 //! Liveness, readiness and the event-type catalogue.
 
-use crate::auth::Caller;
+use crate::auth::{Admin, Caller};
+use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::views::{EventTypeList, Status};
+use crate::views::{ClusterResponse, EventTypeList, Status};
 use crate::AppState;
 use actix_web::{web, HttpResponse};
 
@@ -48,4 +49,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.engine.metrics_text())
+}
+
+/// The cluster as this node sees it: its id, every live node with the shards it holds and its lag, the
+/// stream. `404` on a single node.
+#[utoipa::path(get, path = "/api/2023-01/cluster", tag = "operations", responses((status = 200, description = "The cluster", body = ClusterResponse), (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody), (status = 403, description = "An account key: this route needs the admin token", body = ErrorBody), (status = 404, description = "A single node (not a cluster)", body = ErrorBody), (status = 429, description = "Too many failed authentications from this address", body = ErrorBody), (status = 503, description = "Starting up", body = ErrorBody)))]
+pub async fn cluster(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, ApiError> {
+    match state.engine.cluster_status() {
+        Some(s) => Ok(HttpResponse::Ok().json(ClusterResponse::new(s))),
+        None => Err(ApiError::not_found("cluster")),
+    }
 }

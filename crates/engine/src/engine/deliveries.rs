@@ -80,7 +80,7 @@ impl Engine {
         let projection = self.inner.projection.clone();
         let id = webhook.clone();
         let seqs = actix_rt::task::spawn_blocking(move || {
-            replay::plan(&log, &projection.read(), &id, range, only_failed, |_| {})
+            replay::plan(&*log, &projection.read(), &id, range, only_failed, |_| {})
         })
         .await
         .map_err(|e| EngineError::Storage(format!("replay planning failed: {e}")))??;

@@ -6,8 +6,8 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::indexer::{self, IndexWriter};
 use crate::log_actor::{
-    CheckpointPolicy, IdempotencyGuard, LogActor, LogSettings, SetRouter, Shutdown, Submit,
-    Submitted,
+    CatchUp, CheckpointPolicy, IdempotencyGuard, LogActor, LogSettings, SetRouter, Shutdown,
+    Submit, Submitted,
 };
 use crate::metrics::Metrics;
 use crate::projection::Projection;
@@ -15,7 +15,7 @@ use crate::router::{ActiveSubscriptions, Router};
 use crate::subscription::SubscriptionDeps;
 use actix::prelude::*;
 use buildr_core::{AccountId, Delivery, Event, EventData, EventType, Record, Secret, Timestamp};
-use buildr_log::{EventLog, OpenReport};
+use buildr_log::{EventLog, LogStore, OpenReport};
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -78,7 +78,8 @@ struct Running {
 
 struct Inner {
     config: EngineConfig,
-    log: Arc<EventLog>,
+    log: Arc<dyn LogStore>,
+    owner: Arc<dyn crate::Ownership>,
     projection: Arc<RwLock<Projection>>,
     running: OnceLock<Running>,
     failed: OnceLock<String>,
@@ -111,9 +112,22 @@ impl Engine {
                 "cut a torn record off the end of the log (a write interrupted by a crash)"
             );
         }
+        Self::start_on(config, Arc::new(log), open, Arc::new(crate::OwnsAll))
+    }
+
+    /// [`Engine::start`] on a log opened by the caller (the JetStream log of cluster mode; `open` is what
+    /// opening it found). The engine uses only the [`LogStore`] interface, whichever log it is.
+    /// `owner` says which webhooks this node delivers (in cluster mode: those of the shards it leases).
+    pub fn start_on(
+        config: EngineConfig,
+        log: Arc<dyn LogStore>,
+        open: OpenReport,
+        owner: Arc<dyn crate::Ownership>,
+    ) -> Result<Engine, EngineError> {
         let inner = Arc::new(Inner {
             config,
-            log: Arc::new(log),
+            log,
+            owner,
             projection: Arc::new(RwLock::new(Projection::default())),
             running: OnceLock::new(),
             failed: OnceLock::new(),
@@ -140,9 +154,10 @@ impl Engine {
     async fn boot(&self) -> Result<(), EngineError> {
         let started = Instant::now();
         let log = self.inner.log.clone();
-        let (projection, rebuilt) = actix_rt::task::spawn_blocking(move || indexer::catch_up(&log))
-            .await
-            .map_err(|e| EngineError::Storage(format!("replay task failed: {e}")))??;
+        let (projection, rebuilt) =
+            actix_rt::task::spawn_blocking(move || indexer::catch_up(&*log))
+                .await
+                .map_err(|e| EngineError::Storage(format!("replay task failed: {e}")))??;
         let checkpointed_seq = rebuilt.from_checkpoint.unwrap_or(0);
         let replayed = rebuilt.replayed;
         *self.inner.projection.write() = projection;
@@ -163,7 +178,7 @@ impl Engine {
             self.inner.log.clone(),
             projection.clone(),
             indexer.clone(),
-            checkpointed_seq,
+            (checkpointed_seq, replayed),
             settings,
             self.inner.metrics.clone(),
         ))
@@ -180,11 +195,18 @@ impl Engine {
         let arbiters: Vec<actix::ArbiterHandle> = (0..workers)
             .map(|_| actix::Arbiter::new().handle())
             .collect();
-        let router = Router::new(projection.clone(), deps, arbiters).start();
+        let router =
+            Router::new(projection.clone(), deps, arbiters, self.inner.owner.clone()).start();
         log_actor
             .send(SetRouter(router.clone()))
             .await
             .map_err(|_| EngineError::Stopped)?;
+        // On a shared log, apply what the other nodes appended since the checkpoint before being ready.
+        log_actor
+            .send(CatchUp { to_end: true })
+            .await
+            .map_err(|_| EngineError::Stopped)?
+            .map_err(|e| EngineError::Storage(e.to_string()))?;
         let _ = self.inner.running.set(Running {
             log_actor,
             router,
@@ -244,6 +266,11 @@ impl Engine {
         self.inner.metrics.storage.problem()
     }
 
+    /// The cluster as this node sees it; `None` on a single node.
+    pub fn cluster_status(&self) -> Option<crate::ClusterStatus> {
+        self.inner.owner.cluster()
+    }
+
     pub fn startup_report(&self) -> StartupReport {
         self.inner.report.read().clone()
     }
@@ -254,7 +281,11 @@ impl Engine {
 
     /// Prometheus text of the engine's metrics (and the process's).
     pub fn metrics_text(&self) -> String {
-        self.inner.metrics.render(&self.inner.projection.read())
+        let mut text = self.inner.metrics.render(&self.inner.projection.read());
+        if let Some(c) = self.inner.owner.cluster() {
+            text.push_str(&crate::metrics::cluster_text(&c));
+        }
+        text
     }
 
     /// Read access to the projection (for metrics and tools; request handlers use the scoped getters).
@@ -265,7 +296,7 @@ impl Engine {
 
     /// Replays the whole log into a fresh projection (for checks: it must equal the live one).
     pub fn rebuild_projection(&self) -> Result<Projection, EngineError> {
-        checkpoint::full_replay(&self.inner.log).map(|(p, _)| p)
+        checkpoint::full_replay(&*self.inner.log).map(|(p, _)| p)
     }
 
     /// A clean stop: writes what is queued, brings the delivery index up to date and saves a checkpoint,

@@ -1,0 +1,698 @@
+//! [`JetStreamLog`]: the log of cluster mode. The truth is one JetStream stream (replicated, `R3`); this
+//! node keeps, in its `storage.path`, only derived state: a copy of the stream's records (so reads —
+//! retries, replays, listings — stay local), its projection checkpoint and its delivery index, all in
+//! the same sled layout as single-node mode (a [`buildr_log::EventLog`]). Losing that directory costs a
+//! rebuild from the stream, never data.
+//!
+//! - `append_batch` publishes the batch as one message (more only when it would not fit, split between
+//!   atomic groups), waits for the stream's acknowledgement (a quorum has it, fsynced when the servers run
+//!   with `sync_interval: always`), then waits until this node's follower has copied it, and hands out
+//!   everything up to it in stream order (other nodes' records included). Seqs: see [`crate::message`].
+//! - A follower task reads the stream in order with an ordered consumer from where the copy ends, stores
+//!   each message's records in the copy and calls the engine's notify.
+//! - async-nats runs on a small tokio runtime of this log's own; the engine's synchronous calls wait for
+//!   it on a channel (the LogActor blocks on an append here as it blocks on sled's fsync).
+
+use crate::message;
+use async_nats::jetstream::{self, consumer, stream};
+use buildr_core::{AccountId, Record, Timestamp};
+use buildr_log::{
+    Appended, DeliveryIndex, Entries, EventLog, Group, LogError, LogStore, Notify, OpenReport,
+    Refused, Reopened, StorageOptions,
+};
+use futures_util::StreamExt;
+use parking_lot::{Condvar, Mutex};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Where and how to reach the stream.
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// NATS server URLs (any of the cluster's servers).
+    pub servers: Vec<String>,
+    /// This node's name (the NATS connection name).
+    pub node_id: String,
+    /// The stream's name; created when missing. Records go to subject `<stream>.log`.
+    pub stream: String,
+    /// The stream's replication (3 for a cluster that survives the loss of any one server).
+    pub replicas: usize,
+    /// This node's derived state (copy of the stream, checkpoint, delivery index).
+    pub dir: PathBuf,
+    pub storage: StorageOptions,
+    /// How long start-up waits for NATS and the stream before giving up.
+    pub connect_timeout: Duration,
+    /// How long the stream remembers a group's dedupe id (the idempotency TTL), for a new stream.
+    pub duplicate_window: Duration,
+}
+
+/// How long a write waits for the stream's acknowledgement (a leader election takes a few seconds).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write waits for this node's follower to have copied what the stream acknowledged.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Start-up's catch-up fails when the follower makes no progress for this long.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most this many records are handed out by one catch-up (a rebuild applies the stream in chunks).
+const CATCH_UP_CHUNK: usize = 20_000;
+/// Room left in a message for its headers.
+const HEADROOM: usize = 4096;
+/// The file in `dir` naming the stream the derived state belongs to.
+const MARKER: &str = "cluster-stream";
+
+/// One message of an append.
+struct Outgoing {
+    payload: bytes::Bytes,
+    records: usize,
+    dedupe_id: Option<String>,
+}
+
+/// The index (in `groups`) of the group that message `k` carries, for a message that carries one group.
+fn group_of_message(groups: &[Group], shape: &[(usize, bool)], k: usize) -> usize {
+    let first_record: usize = shape.iter().take(k).map(|(n, _)| n).sum();
+    groups
+        .iter()
+        .position(|g| g.start == first_record)
+        .unwrap_or(0)
+}
+
+/// Whether a publish failed because another publish with the same `Nats-Msg-Id` is being stored.
+fn duplicate_in_process(e: &jetstream::context::PublishError) -> bool {
+    use std::error::Error as _;
+    e.source()
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|j| j.error_code() == jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
+        || e.to_string().contains("error code 10158")
+}
+
+/// What the follower has copied, shared with the engine's calls.
+struct Followed {
+    /// The last stream seq copied into the local copy (0: none).
+    stream_seq: Mutex<u64>,
+    moved: Condvar,
+    notify: OnceLock<Notify>,
+}
+
+impl Followed {
+    fn advance(&self, stream_seq: u64) {
+        *self.stream_seq.lock() = stream_seq;
+        self.moved.notify_all();
+        if let Some(n) = self.notify.get() {
+            n();
+        }
+    }
+
+    /// Waits until the copy reaches `target`; false on timeout.
+    fn wait_for(&self, target: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut at = self.stream_seq.lock();
+        while *at < target {
+            if self.moved.wait_until(&mut at, deadline).timed_out() {
+                return *at >= target;
+            }
+        }
+        true
+    }
+
+    fn get(&self) -> u64 {
+        *self.stream_seq.lock()
+    }
+}
+
+pub struct JetStreamLog {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    subject: String,
+    copy: Arc<EventLog>,
+    followed: Arc<Followed>,
+    /// The last seq handed out to the engine (by `append_batch` or `catch_up`).
+    handed: Mutex<u64>,
+    max_payload: usize,
+    follower: tokio::task::JoinHandle<()>,
+    /// How long the last append waited for the stream's acknowledgement (seconds).
+    publish_seconds: Mutex<f64>,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(format!("{what}: {e}"))
+}
+
+impl JetStreamLog {
+    /// Connects, creates the stream when it is missing, opens the local copy and starts following.
+    pub fn open(cfg: &JetStreamConfig) -> Result<(Self, OpenReport), LogError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("nats")
+            .enable_all()
+            .build()
+            .map_err(|e| unavailable("cannot start the NATS client's runtime", e))?;
+        let handle = runtime.handle().clone();
+        let (client, js, stream) = run(&handle, cfg.connect_timeout, connect(cfg.clone()))?;
+        let info = stream.cached_info().clone();
+        check_marker(cfg, info.created.unix_timestamp_nanos())?;
+        let (copy, report) = EventLog::open_with(&cfg.dir, cfg.storage)?;
+        let copy = Arc::new(copy);
+        let followed = Arc::new(Followed {
+            stream_seq: Mutex::new(message::stream_seq(copy.last_seq())),
+            moved: Condvar::new(),
+            notify: OnceLock::new(),
+        });
+        let subject = format!("{}.log", cfg.stream);
+        let follower = handle.spawn(follow_stream(
+            stream.clone(),
+            subject.clone(),
+            copy.clone(),
+            followed.clone(),
+        ));
+        let max_payload = client.server_info().max_payload;
+        let log = Self {
+            runtime: Some(runtime),
+            handle,
+            js,
+            stream,
+            subject,
+            copy,
+            followed,
+            handed: Mutex::new(0),
+            max_payload,
+            follower,
+            publish_seconds: Mutex::new(0.0),
+        };
+        Ok((log, report))
+    }
+
+    /// The stream's last seq (a message seq), asked of NATS now.
+    pub fn stream_last_seq(&self) -> Result<u64, LogError> {
+        let stream = self.stream.clone();
+        run(&self.handle, PUBLISH_TIMEOUT, async move {
+            let info = stream
+                .get_info()
+                .await
+                .map_err(|e| unavailable("stream info", e))?;
+            Ok(info.state.last_sequence)
+        })
+    }
+
+    /// Starts keeping this node's shard leases (on this log's NATS connection).
+    pub fn leases(&self, cfg: crate::LeaseConfig) -> crate::Leases {
+        let followed = self.followed.clone();
+        crate::Leases::start(
+            &self.handle,
+            self.js.clone(),
+            cfg,
+            Box::new(move || followed.get()),
+        )
+    }
+
+    /// The stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.stream.cached_info().config.name
+    }
+
+    /// The last stream seq this node has copied (a message seq).
+    pub fn followed_seq(&self) -> u64 {
+        self.followed.get()
+    }
+
+    /// Splits `records` into messages between groups; a group with a dedupe id travels alone, with
+    /// the id as its `Nats-Msg-Id`.
+    fn messages(&self, records: &[Record], groups: &[Group]) -> Result<Vec<Outgoing>, LogError> {
+        let limit = self.max_payload.saturating_sub(HEADROOM).max(1);
+        let encoded: Vec<Vec<u8>> = records.iter().map(buildr_log::encode).collect();
+        let mut out = Vec::new();
+        let mut current: Vec<&[u8]> = Vec::new();
+        let mut size = message::EMPTY_LEN;
+        let mut starts: Vec<Group> = groups.to_vec();
+        if starts.first().map(|g| g.start) != Some(0) {
+            starts.insert(0, Group::at(0));
+        }
+        let close = |current: &mut Vec<&[u8]>, out: &mut Vec<Outgoing>, dedupe_id| {
+            if !current.is_empty() {
+                out.push(Outgoing {
+                    payload: message::encode(current.iter().copied()).into(),
+                    records: current.len(),
+                    dedupe_id,
+                });
+                current.clear();
+            }
+        };
+        for (i, g) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(encoded.len(), |n| n.start);
+            let group = encoded.get(g.start..end).unwrap_or_default();
+            let group_size: usize = group.iter().map(|r| message::framed_len(r.len())).sum();
+            if message::EMPTY_LEN + group_size > limit || group.len() > message::MAX_RECORDS {
+                return Err(LogError::Unavailable(format!(
+                    "a batch of {} records ({group_size} bytes) does not fit in one NATS message \
+                     (max_payload {})",
+                    group.len(),
+                    self.max_payload
+                )));
+            }
+            if g.dedupe_id.is_some()
+                || size + group_size > limit
+                || current.len() + group.len() > message::MAX_RECORDS
+            {
+                close(&mut current, &mut out, None);
+                size = message::EMPTY_LEN;
+            }
+            current.extend(group.iter().map(Vec::as_slice));
+            size += group_size;
+            if g.dedupe_id.is_some() {
+                close(&mut current, &mut out, g.dedupe_id.clone());
+                size = message::EMPTY_LEN;
+            }
+        }
+        close(&mut current, &mut out, None);
+        Ok(out)
+    }
+
+    /// Publishes `records` (see [`LogStore::append_batch`]) and hands out everything up to them.
+    fn publish(&self, records: &[Record], groups: &[Group]) -> Result<Appended, LogError> {
+        if records.is_empty() {
+            return Ok(Appended::default());
+        }
+        let messages = self.messages(records, groups)?;
+        let shape: Vec<(usize, bool)> = messages
+            .iter()
+            .map(|m| (m.records, m.dedupe_id.is_some()))
+            .collect();
+        let js = self.js.clone();
+        let subject = self.subject.clone();
+        let started = Instant::now();
+        let acks = run(&self.handle, PUBLISH_TIMEOUT, async move {
+            // Every message is sent before the first acknowledgement is awaited (one round trip).
+            let send = |m: &Outgoing| {
+                let mut headers = async_nats::HeaderMap::new();
+                if let Some(id) = &m.dedupe_id {
+                    headers.insert("Nats-Msg-Id", id.as_str());
+                }
+                js.publish_with_headers(subject.clone(), headers, m.payload.clone())
+            };
+            let mut pending = Vec::with_capacity(messages.len());
+            for m in &messages {
+                let ack = send(m)
+                    .await
+                    .map_err(|e| unavailable("publishing to the stream", e))?;
+                pending.push(ack);
+            }
+            let mut acks = Vec::with_capacity(pending.len());
+            for (m, ack) in messages.iter().zip(pending) {
+                let mut ack = ack.await;
+                // The same dedupe id is being stored by another node right now: once it is, the stream
+                // answers with the first write's seq, as a duplicate.
+                let mut tries = 0;
+                while ack.as_ref().is_err_and(duplicate_in_process) && tries < 100 {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    ack = match send(m).await {
+                        Ok(a) => a.await,
+                        Err(e) => Err(e),
+                    };
+                }
+                let ack = ack.map_err(|e| unavailable("the stream did not acknowledge", e))?;
+                acks.push((ack.sequence, ack.duplicate));
+            }
+            Ok(acks)
+        })?;
+        *self.publish_seconds.lock() = started.elapsed().as_secs_f64();
+        let mut seqs = Vec::with_capacity(records.len());
+        let mut duplicates = Vec::new();
+        for (k, ((stream_seq, duplicate), (n, deduped))) in acks.iter().zip(&shape).enumerate() {
+            seqs.extend((0..*n).map(|i| message::record_seq(*stream_seq, i)));
+            if *duplicate && *deduped {
+                // A deduplicated message carries exactly one group: find which.
+                duplicates.push(group_of_message(groups, &shape, k));
+            }
+        }
+        let last_message = acks.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        if !self.followed.wait_for(last_message, APPLY_TIMEOUT) {
+            return Err(LogError::Unavailable(
+                "the stream stored the batch but this node has not read it back yet".into(),
+            ));
+        }
+        // Everything up to the end of the last message acknowledged (a duplicate's first write included).
+        let upto = message::record_seq(last_message, message::MAX_RECORDS - 1);
+        let entries = self.hand_out(upto, usize::MAX)?;
+        Ok(Appended {
+            seqs,
+            duplicates,
+            entries,
+        })
+    }
+
+    /// Records of the copy after the last one handed out, up to `upto` (inclusive), at most `limit`.
+    fn hand_out(&self, upto: u64, limit: usize) -> Result<Vec<(u64, Record)>, LogError> {
+        let mut handed = self.handed.lock();
+        let from = handed.saturating_add(1);
+        let entries: Vec<(u64, Record)> = self
+            .copy
+            .range(from, upto.saturating_add(1).max(from))
+            .take(limit)
+            .collect::<Result<_, _>>()?;
+        if let Some(&(last, _)) = entries.last() {
+            *handed = last;
+        }
+        Ok(entries)
+    }
+}
+
+impl Drop for JetStreamLog {
+    fn drop(&mut self) {
+        self.follower.abort();
+        // Dropping a runtime may be done from inside another one (the engine's): never block here.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs `fut` on the NATS runtime and waits for it (at most `timeout`) from a synchronous caller.
+fn run<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, LogError>> + Send + 'static,
+) -> Result<T, LogError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let out = tokio::time::timeout(timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LogError::Unavailable(format!(
+                    "no answer from NATS within {timeout:?}"
+                )))
+            });
+        let _ = tx.send(out);
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Err(LogError::Unavailable("the NATS client stopped".into())))
+}
+
+/// Connects (retrying until the caller's timeout) and gets or creates the stream.
+async fn connect(
+    cfg: JetStreamConfig,
+) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), LogError> {
+    let addrs = cfg
+        .servers
+        .iter()
+        .map(|s| s.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| unavailable("a cluster.nats address is not a NATS URL", e))?;
+    let servers = cfg.servers.join(",");
+    let client = loop {
+        let opts = async_nats::ConnectOptions::new()
+            .name(format!("buildr-webhooks {}", cfg.node_id))
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2));
+        match opts.connect(addrs.as_slice()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, servers, "cannot reach NATS yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    // Acknowledgements may take a leader election (seconds): our own timeout bounds the wait.
+    let js = jetstream::ContextBuilder::new()
+        .timeout(PUBLISH_TIMEOUT)
+        .build(client.clone());
+    let config = stream::Config {
+        name: cfg.stream.clone(),
+        subjects: vec![format!("{}.log", cfg.stream)],
+        num_replicas: cfg.replicas,
+        storage: stream::StorageType::File,
+        allow_direct: true,
+        duplicate_window: cfg.duplicate_window,
+        ..Default::default()
+    };
+    // Creating a replicated stream needs the JetStream meta leader: retry until there is one.
+    let stream = loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, stream = cfg.stream, "cannot get or create the stream yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    Ok((client, js, stream))
+}
+
+/// The derived state in `dir` must belong to this stream (its name and creation time); an empty
+/// directory is claimed for it. A single-node log, or another stream's copy, is refused.
+fn check_marker(cfg: &JetStreamConfig, created: i128) -> Result<(), LogError> {
+    let want = format!("{}\n{created}\n", cfg.stream);
+    let path = cfg.dir.join(MARKER);
+    let io = |e: std::io::Error| LogError::Unavailable(format!("{}: {e}", path.display()));
+    std::fs::create_dir_all(&cfg.dir).map_err(io)?;
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == want => Ok(()),
+        Ok(found) => Err(LogError::Unavailable(format!(
+            "{} holds the derived state of another stream ({}); give this node an empty storage.path \
+             (it is rebuilt from the stream)",
+            cfg.dir.display(),
+            found.lines().next().unwrap_or("?")
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let used = std::fs::read_dir(&cfg.dir).map_err(io)?.next().is_some();
+            if used {
+                return Err(LogError::Unavailable(format!(
+                    "{} is not empty and not a cluster node's directory (a single-node log?); give \
+                     cluster mode an empty storage.path",
+                    cfg.dir.display()
+                )));
+            }
+            std::fs::write(&path, want).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Copies the stream into `copy` in order, from the message after the copy's last, for as long as the
+/// log lives; reconnects by itself.
+async fn follow_stream(
+    stream: stream::Stream,
+    subject: String,
+    copy: Arc<EventLog>,
+    followed: Arc<Followed>,
+) {
+    loop {
+        let next = followed.get() + 1;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: subject.clone(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: next,
+                },
+                ..Default::default()
+            })
+            .await;
+        let mut messages = match consumer {
+            Ok(c) => match c.messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the stream; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the stream; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        while let Some(item) = messages.next().await {
+            let msg = match item {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "following the stream failed; resuming");
+                    break;
+                }
+            };
+            let Ok(seq) = msg.info().map(|i| i.stream_sequence) else {
+                tracing::warn!("a stream message without its position; resuming");
+                break;
+            };
+            if seq <= followed.get() {
+                continue;
+            }
+            match message::decode(&msg.payload) {
+                Ok(records) => {
+                    let entries: Vec<(u64, &[u8])> = records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| (message::record_seq(seq, i), *r))
+                        .collect();
+                    if let Err(e) = copy.store_at(&entries) {
+                        tracing::error!(error = %e, seq, "cannot copy the stream to local storage; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
+                }
+                // Every node skips the same message the same way, so their projections still agree.
+                Err(e) => {
+                    tracing::error!(error = %e, seq, "a stream message is not a batch of records; skipped")
+                }
+            }
+            followed.advance(seq);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl LogStore for JetStreamLog {
+    fn kind(&self) -> &'static str {
+        "jetstream"
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.copy.last_seq()
+    }
+
+    fn append_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Appended, Refused> {
+        match self.publish(&records, groups) {
+            Ok(appended) => Ok(appended),
+            Err(error) => Err(Refused { error, records }),
+        }
+    }
+
+    fn catch_up(&self, to_end: bool) -> Result<Vec<(u64, Record)>, LogError> {
+        if to_end {
+            let target = self.stream_last_seq()?;
+            let mut last = self.followed.get();
+            while !self.followed.wait_for(target, STALL_TIMEOUT) {
+                let now = self.followed.get();
+                if now == last {
+                    return Err(LogError::Unavailable(format!(
+                        "following the stream stalled at message {now} of {target}"
+                    )));
+                }
+                last = now;
+            }
+        }
+        self.hand_out(u64::MAX, CATCH_UP_CHUNK)
+    }
+
+    fn follow(&self, applied: u64, notify: Notify) -> Result<(), LogError> {
+        *self.handed.lock() = applied;
+        let _ = self.followed.notify.set(notify);
+        Ok(())
+    }
+
+    fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
+        self.copy.get(seq)
+    }
+
+    fn range(&self, from: u64, to: u64) -> Entries<'_> {
+        Box::new(self.copy.range(from, to))
+    }
+
+    fn account_events(&self, account: &AccountId, after_seq: u64) -> Entries<'_> {
+        Box::new(self.copy.account_events(account, after_seq))
+    }
+
+    fn account_events_between(
+        &self,
+        account: &AccountId,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Result<Vec<u64>, LogError> {
+        self.copy.account_events_between(account, since, until)
+    }
+
+    /// Reopens the local copy. Records the stream acknowledged are handed out by the follower, never
+    /// found "unapplied" here.
+    fn reopen(&self) -> Result<Reopened, LogError> {
+        let reopened = self.copy.reopen()?;
+        Ok(Reopened {
+            unapplied: None,
+            truncated: reopened.truncated,
+        })
+    }
+
+    /// The local disk accepts writes and the stream answers.
+    fn probe(&self) -> Result<(), LogError> {
+        self.copy.probe()?;
+        self.stream_last_seq().map(|_| ())
+    }
+
+    fn reopen_index(&self) -> Result<(), LogError> {
+        self.copy.reopen_index()
+    }
+
+    fn reset_index(&self) -> Result<(), LogError> {
+        self.copy.reset_index()
+    }
+
+    /// Deletes a stream message only when every record it carries is to be removed (and it is not the
+    /// last), then drops those records from the local copy.
+    fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
+        let last = self.copy.last_seq();
+        let wanted: std::collections::HashSet<u64> =
+            seqs.iter().copied().filter(|&s| s < last).collect();
+        let mut by_message: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+        for &s in &wanted {
+            by_message
+                .entry(message::stream_seq(s))
+                .or_default()
+                .push(s);
+        }
+        let mut whole = Vec::new();
+        for (m, mut in_it) in by_message {
+            let from = message::record_seq(m, 0);
+            let to = message::record_seq(m + 1, 0);
+            let present: Vec<u64> = self
+                .copy
+                .range(from, to)
+                .map(|r| r.map(|(s, _)| s))
+                .collect::<Result<_, _>>()?;
+            in_it.sort_unstable();
+            if !present.is_empty() && present == in_it && to <= last {
+                whole.push((m, present));
+            }
+        }
+        let stream = self.stream.clone();
+        let messages: Vec<u64> = whole.iter().map(|(m, _)| *m).collect();
+        let deleted = run(&self.handle, PUBLISH_TIMEOUT, async move {
+            let mut deleted = Vec::new();
+            for m in messages {
+                match stream.delete_message(m).await {
+                    Ok(_) => deleted.push(m),
+                    // Another node may have deleted it already.
+                    Err(e) => {
+                        tracing::debug!(error = %e, message = m, "stream message not deleted")
+                    }
+                }
+            }
+            Ok(deleted)
+        })?;
+        let records: Vec<u64> = whole
+            .into_iter()
+            .filter(|(m, _)| deleted.contains(m))
+            .flat_map(|(_, r)| r)
+            .collect();
+        self.copy.remove(&records)
+    }
+
+    fn save_checkpoint(&self, seq: u64, bytes: &[u8]) -> Result<(), LogError> {
+        self.copy.save_checkpoint(seq, bytes)
+    }
+
+    fn load_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
+        self.copy.load_checkpoint()
+    }
+
+    fn index(&self) -> Result<DeliveryIndex, LogError> {
+        self.copy.index()
+    }
+
+    fn flush_index(&self) -> Result<(), LogError> {
+        self.copy.flush_index()
+    }
+
+    fn flush(&self) -> Result<(), LogError> {
+        self.copy.flush()
+    }
+}

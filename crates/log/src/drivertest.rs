@@ -1,0 +1,462 @@
+//! The behaviour every [`LogStore`] must show, as one suite each implementation runs against itself (the
+//! sled log in this crate's tests, the JetStream log against a real NATS cluster in `buildr-cluster`'s).
+//! The engine relies on exactly these properties and nothing else of its storage.
+//!
+//! Each check returns `Err` with what was wrong, so a failure names the property and the implementation.
+
+use crate::store::{Appended, Group, LogStore};
+use buildr_core::{
+    AccountId, EventData, EventId, EventRecord, EventType, ObjectId, Record, Timestamp,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Makes the stores the suite runs against.
+pub trait Driver {
+    /// A fresh, empty log (each call a new one).
+    fn fresh(&mut self) -> Result<Box<dyn LogStore>, String>;
+    /// The log `fresh` made last, opened again as a restart would open it (the old handle is dropped first).
+    fn reopen(&mut self) -> Result<Box<dyn LogStore>, String>;
+    /// Another writer on the log `fresh` made last (its own node), if the implementation is shared by
+    /// several writers; `None` for a log with one writer.
+    fn second_writer(&mut self) -> Result<Option<Box<dyn LogStore>>, String>;
+}
+
+type Check = fn(&mut dyn Driver) -> Result<(), String>;
+
+/// Every check, by name.
+pub const CHECKS: &[(&str, Check)] = &[
+    ("seqs_increase_and_read_back", seqs_increase_and_read_back),
+    ("groups_get_consecutive_seqs", groups_get_consecutive_seqs),
+    ("range_bounds", range_bounds),
+    ("durable_across_reopen", durable_across_reopen),
+    ("checkpoint_round_trips", checkpoint_round_trips),
+    (
+        "remove_keeps_order_and_the_last",
+        remove_keeps_order_and_the_last,
+    ),
+    ("large_batches", large_batches),
+    (
+        "other_writers_are_handed_out_in_order",
+        other_writers_are_handed_out_in_order,
+    ),
+    (
+        "shared_logs_store_a_dedupe_id_once",
+        shared_logs_store_a_dedupe_id_once,
+    ),
+];
+
+/// Runs every check; the error lists each failing check with its reason.
+pub fn run_all(driver: &mut dyn Driver) -> Result<(), String> {
+    let failures: Vec<String> = CHECKS
+        .iter()
+        .filter_map(|(name, check)| check(driver).err().map(|e| format!("{name}: {e}")))
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// A distinct record (`n` is its data id, so reads can be matched to writes).
+pub fn record(n: i64) -> Record {
+    Record::EventPublished(EventRecord {
+        id: EventId::generate(),
+        account: AccountId::default_account(),
+        event_type: EventType::ContactCreate,
+        data: EventData {
+            id: ObjectId::Int(n),
+            url: format!("https://x.example/{n}"),
+        },
+        created_at: Timestamp::now(),
+        only_webhook: None,
+    })
+}
+
+fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Opens `log` for appending as the engine does: following from `applied`.
+fn follow(log: &dyn LogStore, applied: u64) -> Result<Arc<AtomicUsize>, String> {
+    let notified = Arc::new(AtomicUsize::new(0));
+    let n = notified.clone();
+    log.follow(
+        applied,
+        Box::new(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        }),
+    )
+    .map_err(err)?;
+    Ok(notified)
+}
+
+fn append(log: &dyn LogStore, records: &[Record], groups: &[usize]) -> Result<Appended, String> {
+    let groups: Vec<Group> = groups.iter().map(|&s| Group::at(s)).collect();
+    let a = log
+        .append_batch(records.to_vec(), &groups)
+        .map_err(|r| r.error.to_string())?;
+    ensure(a.seqs.len() == records.len(), || {
+        format!("{} seqs for {} records", a.seqs.len(), records.len())
+    })?;
+    Ok(a)
+}
+
+fn all(log: &dyn LogStore) -> Result<Vec<(u64, Record)>, String> {
+    log.tail(1).collect::<Result<Vec<_>, _>>().map_err(err)
+}
+
+fn seqs_increase_and_read_back(d: &mut dyn Driver) -> Result<(), String> {
+    let log = d.fresh()?;
+    follow(&*log, 0)?;
+    ensure(log.last_seq() == 0, || "a fresh log is not empty".into())?;
+    let recs: Vec<Record> = (0..10).map(record).collect();
+    let a = append(&*log, &recs[..3], &[0])?;
+    let b = append(&*log, &recs[3..], &[0, 2, 5])?;
+    let seqs: Vec<u64> = a.seqs.iter().chain(&b.seqs).copied().collect();
+    ensure(seqs[0] > 0, || "seq 0 was given out".into())?;
+    ensure(seqs.windows(2).all(|w| w[0] < w[1]), || {
+        format!("seqs do not increase: {seqs:?}")
+    })?;
+    // With one writer, the entries handed out are exactly the records written.
+    let handed: Vec<(u64, Record)> = a.entries.into_iter().chain(b.entries).collect();
+    ensure(
+        handed.iter().map(|(s, _)| *s).collect::<Vec<_>>() == seqs,
+        || "append did not hand out the records it wrote with their seqs".into(),
+    )?;
+    ensure(handed.iter().map(|(_, r)| r).eq(recs.iter()), || {
+        "handed-out records differ from those written".into()
+    })?;
+    ensure(log.last_seq() == seqs[9], || {
+        format!("last_seq {} after writing {}", log.last_seq(), seqs[9])
+    })?;
+    for (seq, r) in seqs.iter().zip(&recs) {
+        ensure(log.get(*seq).map_err(err)?.as_ref() == Some(r), || {
+            format!("get({seq}) is not what was written there")
+        })?;
+    }
+    ensure(log.get(seqs[9] + 1).map_err(err)?.is_none(), || {
+        "a seq past the end reads as a record".into()
+    })?;
+    let read = all(&*log)?;
+    ensure(
+        read.iter().map(|(s, _)| *s).eq(seqs.iter().copied()),
+        || "tail(1) does not return every seq in order".into(),
+    )?;
+    ensure(log.catch_up(false).map_err(err)?.is_empty(), || {
+        "catch_up hands out records already handed out".into()
+    })
+}
+
+fn groups_get_consecutive_seqs(d: &mut dyn Driver) -> Result<(), String> {
+    let log = d.fresh()?;
+    follow(&*log, 0)?;
+    let recs: Vec<Record> = (0..30).map(record).collect();
+    let groups = [0, 1, 11, 12, 29];
+    let a = append(&*log, &recs, &groups)?;
+    for (i, g) in groups.iter().enumerate() {
+        let end = groups.get(i + 1).copied().unwrap_or(recs.len());
+        for k in *g..end {
+            ensure(a.seqs[k] == a.seqs[*g] + (k - g) as u64, || {
+                format!(
+                    "group at {g}: seqs {:?} are not consecutive",
+                    &a.seqs[*g..end]
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn range_bounds(d: &mut dyn Driver) -> Result<(), String> {
+    let log = d.fresh()?;
+    follow(&*log, 0)?;
+    let recs: Vec<Record> = (0..6).map(record).collect();
+    let s = append(&*log, &recs, &[0, 3])?.seqs;
+    let got = |from, to| -> Result<Vec<u64>, String> {
+        log.range(from, to)
+            .map(|r| r.map(|(seq, _)| seq))
+            .collect::<Result<_, _>>()
+            .map_err(err)
+    };
+    ensure(got(s[1], s[4])? == s[1..4], || {
+        "range(from, to) is not from inclusive, to exclusive".into()
+    })?;
+    ensure(got(s[4], s[1])?.is_empty(), || {
+        "an inverted range is not empty".into()
+    })?;
+    ensure(got(0, u64::MAX)? == s, || {
+        "the whole range is not every record".into()
+    })?;
+    ensure(got(s[5] + 1, u64::MAX)?.is_empty(), || {
+        "a range past the end is not empty".into()
+    })
+}
+
+fn durable_across_reopen(d: &mut dyn Driver) -> Result<(), String> {
+    let recs: Vec<Record> = (0..5).map(record).collect();
+    let seqs = {
+        let log = d.fresh()?;
+        follow(&*log, 0)?;
+        append(&*log, &recs, &[0])?.seqs
+    };
+    let log = d.reopen()?;
+    let read = all(&*log)?;
+    ensure(
+        read.iter().map(|(s, _)| *s).eq(seqs.iter().copied()),
+        || {
+            format!(
+                "after reopening: seqs {:?}, written {seqs:?}",
+                read.iter().map(|(s, _)| s).collect::<Vec<_>>()
+            )
+        },
+    )?;
+    ensure(read.iter().map(|(_, r)| r).eq(recs.iter()), || {
+        "after reopening the records differ".into()
+    })?;
+    ensure(log.last_seq() == seqs[4], || {
+        "last_seq changed across reopen".into()
+    })?;
+    follow(&*log, seqs[4])?;
+    let next = append(&*log, &[record(99)], &[0])?;
+    ensure(next.seqs[0] > seqs[4], || {
+        format!(
+            "after reopening the next seq {} is not above {}",
+            next.seqs[0], seqs[4]
+        )
+    })?;
+    ensure(next.entries.len() == 1, || {
+        format!(
+            "{} entries handed out after following from the end",
+            next.entries.len()
+        )
+    })
+}
+
+fn checkpoint_round_trips(d: &mut dyn Driver) -> Result<(), String> {
+    {
+        let log = d.fresh()?;
+        follow(&*log, 0)?;
+        ensure(log.load_checkpoint().map_err(err)?.is_none(), || {
+            "a fresh log has a checkpoint".into()
+        })?;
+        let s = append(&*log, &[record(1)], &[0])?.seqs[0];
+        log.save_checkpoint(s, b"state").map_err(err)?;
+        ensure(
+            log.load_checkpoint().map_err(err)? == Some((s, b"state".to_vec())),
+            || "the checkpoint does not read back".into(),
+        )?;
+    }
+    let log = d.reopen()?;
+    ensure(
+        log.load_checkpoint().map_err(err)?.map(|(_, b)| b) == Some(b"state".to_vec()),
+        || "the checkpoint did not survive reopening".into(),
+    )
+}
+
+fn remove_keeps_order_and_the_last(d: &mut dyn Driver) -> Result<(), String> {
+    let log = d.fresh()?;
+    follow(&*log, 0)?;
+    let recs: Vec<Record> = (0..6).map(record).collect();
+    // One record per group, in separate appends: a log that stores a message per append can remove each.
+    let mut s = Vec::new();
+    for r in &recs {
+        s.extend(append(&*log, std::slice::from_ref(r), &[0])?.seqs);
+    }
+    let removed = log.remove(&[s[1], s[3], s[5], s[5] + 1000]).map_err(err)?;
+    ensure(removed == 2, || {
+        format!("removed {removed}, expected 2 (never the last one)")
+    })?;
+    ensure(log.get(s[1]).map_err(err)?.is_none(), || {
+        "a removed record still reads".into()
+    })?;
+    let left: Vec<u64> = all(&*log)?.into_iter().map(|(seq, _)| seq).collect();
+    ensure(left == [s[0], s[2], s[4], s[5]], || {
+        format!("left {left:?}")
+    })?;
+    ensure(log.last_seq() == s[5], || {
+        "removing changed last_seq".into()
+    })?;
+    let next = append(&*log, &[record(7)], &[0])?.seqs[0];
+    ensure(next > s[5], || "a seq was reused after a removal".into())
+}
+
+fn large_batches(d: &mut dyn Driver) -> Result<(), String> {
+    let log = d.fresh()?;
+    follow(&*log, 0)?;
+    let recs: Vec<Record> = (0..3_001).map(record).collect();
+    let groups: Vec<usize> = (0..recs.len()).step_by(1_000).collect();
+    let a = append(&*log, &recs, &groups)?;
+    ensure(a.entries.len() == recs.len(), || {
+        format!("{} entries for {} records", a.entries.len(), recs.len())
+    })?;
+    let read = all(&*log)?;
+    ensure(
+        read.len() == recs.len() && read.iter().map(|(_, r)| r).eq(recs.iter()),
+        || {
+            format!(
+                "read back {} of {} records (or out of order)",
+                read.len(),
+                recs.len()
+            )
+        },
+    )
+}
+
+/// Waits (bounded) until `log` hands out `want` records by catch_up.
+fn catch_up_until(log: &dyn LogStore, want: usize) -> Result<Vec<(u64, Record)>, String> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < want && Instant::now() < deadline {
+        got.extend(log.catch_up(false).map_err(err)?);
+        if got.len() < want {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    ensure(got.len() == want, || {
+        format!("caught up {} of {want} records", got.len())
+    })?;
+    Ok(got)
+}
+
+fn other_writers_are_handed_out_in_order(d: &mut dyn Driver) -> Result<(), String> {
+    let a = d.fresh()?;
+    let a_notified = follow(&*a, 0)?;
+    let Some(b) = d.second_writer()? else {
+        return Ok(());
+    };
+    follow(&*b, 0)?;
+    let from_b = append(&*b, &[record(1), record(2)], &[0])?;
+    // A is told, and hands out B's records in order…
+    let got = catch_up_until(&*a, 2)?;
+    ensure(
+        got.iter().map(|(s, _)| *s).eq(from_b.seqs.iter().copied()),
+        || "another writer's records are handed out with other seqs".into(),
+    )?;
+    ensure(a_notified.load(Ordering::SeqCst) > 0, || {
+        "follow's notify was never called".into()
+    })?;
+    // …and an append hands out what the other wrote since, before its own records.
+    let more_b = append(&*b, &[record(3)], &[0])?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.last_seq() < more_b.seqs[0] && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let own = append(&*a, &[record(4)], &[0])?;
+    let handed: Vec<u64> = own.entries.iter().map(|(s, _)| *s).collect();
+    ensure(handed == [more_b.seqs[0], own.seqs[0]], || {
+        format!(
+            "append handed out {handed:?}, expected B's {} then its own {}",
+            more_b.seqs[0], own.seqs[0]
+        )
+    })?;
+    ensure(a.catch_up(false).map_err(err)?.is_empty(), || {
+        "records handed out twice".into()
+    })?;
+    // Both see one log.
+    catch_up_until(&*b, 1)?;
+    let (la, lb) = (all(&*a)?, all(&*b)?);
+    ensure(la == lb && la.len() == 4, || {
+        "the writers see different logs".into()
+    })?;
+    // A start-up catch-up returns immediately when there is nothing new.
+    ensure(a.catch_up(true).map_err(err)?.is_empty(), || {
+        "catch_up(to_end) invented records".into()
+    })
+}
+
+/// On a log shared by several writers, two appends of a group with the same dedupe id (from two writers)
+/// store it once; the second is told, and both see the first one's records.
+fn shared_logs_store_a_dedupe_id_once(d: &mut dyn Driver) -> Result<(), String> {
+    let a = d.fresh()?;
+    follow(&*a, 0)?;
+    let Some(b) = d.second_writer()? else {
+        return Ok(());
+    };
+    follow(&*b, 0)?;
+    let groups = |id: &str| {
+        vec![
+            Group::at(0),
+            Group {
+                start: 1,
+                dedupe_id: Some(id.to_owned()),
+            },
+        ]
+    };
+    let first = a
+        .append_batch(vec![record(1), record(2), record(3)], &groups("key-1"))
+        .map_err(|r| r.error.to_string())?;
+    ensure(first.duplicates.is_empty(), || {
+        "a first use was reported as a duplicate".into()
+    })?;
+    let second = b
+        .append_batch(vec![record(4), record(5), record(6)], &groups("key-1"))
+        .map_err(|r| r.error.to_string())?;
+    ensure(second.duplicates == [1], || {
+        format!(
+            "the second use of the id: duplicates {:?}, expected [1]",
+            second.duplicates
+        )
+    })?;
+    let got: Vec<Option<i64>> = all(&*b)?.iter().map(|(_, r)| data_id(r)).collect();
+    let want = [Some(1), Some(2), Some(3), Some(4)];
+    ensure(got == want, || {
+        format!("stored data ids {got:?}, expected {want:?}")
+    })
+}
+
+fn data_id(r: &Record) -> Option<i64> {
+    match r {
+        Record::EventPublished(e) => match e.data.id {
+            ObjectId::Int(n) => Some(n),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The sled log's driver: each fresh log in a new subdirectory of `base` (the caller's temp dir).
+pub struct SledDriver {
+    base: std::path::PathBuf,
+    made: usize,
+}
+
+impl SledDriver {
+    pub fn new(base: &std::path::Path) -> Self {
+        Self {
+            base: base.to_path_buf(),
+            made: 0,
+        }
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        self.base.join(self.made.to_string())
+    }
+}
+
+impl Driver for SledDriver {
+    fn fresh(&mut self) -> Result<Box<dyn LogStore>, String> {
+        self.made += 1;
+        let (log, _) = crate::EventLog::open(&self.dir()).map_err(err)?;
+        Ok(Box::new(log))
+    }
+
+    fn reopen(&mut self) -> Result<Box<dyn LogStore>, String> {
+        let (log, _) = crate::EventLog::open(&self.dir()).map_err(err)?;
+        Ok(Box::new(log))
+    }
+
+    fn second_writer(&mut self) -> Result<Option<Box<dyn LogStore>>, String> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,112 @@
+//! Cluster mode's start-up: the JetStream log and the shard leases the engine runs on when `cluster.nats`
+//! is set. The engine itself is the same in both modes.
+
+use crate::config::Config;
+use anyhow::{bail, Context, Result};
+use buildr_cluster::{JetStreamConfig, JetStreamLog, LeaseConfig, Leases};
+use buildr_core::WebhookId;
+use buildr_engine::{ClusterStatus, NodeStatus, Ownership};
+use buildr_log::{LogStore, OpenReport};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long start-up waits for NATS before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The log and ownership of a cluster node.
+pub struct ClusterStorage {
+    pub log: Arc<dyn LogStore>,
+    pub open: OpenReport,
+    pub owner: Arc<dyn Ownership>,
+    /// Released on a clean stop.
+    pub leases: Leases,
+}
+
+/// Connects to the stream (creating it when missing) and starts keeping this node's leases; `None` in
+/// single-node mode.
+pub fn open(cfg: &Config) -> Result<Option<ClusterStorage>> {
+    let c = &cfg.cluster;
+    if !c.enabled() {
+        return Ok(None);
+    }
+    let token_set = std::env::var("BUILDR_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty())
+        || !cfg.auth.admin_token.trim().is_empty();
+    if !token_set {
+        bail!(
+            "invalid configuration: auth.admin_token must be set (or BUILDR_ADMIN_TOKEN) in cluster mode, \
+             the same on every node"
+        );
+    }
+    let node_id = c.node_id();
+    let js = JetStreamConfig {
+        servers: c.nats.clone(),
+        node_id: node_id.clone(),
+        stream: c.stream.clone(),
+        replicas: c.replicas,
+        dir: cfg.storage.path.clone(),
+        storage: cfg.engine().storage,
+        connect_timeout: CONNECT_TIMEOUT,
+        duplicate_window: cfg.ingest.idempotency_ttl.0,
+    };
+    let (log, open) = JetStreamLog::open(&js).with_context(|| {
+        format!(
+            "cannot open the cluster's stream {:?} on {}",
+            c.stream,
+            c.nats.join(",")
+        )
+    })?;
+    let leases = log.leases(LeaseConfig {
+        node_id,
+        stream: c.stream.clone(),
+        shards: c.shards,
+        ttl: c.lease_ttl.0,
+        replicas: c.replicas,
+    });
+    Ok(Some(ClusterStorage {
+        log: Arc::new(log),
+        open,
+        owner: Arc::new(LeaseOwnership {
+            leases: leases.clone(),
+            stream: c.stream.clone(),
+        }),
+        leases,
+    }))
+}
+
+/// A node delivers the webhooks of the shards it leases.
+struct LeaseOwnership {
+    leases: Leases,
+    stream: String,
+}
+
+impl Ownership for LeaseOwnership {
+    fn owns(&self, webhook: &WebhookId) -> bool {
+        self.leases.owns(webhook.as_str())
+    }
+
+    fn watch(&self, changed: Box<dyn Fn() + Send + Sync>) {
+        self.leases.on_change(changed);
+    }
+
+    fn taken_over_at(&self, webhook: &WebhookId) -> Option<std::time::Instant> {
+        self.leases.taken_at(webhook.as_str())
+    }
+
+    fn cluster(&self) -> Option<ClusterStatus> {
+        let m = self.leases.membership();
+        Some(ClusterStatus {
+            node_id: self.leases.node_id().to_owned(),
+            nodes: m
+                .nodes
+                .iter()
+                .map(|(id, (shards, applied))| NodeStatus {
+                    node_id: id.clone(),
+                    shards: *shards,
+                    lag: m.stream_last_seq.saturating_sub(*applied),
+                })
+                .collect(),
+            stream: self.stream.clone(),
+            stream_last_seq: m.stream_last_seq,
+        })
+    }
+}
