@@ -57,12 +57,6 @@ pub enum Record {
         prefix: String,
         at: Timestamp,
     },
-    /// Finished replays older than the retention period: forgotten (their status is no longer served),
-    /// so retention can remove their `ReplayRequested` records.
-    ReplaysExpired {
-        ids: Vec<ReplayId>,
-        at: Timestamp,
-    },
     /// A replay named this undelivered event while the webhook's subscription actor held it: its delivery
     /// starts again from the first attempt, queued at the replay. Written when the actor restarts it: at
     /// once when nothing was in flight (parallel order), else with the outcome of the attempt in flight
@@ -72,6 +66,12 @@ pub enum Record {
         webhook: WebhookId,
         seq: u64,
         replay: u64,
+        at: Timestamp,
+    },
+    /// Finished replays older than the retention period: forgotten (their status is no longer served),
+    /// so retention can remove their `ReplayRequested` records.
+    ReplaysExpired {
+        ids: Vec<ReplayId>,
         at: Timestamp,
     },
 }

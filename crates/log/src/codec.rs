@@ -174,14 +174,14 @@ mod tests {
                 prefix: "bk_12345678".into(),
                 at,
             },
-            Record::ReplaysExpired {
-                ids: vec![ReplayId::generate()],
-                at,
-            },
             Record::DeliveryRestarted {
                 webhook: WebhookId::generate(),
                 seq: 9,
                 replay: 12,
+                at,
+            },
+            Record::ReplaysExpired {
+                ids: vec![ReplayId::generate()],
                 at,
             },
         ]
@@ -255,7 +255,7 @@ mod tests {
         );
         assert_eq!(
             decode(&unhex(
-                "0106ccff120c1d77685f30316a647133763878366d30733472326b3970376e35623363312a28fdf6\
+                "010e5eb1c30b1d77685f30316a647133763878366d30733472326b3970376e35623363312a28fdf6\
                  bcacdc43030000"
             )),
             Ok(Record::DeliveryRestarted {

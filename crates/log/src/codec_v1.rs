@@ -79,14 +79,14 @@ pub(crate) enum RecordV1 {
         prefix: String,
         at: Timestamp,
     },
-    ReplaysExpired {
-        ids: Vec<ReplayId>,
-        at: Timestamp,
-    },
     DeliveryRestarted {
         webhook: WebhookId,
         seq: u64,
         replay: u64,
+        at: Timestamp,
+    },
+    ReplaysExpired {
+        ids: Vec<ReplayId>,
         at: Timestamp,
     },
 }
