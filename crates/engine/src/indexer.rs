@@ -95,6 +95,8 @@ enum Job {
     Sync(std::sync::mpsc::Sender<()>),
     /// A reader is waiting: write what is gathered now instead of lingering.
     Nudge,
+    /// Drop attempt statistics of buckets that ended before this time (ms).
+    PruneStats(i64),
 }
 
 /// How far the index is: the last seq whose ops were handed to the writer, and the last one written.
@@ -191,6 +193,11 @@ impl Writer<'_> {
                 }
                 Job::Sync(done) => {
                     let _ = done.send(());
+                }
+                Job::PruneStats(before) => {
+                    if let Err(e) = self.log.index().and_then(|ix| ix.prune_stats(before)) {
+                        tracing::warn!(error = %e, "could not drop old attempt statistics");
+                    }
                 }
                 Job::Nudge => {}
             }
@@ -359,6 +366,14 @@ impl IndexWriter {
     /// Drops the rows of events that retention removed from the log.
     pub fn forget(&self, seqs: std::collections::HashSet<u64>, ids: Vec<EventId>) {
         let _ = self.tx.send(Job::Forget(seqs, ids));
+    }
+
+    /// Drops attempt statistics older than anyone may ask for (`GET …/stats` goes 60 days back).
+    pub fn prune_stats(&self) {
+        let keep = crate::engine::STATS_HISTORY.as_millis() as i64 + 3_600_000;
+        let _ = self.tx.send(Job::PruneStats(
+            buildr_core::Timestamp::now().as_millis() - keep,
+        ));
     }
 
     /// Blocks until everything sent before is applied.

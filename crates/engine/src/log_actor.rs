@@ -472,6 +472,7 @@ impl LogActor {
             if !plan.event_seqs.is_empty() {
                 indexer.forget(plan.event_seqs.clone(), plan.event_ids.clone());
             }
+            indexer.prune_stats();
             Ok::<_, crate::error::EngineError>((removed, plan.event_seqs.len()))
         });
         ctx.spawn(work.into_actor(self).map(|res, act, _| {

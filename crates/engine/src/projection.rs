@@ -49,16 +49,32 @@ pub struct ApiKeyEntry {
 }
 
 /// An undelivered event of one webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
+    /// The seq of the record that queued it (the event itself, or the replay that queued it again): a
+    /// webhook's deliveries start in `(queued_at, seq)` order, which FIFO ordering keeps strictly, so a
+    /// replay goes after what was already queued before it.
+    pub queued_at: u64,
     /// Attempts made so far.
     pub attempts: u32,
     /// When the next attempt is due (`None`: as soon as the rate limit allows).
     pub next_at: Option<Timestamp>,
     /// The seq of the latest replay that named it while it was undelivered, until its subscription actor
-    /// has restarted it for that replay: the delivery starts again once the attempt that may be in flight
-    /// is recorded (or at once, by a `DeliveryRestarted`, when none was).
+    /// has restarted it for that replay (`DeliveryRestarted`), or its delivery ended: then it starts again,
+    /// queued at that replay.
     pub replayed: Option<u64>,
+}
+
+impl Pending {
+    /// Queued by the record at `queued_at`, not attempted yet.
+    pub fn queued(queued_at: u64) -> Self {
+        Self {
+            queued_at,
+            attempts: 0,
+            next_at: None,
+            replayed: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,7 +226,7 @@ impl Projection {
                 if let Some(e) =
                     target.filter(|e| e.webhook.account == ev.account && !e.webhook.disabled)
                 {
-                    e.pending.insert(seq, Pending::default());
+                    e.pending.insert(seq, Pending::queued(seq));
                     effects.push(Effect::Deliver {
                         webhook: e.webhook.id.clone(),
                         seq,
@@ -225,7 +241,7 @@ impl Projection {
                             continue;
                         };
                         if !e.webhook.disabled && e.webhook.wants(ev.event_type) {
-                            e.pending.insert(seq, Pending::default());
+                            e.pending.insert(seq, Pending::queued(seq));
                             effects.push(Effect::Deliver {
                                 webhook: id.clone(),
                                 seq,
@@ -266,7 +282,7 @@ impl Projection {
                         // actor that holds it hears of the replay and restarts it.
                         match e.pending.entry(s) {
                             std::collections::btree_map::Entry::Vacant(v) => {
-                                v.insert(Pending::default());
+                                v.insert(Pending::queued(seq));
                             }
                             std::collections::btree_map::Entry::Occupied(mut o) => {
                                 o.get_mut().replayed = Some(seq);
@@ -296,10 +312,15 @@ impl Projection {
             }
             Record::DeliveryAttempted(a) => {
                 if let Some(e) = self.webhooks.get_mut(&a.webhook) {
-                    // Replayed while this attempt was in flight: it starts again, whatever the outcome.
-                    let restart = e.pending.get(&a.seq).is_some_and(|p| p.replayed.is_some());
-                    let finished =
-                        !restart && !matches!(a.outcome, AttemptOutcome::Retrying { .. });
+                    // A delivery a replay named ends: it is queued again at that replay (its actor,
+                    // if it saw the replay, says so with a `DeliveryRestarted` in the same batch; if
+                    // the attempt ended before it did, it takes the seq afresh). A retrying one is
+                    // restarted only by a `DeliveryRestarted`: in FIFO order it keeps its place and
+                    // retries until it is delivered or finally failed.
+                    let ends = !matches!(a.outcome, AttemptOutcome::Retrying { .. });
+                    let replayed = e.pending.get(&a.seq).and_then(|p| p.replayed);
+                    let restart = replayed.filter(|_| ends);
+                    let finished = replayed.is_none() && ends;
                     if finished {
                         for r in self.replays.values_mut().filter(|r| r.webhook == a.webhook) {
                             r.remaining.remove(&a.seq);
@@ -322,8 +343,9 @@ impl Projection {
                             e.failing_since.get_or_insert(a.at);
                         }
                     }
-                    if restart {
-                        e.pending.insert(a.seq, Pending::default());
+                    if let Some(replay) = restart {
+                        // Queued again at the replay, after what was queued before it.
+                        e.pending.insert(a.seq, Pending::queued(replay));
                         effects.push(Effect::Restarted {
                             webhook: a.webhook.clone(),
                             seq: a.seq,
@@ -347,7 +369,7 @@ impl Projection {
                     let later = p.replayed.filter(|r| r != replay);
                     *p = Pending {
                         replayed: later,
-                        ..Pending::default()
+                        ..Pending::queued(*replay)
                     };
                     effects.push(Effect::Restarted {
                         webhook: webhook.clone(),
@@ -492,6 +514,7 @@ mod tests {
             disabled_reason: None,
             created_at: at,
             updated_at: at,
+            ordering: buildr_core::DeliveryOrder::Parallel,
         }
     }
 
@@ -554,7 +577,7 @@ mod tests {
             attempt(&id, 2, AttemptOutcome::Succeeded),
         ]);
         let e = p.webhook_by_id(&id).unwrap();
-        assert_eq!(e.pending.get(&2), Some(&Pending::default()), "sent again");
+        assert_eq!(e.pending.get(&2), Some(&Pending::queued(3)), "sent again");
         let r = p.replays.values().next().unwrap();
         assert_eq!(r.done(), 0, "done only when the resend ends");
         let mut p = p;
@@ -593,7 +616,8 @@ mod tests {
         p.apply(6, &attempt(&id, 2, AttemptOutcome::Succeeded));
         assert_eq!(
             p.webhook_by_id(&id).unwrap().pending.get(&2),
-            Some(&Pending::default())
+            Some(&Pending::queued(4)),
+            "queued again at the later replay"
         );
         p.apply(7, &attempt(&id, 2, AttemptOutcome::Succeeded));
         assert!(p.webhook_by_id(&id).unwrap().pending.is_empty());

@@ -7,20 +7,21 @@
 //! enough for their limiter to be full again (see [`SubscriptionActor::idle_stop_after`]), so a fresh
 //! limiter on the next start allows nothing the old one would not have: idle webhooks cost no actor.
 
+use crate::backlog::Backlog;
 use crate::config::DeliveryConfig;
 use crate::dispatcher::{AttemptClass, AttemptResult, Dispatcher, Outgoing};
-use crate::log_actor::{LogActor, RecordFacts};
+use crate::log_actor::{LogActor, RecordFacts, Submit};
 use crate::projection::WebhookEntry;
 use crate::router::{Idle, Router};
 use actix::prelude::*;
 use buildr_core::{
-    AttemptOutcome, AttemptRecord, DisabledReason, EventId, Record, Secret, Timestamp, Webhook,
-    WebhookChanges,
+    AttemptOutcome, AttemptRecord, DeliveryOrder, DisabledReason, EventId, Record, Secret,
+    Timestamp, Webhook, WebhookChanges,
 };
 use buildr_log::LogStore;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,17 +71,17 @@ pub struct SubscriptionActor {
     /// The keys that sign now (the current secret, and the previous one during a rotation overlap), and
     /// when that set changes next.
     keys: (Arc<[Secret]>, Option<Timestamp>),
-    /// Every undelivered seq this actor owns.
-    held: HashMap<u64, Held>,
+    /// Every undelivered seq this actor owns, in delivery order.
+    backlog: Backlog,
     /// Bodies of some of the due seqs, handed over by the router (at most [`HELD_BODIES`]).
     bodies: HashMap<u64, Arc<Outgoing>>,
-    /// Due now, oldest first; waiting only for the rate limit or a free in-flight slot.
-    ready: BTreeSet<u64>,
-    /// Failed, waiting for their retry time.
-    waiting: BTreeSet<(Timestamp, u64)>,
     in_flight: HashSet<u64>,
-    /// In flight and replayed meanwhile: started again once the attempt ends.
-    again: HashSet<u64>,
+    /// Replayed (by the replay at the value) while in flight, or in FIFO order while held: started again
+    /// once the attempt in flight (FIFO: the delivery) ends.
+    again: HashMap<u64, u64>,
+    /// FIFO: outcomes sent to the log and not yet durable. The next delivery starts only once they are,
+    /// so a crash can never make the receiver see an earlier event again after a later one.
+    committing: usize,
     failing_since: Option<Timestamp>,
     wake: Option<(Instant, SpawnHandle)>,
     /// Set once the actor asked for its webhook to be disabled: it sends nothing more.
@@ -91,13 +92,6 @@ pub struct SubscriptionActor {
     idle_since: Option<Instant>,
     /// Nothing is sent before this (a webhook taken over from another node: see [`Self::hold_after_takeover`]).
     not_before: Option<Instant>,
-}
-
-/// An undelivered seq: the attempts made so far, and when it waits for a retry, until when.
-#[derive(Debug, Clone, Copy, Default)]
-struct Held {
-    attempts: u32,
-    retry_at: Option<Timestamp>,
 }
 
 /// The limiter's burst for `rate_limit` per minute: ⌈rate_limit/60⌉ (at least 1).
@@ -142,12 +136,11 @@ impl SubscriptionActor {
             keys: signing_keys(&entry.webhook, now),
             deps,
             router,
-            held: HashMap::with_capacity(entry.pending.len()),
+            backlog: Backlog::with_capacity(entry.pending.len()),
             bodies,
-            ready: BTreeSet::new(),
-            waiting: BTreeSet::new(),
             in_flight: HashSet::new(),
-            again: HashSet::new(),
+            again: HashMap::new(),
+            committing: 0,
             failing_since: entry.failing_since,
             wake: None,
             disabling: false,
@@ -157,25 +150,12 @@ impl SubscriptionActor {
         };
         let mut restarted = Vec::new();
         for (&seq, p) in &entry.pending {
-            // Replayed and not yet restarted: nothing of it is in flight now, so it starts again at once.
+            actor
+                .backlog
+                .hold(seq, p.queued_at, p.attempts, p.next_at, now);
+            // Replayed and not yet restarted (nothing of it is in flight now).
             if let Some(replay) = p.replayed {
-                restarted.push(actor.restart_fact(seq, replay));
-                actor.held.insert(seq, Held::default());
-                actor.ready.insert(seq);
-                continue;
-            }
-            actor.held.insert(
-                seq,
-                Held {
-                    attempts: p.attempts,
-                    retry_at: None,
-                },
-            );
-            match p.next_at {
-                Some(t) if t > now => actor.wait_until(t, seq),
-                _ => {
-                    actor.ready.insert(seq);
-                }
+                actor.replayed(seq, replay, &mut restarted);
             }
         }
         if !restarted.is_empty() {
@@ -184,12 +164,8 @@ impl SubscriptionActor {
         actor
     }
 
-    /// `seq` waits for a retry at `t`.
-    fn wait_until(&mut self, t: Timestamp, seq: u64) {
-        self.waiting.insert((t, seq));
-        if let Some(h) = self.held.get_mut(&seq) {
-            h.retry_at = Some(t);
-        }
+    fn fifo(&self) -> bool {
+        self.webhook.ordering == DeliveryOrder::Fifo
     }
 
     fn restart_fact(&self, seq: u64, replay: u64) -> Record {
@@ -202,20 +178,18 @@ impl SubscriptionActor {
     }
 
     /// The replay at `replay` named `seq`, which this actor holds: its delivery starts again from the first
-    /// attempt, at once (with a fact saying so) or, when an attempt is in flight, once that attempt ends.
+    /// attempt, queued at the replay (with a fact saying so). In parallel mode that is at once, or when an
+    /// attempt is in flight, once it ends; in FIFO order once this delivery has ended (it keeps its place
+    /// until then, so nothing later passes it).
     fn replayed(&mut self, seq: u64, replay: u64, facts: &mut Vec<Record>) {
-        if self.in_flight.contains(&seq) {
-            self.again.insert(seq);
+        if self.fifo() || self.in_flight.contains(&seq) {
+            self.again.insert(seq, replay);
             return;
         }
-        if let Some(h) = self.held.get_mut(&seq) {
-            if let Some(t) = h.retry_at.take() {
-                self.waiting.remove(&(t, seq));
-            }
-            h.attempts = 0;
-            self.ready.insert(seq);
-            facts.push(self.restart_fact(seq, replay));
-        }
+        // Restarted now for this (latest) replay: one that waited from FIFO days is answered too.
+        self.again.remove(&seq);
+        self.backlog.restart(seq, replay);
+        facts.push(self.restart_fact(seq, replay));
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
@@ -230,18 +204,14 @@ impl SubscriptionActor {
             self.not_before = None;
         }
         let now = Timestamp::now();
-        while let Some(&(t, seq)) = self.waiting.first() {
-            if t > now {
-                break;
-            }
-            self.waiting.pop_first();
-            if let Some(h) = self.held.get_mut(&seq) {
-                h.retry_at = None;
-            }
-            self.ready.insert(seq);
-        }
-        while self.in_flight.len() < self.deps.config.max_in_flight {
-            let Some(&seq) = self.ready.first() else {
+        self.backlog.release_due(now);
+        // FIFO: one attempt at a time, the next only once the last outcome is durable.
+        let (fifo, most) = match self.fifo() {
+            true => (true, 1),
+            false => (false, self.deps.config.max_in_flight),
+        };
+        while self.in_flight.len() < most && !(fifo && self.committing > 0) {
+            let Some(seq) = self.backlog.next_due(fifo) else {
                 break;
             };
             if let Err(not_until) = self.limiter.check() {
@@ -249,10 +219,10 @@ impl SubscriptionActor {
                 self.wake_in(ctx, wait);
                 break;
             }
-            self.ready.remove(&seq);
+            self.backlog.start(seq);
             self.dispatch(seq, ctx);
         }
-        if let Some(&(t, _)) = self.waiting.first() {
+        if let Some(t) = self.backlog.next_retry() {
             self.wake_in(ctx, now.until(t));
         }
         self.note_idle(ctx);
@@ -279,7 +249,7 @@ impl SubscriptionActor {
     /// Starts the idle clock when the actor has nothing left; when it has stayed idle long enough, tells
     /// the router, which stops it unless more work is on its way.
     fn note_idle(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.ready.is_empty() && self.waiting.is_empty() && self.in_flight.is_empty();
+        let idle = self.backlog.is_idle() && self.in_flight.is_empty() && self.committing == 0;
         if !idle || self.disabling {
             self.idle_since = None;
             return;
@@ -342,13 +312,14 @@ impl SubscriptionActor {
             Ok(event) => event,
             Err(None) => {
                 tracing::warn!(webhook = %self.webhook.id, seq, "event no longer in the log; dropped from the backlog");
-                self.held.remove(&seq);
+                self.backlog.remove(seq);
                 self.again.remove(&seq);
                 return;
             }
             Err(Some(e)) => {
                 tracing::error!(webhook = %self.webhook.id, seq, error = %e, "cannot read event; will try again");
-                self.wait_until(Timestamp::now().plus(Duration::from_secs(1)), seq);
+                self.backlog
+                    .wait_until(seq, Timestamp::now().plus(Duration::from_secs(1)));
                 return;
             }
         };
@@ -370,24 +341,16 @@ impl SubscriptionActor {
         );
     }
 
-    fn finished(
-        &mut self,
-        seq: u64,
-        event_id: EventId,
-        r: AttemptResult,
-        _ctx: &mut Context<Self>,
-    ) {
+    fn finished(&mut self, seq: u64, event_id: EventId, r: AttemptResult, ctx: &mut Context<Self>) {
         self.in_flight.remove(&seq);
-        let Some(held) = self.held.get_mut(&seq) else {
+        let Some(attempt) = self.backlog.attempted(seq) else {
             return;
         };
-        held.attempts += 1;
-        let attempt = held.attempts;
         let cfg = &self.deps.config;
         let mut disable = None;
         let outcome = match r.class {
             AttemptClass::Delivered => {
-                self.held.remove(&seq);
+                self.backlog.remove(seq);
                 self.failing_since = None;
                 AttemptOutcome::Succeeded
             }
@@ -408,11 +371,11 @@ impl SubscriptionActor {
                 {
                     Some(d) => {
                         let next_at = r.at.plus(d);
-                        self.wait_until(next_at, seq);
+                        self.backlog.wait_until(seq, next_at);
                         AttemptOutcome::Retrying { next_at }
                     }
                     None => {
-                        self.held.remove(&seq);
+                        self.backlog.remove(seq);
                         AttemptOutcome::Failed
                     }
                 }
@@ -426,15 +389,17 @@ impl SubscriptionActor {
             AttemptOutcome::Failed => "failed",
         };
         m.attempts.with_label_values(&[label]).inc();
-        // Replayed while in flight: the projection restarts it when it applies this attempt, and so does
-        // the actor now.
-        if self.again.remove(&seq) {
-            if let Some(t) = self.held.get(&seq).and_then(|h| h.retry_at) {
-                self.waiting.remove(&(t, seq));
+        // Replayed while held: it starts again now, queued at the replay (in FIFO order only once this
+        // delivery has ended, so it never lets a later event pass a failing one).
+        let ends = !matches!(outcome, AttemptOutcome::Retrying { .. });
+        let restart = match self.again.get(&seq) {
+            Some(&replay) if ends || !self.fifo() => {
+                self.again.remove(&seq);
+                self.backlog.restart(seq, replay);
+                Some(replay)
             }
-            self.held.insert(seq, Held::default());
-            self.ready.insert(seq);
-        }
+            _ => None,
+        };
         if label == "retrying" {
             m.retries_scheduled.inc();
         }
@@ -450,6 +415,9 @@ impl SubscriptionActor {
             duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
             outcome,
         })];
+        if let Some(replay) = restart {
+            facts.push(self.restart_fact(seq, replay));
+        }
         if let (Some(reason), false) = (disable, self.disabling) {
             tracing::warn!(webhook = %self.webhook.id, reason = reason.as_str(), "disabling webhook");
             self.disabling = true;
@@ -462,7 +430,24 @@ impl SubscriptionActor {
                 at: r.at,
             });
         }
-        self.deps.log_actor.do_send(RecordFacts(facts));
+        if !self.fifo() {
+            self.deps.log_actor.do_send(RecordFacts(facts));
+            return;
+        }
+        self.committing += 1;
+        let commit = self.deps.log_actor.send(Submit {
+            records: facts,
+            guard: None,
+        });
+        ctx.spawn(commit.into_actor(self).map(|res, act, ctx| {
+            // A storage error is logged by the log writer; the order holds either way (the outcome not
+            // stored means the event is sent again after a restart, before anything later).
+            if let Err(e) = res {
+                tracing::warn!(webhook = %act.webhook.id, error = %e, "the log writer is gone");
+            }
+            act.committing -= 1;
+            act.pump(ctx);
+        }));
     }
 }
 
@@ -488,17 +473,14 @@ impl Handler<Enqueue> for SubscriptionActor {
         {
             // The router never sends a seq an actor took from the projection; one it still holds was
             // replayed, and its body is read from the log.
-            match self.held.entry(seq) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Held::default());
-                    self.ready.insert(seq);
-                    if let Some(body) = body.filter(|_| self.bodies.len() < HELD_BODIES) {
-                        self.bodies.insert(seq, body);
-                    }
-                }
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    self.replayed(seq, queued_at, &mut restarted)
-                }
+            if self.backlog.contains(seq) {
+                self.replayed(seq, queued_at, &mut restarted);
+                continue;
+            }
+            self.backlog
+                .hold(seq, queued_at, 0, None, Timestamp::from_millis(0));
+            if let Some(body) = body.filter(|_| self.bodies.len() < HELD_BODIES) {
+                self.bodies.insert(seq, body);
             }
         }
         if !restarted.is_empty() {

@@ -8,14 +8,17 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod codec_v1;
 #[doc(hidden)]
 pub mod drivertest;
 mod events_index;
 mod index;
+mod stats;
 mod store;
 
 pub use codec::{decode, encode, DecodeError, FORMAT_VERSION};
 pub use index::{DeliveryIndex, IndexOp};
+pub use stats::{StatsBucket, StatsRow};
 pub use store::{Appended, Entries, Group, LogStore, Notify, Refused};
 
 use buildr_core::{AccountId, Record, Timestamp};

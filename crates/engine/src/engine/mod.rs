@@ -22,10 +22,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 pub use accounts::CreatedKey;
+pub use stats::{StatsPoint, MAX_STATS_BUCKETS, STATS_HISTORY};
 
 mod accounts;
 mod deliveries;
 mod events;
+mod stats;
 mod webhooks;
 
 /// A webhook to create (fields already checked with `buildr_core::validate`).
@@ -37,6 +39,7 @@ pub struct NewWebhook {
     /// `None`: generate one.
     pub secret: Option<Secret>,
     pub rate_limit: u32,
+    pub ordering: buildr_core::DeliveryOrder,
 }
 
 /// An event to publish.
