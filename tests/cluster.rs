@@ -477,6 +477,19 @@ fn a_node_whose_storage_was_wiped_rebuilds_from_the_stream() {
     assert!(wait_until(Duration::from_secs(1), || nodes[0]
         .event_ids()
         .contains(&id)));
+    // `log verify` reads the cluster's stream (into a copy of its own, with the nodes running).
+    let urls = nats.urls().join(",");
+    let cfg = buildr_e2e::repo_root().join("config/test.toml");
+    let (code, out) = run_binary(
+        &["log", "verify", "--config", cfg.to_str().unwrap()],
+        &[
+            ("BUILDR_CLUSTER__NATS", urls.as_str()),
+            ("BUILDR_CLUSTER__STREAM", "e2e"),
+            ("BUILDR_ADMIN_TOKEN", "t"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok: ") && out.contains("1 webhooks"), "{out}");
 }
 
 #[test]

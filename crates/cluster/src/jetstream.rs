@@ -89,6 +89,9 @@ fn duplicate_in_process(e: &jetstream::context::PublishError) -> bool {
 struct Followed {
     /// The last stream seq copied into the local copy (0: none).
     stream_seq: Mutex<u64>,
+    /// A stream seq known to exist (acknowledged to this node, or seen in the stream's info): a follower
+    /// that stays behind it without progress is stuck (its consumer was on a server that died).
+    known: std::sync::atomic::AtomicU64,
     moved: Condvar,
     notify: OnceLock<Notify>,
 }
@@ -156,6 +159,7 @@ impl JetStreamLog {
         let copy = Arc::new(copy);
         let followed = Arc::new(Followed {
             stream_seq: Mutex::new(message::stream_seq(copy.last_seq())),
+            known: std::sync::atomic::AtomicU64::new(0),
             moved: Condvar::new(),
             notify: OnceLock::new(),
         });
@@ -327,6 +331,9 @@ impl JetStreamLog {
             }
         }
         let last_message = acks.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        self.followed
+            .known
+            .fetch_max(last_message, std::sync::atomic::Ordering::AcqRel);
         if !self.followed.wait_for(last_message, APPLY_TIMEOUT) {
             return Err(LogError::Unavailable(
                 "the stream stored the batch but this node has not read it back yet".into(),
@@ -503,7 +510,34 @@ async fn follow_stream(
                 continue;
             }
         };
-        while let Some(item) = messages.next().await {
+        let mut quiet = 0u32;
+        loop {
+            // A consumer on a server that died can stay silent for a long time: when the stream is known
+            // to hold more than was copied and nothing arrives for 2 s, it is made again.
+            let item = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => {
+                    quiet += 1;
+                    if quiet.is_multiple_of(5) {
+                        if let Ok(info) = stream.get_info().await {
+                            followed.known.fetch_max(
+                                info.state.last_sequence,
+                                std::sync::atomic::Ordering::AcqRel,
+                            );
+                        }
+                    }
+                    if quiet >= 2
+                        && followed.known.load(std::sync::atomic::Ordering::Acquire)
+                            > followed.get()
+                    {
+                        tracing::warn!("following the stream stalled; following it again");
+                        break;
+                    }
+                    continue;
+                }
+            };
+            quiet = 0;
             let msg = match item {
                 Ok(m) => m,
                 Err(e) => {

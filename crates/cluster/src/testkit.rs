@@ -17,11 +17,14 @@ pub fn nats_server() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/nats-venv/bin/nats-server")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+/// `n` distinct free loopback ports (each held until all are chosen).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 struct Node {
@@ -39,6 +42,8 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `n` servers clustered with each other and waits until JetStream is ready on all of them.
+    /// A start that does not become ready (a loopback port taken by another process between being
+    /// chosen and being bound) is tried once more on new ports.
     pub fn start(n: usize) -> NatsCluster {
         let bin = nats_server();
         assert!(
@@ -46,8 +51,20 @@ impl NatsCluster {
             "{} is missing: run `make nats-server` (make test does) or set BUILDR_NATS_SERVER",
             bin.display()
         );
+        let first = match Self::try_start(n) {
+            Ok(cluster) => return cluster,
+            Err(e) => e,
+        };
+        Self::try_start(n).unwrap_or_else(|second| {
+            panic!("the NATS cluster did not start twice:\n{first}\n--- again:\n{second}")
+        })
+    }
+
+    fn try_start(n: usize) -> Result<NatsCluster, String> {
         let dir = tempfile::tempdir().unwrap();
-        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        // Every port is chosen while the others are still held, so no two are the same.
+        let ports = free_ports(n * 3);
+        let routes = &ports[..n];
         let route_list = routes
             .iter()
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
@@ -55,7 +72,7 @@ impl NatsCluster {
             .join(", ");
         let mut nodes = Vec::new();
         for (i, route) in routes.iter().enumerate() {
-            let (client, monitor) = (free_port(), free_port());
+            let (client, monitor) = (ports[n + 2 * i], ports[n + 2 * i + 1]);
             let store = dir.path().join(format!("store-{i}"));
             let config = dir.path().join(format!("nats-{i}.conf"));
             std::fs::write(
@@ -82,14 +99,15 @@ impl NatsCluster {
             cluster.spawn(i);
         }
         for i in 0..n {
-            if !cluster.wait_ready(i, Duration::from_secs(60)) {
-                panic!(
-                    "nats-server {i} did not become ready within 60 s; its log ends:\n{}",
+            if !cluster.wait_ready(i, Duration::from_secs(45)) {
+                // Dropping `cluster` stops every server it started.
+                return Err(format!(
+                    "nats-server {i} did not become ready within 45 s; its log ends:\n{}",
                     cluster.log_tail(i)
-                );
+                ));
             }
         }
-        cluster
+        Ok(cluster)
     }
 
     /// The last lines server `i` wrote.
@@ -220,14 +238,5 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 
 /// The status of `GET path` on 127.0.0.1:`port`, if it answers.
 fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(1),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    http_get(port, path)?.get(9..12)?.parse().ok()
 }

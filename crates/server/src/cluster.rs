@@ -73,6 +73,30 @@ pub fn open(cfg: &Config) -> Result<Option<ClusterStorage>> {
     }))
 }
 
+/// The cluster's stream read into a fresh local copy in `dir` (for `log verify` while the nodes run).
+pub fn copy_of_stream(cfg: &Config, dir: &std::path::Path) -> Result<JetStreamLog> {
+    let c = &cfg.cluster;
+    let js = JetStreamConfig {
+        servers: c.nats.clone(),
+        node_id: format!("{}-verify", c.node_id()),
+        stream: c.stream.clone(),
+        replicas: c.replicas,
+        dir: dir.to_path_buf(),
+        storage: cfg.engine().storage,
+        connect_timeout: CONNECT_TIMEOUT,
+        duplicate_window: cfg.ingest.idempotency_ttl.0,
+    };
+    let (log, _) = JetStreamLog::open(&js)
+        .with_context(|| format!("cannot open the cluster's stream {:?}", c.stream))?;
+    log.follow(0, Box::new(|| {}))?;
+    // Wait until the copy holds the whole stream; what is handed out is not needed here.
+    let mut handed = log.catch_up(true)?;
+    while !handed.is_empty() {
+        handed = log.catch_up(false)?;
+    }
+    Ok(log)
+}
+
 /// A node delivers the webhooks of the shards it leases.
 struct LeaseOwnership {
     leases: Leases,

@@ -7,6 +7,13 @@ use std::path::Path;
 
 pub fn run(config_path: Option<&Path>) -> Result<()> {
     let cfg = config::load(config_path)?;
+    if cfg.cluster.enabled() {
+        // The nodes may be running: the stream is read into a fresh copy of its own.
+        let dir = std::env::temp_dir().join(format!("buildr-verify-{}", std::process::id()));
+        let checked = crate::cluster::copy_of_stream(&cfg, &dir).and_then(|log| check(&cfg, &log));
+        let _ = std::fs::remove_dir_all(&dir);
+        return checked;
+    }
     let (log, report) = buildr_log::EventLog::open(&cfg.storage.path).with_context(|| {
         format!(
             "cannot open the log in {} (is the server still running?)",
@@ -16,8 +23,13 @@ pub fn run(config_path: Option<&Path>) -> Result<()> {
     if !report.truncated.is_empty() {
         println!("cut torn records at the tail: {:?}", report.truncated);
     }
+    check(&cfg, &log)
+}
+
+/// Every record decodes, and the checkpoint (if any) plus the tail equals a full replay.
+fn check(cfg: &config::Config, log: &dyn buildr_log::LogStore) -> Result<()> {
     let (mut projection, records) =
-        buildr_engine::full_replay(&log).context("the log does not replay")?;
+        buildr_engine::full_replay(log).context("the log does not replay")?;
     // Idempotency keys expire in the live projection as time passes; compare both as of now.
     let ttl = i64::try_from(cfg.ingest.idempotency_ttl.0.as_millis()).unwrap_or(i64::MAX);
     let cutoff = buildr_core::Timestamp::from_millis(
@@ -27,8 +39,8 @@ pub fn run(config_path: Option<&Path>) -> Result<()> {
     );
     projection.expire_idempotency(cutoff);
     // The checkpoint (if any) plus the tail must give exactly what the full replay gives.
-    let (mut restored, rebuilt) = buildr_engine::checkpoint::restore(&log, |_, _, _| {})
-        .context("the log does not replay")?;
+    let (mut restored, rebuilt) =
+        buildr_engine::checkpoint::restore(log, |_, _, _| {}).context("the log does not replay")?;
     restored.expire_idempotency(cutoff);
     if let Some(seq) = rebuilt.from_checkpoint {
         if restored != projection {
