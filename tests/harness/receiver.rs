@@ -66,6 +66,10 @@ struct Shared {
     per_path: Mutex<HashMap<String, Reply>>,
     /// By path: the share of requests answered 500 at random.
     flaky: Mutex<HashMap<String, f64>>,
+    /// By path: each answer waits a random time up to this long.
+    jitter: Mutex<HashMap<String, Duration>>,
+    /// By path: requests being answered now, and the most at once so far.
+    open: Mutex<HashMap<String, (usize, usize)>>,
 }
 
 pub struct Receiver {
@@ -127,6 +131,20 @@ impl Receiver {
         self.shared.flaky.lock().insert(path.to_owned(), p);
     }
 
+    /// Every answer to `path` waits a random time from 0 to `max` (after any scripted delay).
+    pub fn delay_randomly(&self, path: &str, max: Duration) {
+        self.shared.jitter.lock().insert(path.to_owned(), max);
+    }
+
+    /// The most requests to `path` that were being answered at the same time.
+    pub fn most_at_once(&self, path: &str) -> usize {
+        self.shared
+            .open
+            .lock()
+            .get(path)
+            .map_or(0, |&(_, most)| most)
+    }
+
     pub fn all(&self) -> Vec<Received> {
         self.shared.log.lock().clone()
     }
@@ -155,6 +173,29 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         let h = self.handle.clone();
         std::thread::spawn(move || actix_rt::System::new().block_on(h.stop(false)));
+    }
+}
+
+/// A request being answered (counted until dropped, even when the server drops the connection).
+struct Open(Arc<Shared>, String);
+
+impl Open {
+    fn new(shared: Arc<Shared>, path: &str) -> Self {
+        {
+            let mut open = shared.open.lock();
+            let (now, most) = open.entry(path.to_owned()).or_default();
+            *now += 1;
+            *most = (*most).max(*now);
+        }
+        Open(shared, path.to_owned())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self.0.open.lock().get_mut(&self.1) {
+            *now -= 1;
+        }
     }
 }
 
@@ -193,8 +234,14 @@ async fn handle(
             )
         })
         .collect();
+    let _open = Open::new(shared.get_ref().clone(), &path);
+    let jitter = shared
+        .jitter
+        .lock()
+        .get(&path)
+        .map(|max| max.mul_f64(rand::random::<f64>()));
     shared.log.lock().push(Received {
-        path,
+        path: path.clone(),
         headers,
         body: text,
         at,
@@ -203,6 +250,10 @@ async fn handle(
     if let Some(d) = reply.delay {
         actix_rt::time::sleep(d).await;
     }
+    if let Some(d) = jitter {
+        actix_rt::time::sleep(d).await;
+    }
+
     let mut res = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap());
     match reply.retry_after {
         Some(RetryAfter::Seconds(n)) => {

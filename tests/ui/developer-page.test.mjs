@@ -70,9 +70,14 @@ function startReceiver() {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
     req.on("end", () => {
-      received.push({ headers: req.headers, body: Buffer.concat(chunks).toString("utf8") });
-      res.writeHead(200, { "Content-Type": "text/plain" });
-      res.end("thanks from the ui-test receiver");
+      const body = Buffer.concat(chunks).toString("utf8");
+      received.push({ path: req.url, headers: req.headers, body });
+      // At /mixed, objects with an odd id fail (every attempt): the charts get real failures.
+      let id = 0;
+      try { id = JSON.parse(body).id; } catch { /* not JSON */ }
+      const fail = req.url === "/mixed" && id % 2 === 1;
+      res.writeHead(fail ? 500 : 200, { "Content-Type": "text/plain" });
+      res.end(fail ? "failing on purpose" : "thanks from the ui-test receiver");
     });
   });
   return new Promise((r) => http.listen(0, "127.0.0.1", () => {
@@ -259,15 +264,19 @@ test("the Developer page manages a webhook end to end", async () => {
   await page.locator("#delivery-status").selectOption("");
   await row.waitFor();
 
-  // Edit: the description changes, nothing else.
+  // Edit: the description and the delivery order change, nothing else.
   await page.locator("#edit-webhook").click();
   await page.locator("#webhook-form").waitFor();
   assert.equal(await page.locator("#rate_limit").inputValue(), "100");
+  assert.equal(await page.locator('input[name="ordering"][value="parallel"]').isChecked(), true);
   await page.locator("#description").fill("CRM sync (edited)");
+  await page.locator('input[name="ordering"][value="fifo"]').check();
   await page.getByRole("button", { name: "Save changes" }).click();
   await page.locator("#webhook-id").waitFor();
+  assert.match(await page.locator("#ordering-value").textContent(), /FIFO/);
   const edited = (await apiCall("GET", `/webhooks/${webhookId}`)).json.webhook;
   assert.equal(edited.description, "CRM sync (edited)");
+  assert.equal(edited.ordering, "fifo");
   assert.deepEqual(edited.filter_types, ["opportunity.create"]);
   assert.equal(edited.rate_limit, 100);
 
@@ -346,6 +355,99 @@ test("the Developer page manages a webhook end to end", async () => {
   assert.equal(await page.evaluate(() => sessionStorage.length), 0);
   await page.setViewportSize(PHONE);
   await shot("10-sign-in-phone");
+
+  assert.deepEqual(pageErrors, [], "the page logged errors");
+});
+
+test("the charts show real numbers after real deliveries, and the event types page sends a test event", async () => {
+  // A webhook whose receiver fails every attempt for odd object ids: 4 events, 2 of them failing 4 times.
+  const mixed = receiver.url.replace(/\/hooks$/, "/mixed");
+  const created = await apiCall("POST", "/webhooks", { webhook: { url: mixed, description: "Mixed results", rate_limit: 6000 } });
+  assert.equal(created.status, 201);
+  const id = created.json.webhook.id;
+  for (const n of [1, 2, 3, 4]) {
+    const r = await apiCall("POST", "/events", { event: { type: "opportunity.create", data: { id: n, url: `https://app.buildr.example/opportunities/${n}` } } });
+    assert.equal(r.status, 202);
+  }
+  const sum = (buckets) => buckets.reduce((t, b) => [t[0] + b.attempts, t[1] + b.succeeded, t[2] + b.failed], [0, 0, 0]);
+  await waitFor("all attempts recorded", async () => {
+    const s = (await apiCall("GET", `/webhooks/${id}/stats`)).json.stats;
+    return JSON.stringify(sum(s.buckets)) === JSON.stringify([10, 2, 8]);
+  }, 20_000);
+
+  await page.setViewportSize(DESKTOP);
+  await page.goto(`${server.base}/`);
+  if (await page.locator("#token").isVisible()) {
+    await page.locator("#token").fill(ADMIN_TOKEN);
+    await page.getByRole("button", { name: "Sign in" }).click();
+  }
+  // The list: a sparkline of the success rate over 24 h (2 of 10 attempts succeeded).
+  const spark = page.locator(`.wh-spark[data-webhook="${id}"] svg`);
+  await spark.waitFor();
+  assert.equal(await spark.getAttribute("data-rate"), "20");
+  assert.match(await spark.getAttribute("aria-label"), /20% of 10 attempts succeeded/);
+  await shot("11-webhook-list-sparklines-desktop");
+
+  // The detail: the chart of the last 24 h has the same numbers as the API, bucket by bucket.
+  await page.locator(`#webhook-list a[data-id="${id}"]`).click();
+  const summary = page.locator("#stats-summary[data-attempts]");
+  await summary.waitFor();
+  assert.deepEqual(
+    [await summary.getAttribute("data-attempts"), await summary.getAttribute("data-succeeded"), await summary.getAttribute("data-failed")],
+    ["10", "2", "8"]);
+  const apiBuckets = (await apiCall("GET", `/webhooks/${id}/stats`)).json.stats.buckets;
+  const bars = page.locator("#stats-chart .chart-bucket");
+  assert.equal(await bars.count(), 24);
+  const drawn = await bars.evaluateAll((els) => els.map((e) => [e.dataset.start, +e.dataset.attempts, +e.dataset.succeeded, +e.dataset.failed]));
+  // Bucket by bucket (an hour may have begun between the page's request and ours: compare the common ones).
+  const fromApi = new Map(apiBuckets.map((b) => [b.start, [b.start, b.attempts, b.succeeded, b.failed]]));
+  const common = drawn.filter((d) => fromApi.has(d[0]));
+  assert.ok(common.length >= 23, `${common.length} buckets in common`);
+  for (const d of common) assert.deepEqual(d, fromApi.get(d[0]));
+  assert.ok((await page.locator("#stats-chart .chart-fail").count()) >= 1, "failed attempts are drawn");
+  assert.ok((await page.locator("#stats-chart .chart-ok").count()) >= 1, "succeeded attempts are drawn");
+  // Hover shows the bucket's numbers.
+  const busiest = drawn.reduce((best, d, i) => (d[1] > drawn[best][1] ? i : best), 0);
+  await bars.nth(busiest).hover();
+  await page.locator("#chart-readout", { hasText: `${drawn[busiest][1]} attempts` }).waitFor();
+  assert.match(await page.locator("#chart-readout").textContent(), new RegExp(`${drawn[busiest][3]} failed, latency p50 \\d+ ms, p99 \\d+ ms`));
+  await shot("12-stats-chart-desktop");
+
+  // The last hour, in minutes: 60 bars, the same totals.
+  await page.locator("#stats-1h").click();
+  await waitFor("minute buckets", async () => (await page.locator("#stats-chart .chart-bucket").count()) === 60);
+  assert.equal(await page.locator("#stats-summary").getAttribute("data-attempts"), "10");
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(200);
+  await shot("13-stats-chart-phone");
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1),
+    "the chart makes the page scroll sideways at 375 px");
+
+  // Event types: all six with schema and example; a test event of one of them reaches the webhook.
+  await page.setViewportSize(DESKTOP);
+  await page.goto(`${server.base}/#/`);
+  await page.locator("#event-types-link").click();
+  const cards = page.locator(".type-card");
+  await cards.first().waitFor();
+  assert.equal(await cards.count(), 6);
+  const card = page.locator("#type-contact-update");
+  const example = JSON.parse(await card.locator(".type-example").textContent());
+  assert.equal(example.type, "contact.update");
+  const schema = JSON.parse(await card.locator(".type-schema").textContent());
+  assert.equal(schema.properties.type.const, "contact.update");
+  await card.locator("select").selectOption(id);
+  const before = receiver.received.filter((r) => r.path === "/mixed").length;
+  await card.locator(".send-test").click();
+  await page.locator("#toast", { hasText: "Test contact.update event" }).waitFor();
+  await waitFor("the test event at the receiver", async () => receiver.received
+    .filter((r) => r.path === "/mixed").slice(before)
+    .some((r) => JSON.parse(r.body).type === "contact.update"));
+  await shot("14-event-types-desktop");
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(200);
+  await shot("15-event-types-phone");
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1),
+    "the event types page scrolls sideways at 375 px");
 
   assert.deepEqual(pageErrors, [], "the page logged errors");
 });

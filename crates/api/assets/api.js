@@ -83,6 +83,8 @@ export const api = {
   attempts: (id, eventId) => call("GET", `/webhooks/${enc(id)}/deliveries/${enc(eventId)}/attempts`),
   replay: (id, body) => call("POST", `/webhooks/${enc(id)}/replay`, body),
   replayStatus: (id, rp) => call("GET", `/webhooks/${enc(id)}/replays/${enc(rp)}`),
+  stats: (id, bucket) => call("GET", `/webhooks/${enc(id)}/stats?bucket=${enc(bucket || "1h")}`),
+  accountStats: (bucket) => call("GET", `/stats?bucket=${enc(bucket || "1h")}`),
 };
 
 /** The message to show for an error, in plain words. */

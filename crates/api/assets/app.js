@@ -3,6 +3,8 @@ import { api, session, describe, whenUnauthorized, call } from "./api.js";
 import { h, mount, $, time, errorPanel, statusBadge, typesText } from "./dom.js";
 import { renderForm } from "./form.js";
 import { renderDetail } from "./detail.js";
+import { renderEventTypes } from "./eventtypes.js";
+import { sparkline } from "./chart.js";
 
 const root = $("#app");
 
@@ -51,6 +53,7 @@ function route() {
   const path = location.hash.replace(/^#/, "") || "/";
   let m;
   if (path === "/new") return renderForm(ctx, null);
+  if (path === "/event-types") return renderEventTypes(ctx);
   if ((m = path.match(/^\/webhooks\/([^/]+)\/edit$/))) return renderForm(ctx, decodeURIComponent(m[1]));
   if ((m = path.match(/^\/webhooks\/([^/]+)$/))) return renderDetail(ctx, decodeURIComponent(m[1]));
   return renderList();
@@ -140,7 +143,7 @@ async function renderList() {
   if (!alive()) return;
   const list = h("ul", { class: "wh-list", id: "webhook-list" });
   const more = h("div", { class: "list-more" });
-  const addRows = (rows) => rows.forEach((w) => list.appendChild(row(w)));
+  const addRows = (rows) => rows.forEach((w) => list.appendChild(row(w, alive)));
   const showMore = () => {
     mount(more, next ? h("button", {
       type: "button", class: "btn btn-ghost", onclick: async (e) => {
@@ -165,7 +168,9 @@ async function renderList() {
       h("div", {},
         h("h1", {}, "Webhooks"),
         h("p", { class: "muted" }, "Buildr POSTs a signed message to each endpoint when a contact, opportunity or company is created or updated.")),
-      webhooks.length ? add : null),
+      h("div", { class: "actions" },
+        h("a", { class: "btn btn-ghost", href: "#/event-types", id: "event-types-link" }, "Event types"),
+        webhooks.length ? add : null)),
     webhooks.length
       ? [list, more]
       : h("div", { class: "empty", id: "empty-webhooks" },
@@ -174,7 +179,15 @@ async function renderList() {
         add));
 }
 
-function row(w) {
+function row(w, alive) {
+  // The success rate over 24 h, drawn when its numbers arrive (a failure leaves the row as it is).
+  const spark = h("span", { class: "wh-spark", dataset: { webhook: w.id } });
+  api.stats(w.id, "1h").then((r) => {
+    if (!alive()) return;
+    const svg = sparkline(r.stats.buckets);
+    const rate = svg.getAttribute("data-rate");
+    mount(spark, svg, h("span", { class: "small spark-rate" }, rate === "" ? "no attempts" : `${rate}% ok`));
+  }).catch(() => {});
   return h("li", { class: "wh-row" },
     h("a", { class: "wh-link", href: `#/webhooks/${encodeURIComponent(w.id)}`, dataset: { id: w.id } },
       h("div", { class: "wh-main" },
@@ -182,7 +195,9 @@ function row(w) {
         h("span", { class: "wh-desc muted" }, w.description || "No description")),
       h("div", { class: "wh-meta" },
         statusBadge(w),
+        spark,
         h("span", { class: "chip" }, typesText(w.filter_types)),
+        w.ordering === "fifo" ? h("span", { class: "chip", title: "One delivery at a time, in order" }, "FIFO") : null,
         h("span", { class: "muted small" }, `${w.rate_limit}/min`),
         h("span", { class: "muted small" }, "Created ", time(w.created_at)))));
 }

@@ -3,6 +3,7 @@
 import { api, describe } from "./api.js";
 import { h, mount, time, toast, confirmDialog, copy, actionButton, errorPanel, statusBadge, typesText } from "./dom.js";
 import { deliveriesCard } from "./deliveries.js";
+import { attemptsChart, totals } from "./chart.js";
 
 export async function renderDetail(ctx, id) {
   const alive = ctx.current();
@@ -30,10 +31,43 @@ export async function renderDetail(ctx, id) {
   mount(ctx.root,
     h("nav", { class: "crumbs" }, h("a", { href: "#/" }, "← Webhooks")),
     header(ctx, w),
+    statsCard(ctx, w),
     h("div", { class: "grid-2" }, secret.card, testCard(w, types, deliveries)),
     deliveries.el,
     replayCard(ctx, w, deliveries),
     secret.snippet);
+}
+
+/** Attempts over the last 24 hours (hour buckets) or the last hour (minute buckets), refreshed while shown. */
+function statsCard(ctx, w) {
+  const alive = ctx.current();
+  let bucket = "1h";
+  const body = h("div", { id: "stats-body" }, h("p", { class: "muted" }, "Loading…"));
+  const summary = h("p", { class: "stats-summary", id: "stats-summary" });
+  const choose = (b) => () => { bucket = b; day.setAttribute("aria-pressed", String(b === "1h")); hour.setAttribute("aria-pressed", String(b === "1m")); load(); };
+  const day = h("button", { type: "button", class: "btn btn-ghost btn-sm", id: "stats-24h", "aria-pressed": "true", onclick: choose("1h") }, "Last 24 h");
+  const hour = h("button", { type: "button", class: "btn btn-ghost btn-sm", id: "stats-1h", "aria-pressed": "false", onclick: choose("1m") }, "Last hour");
+  async function load() {
+    try {
+      const stats = (await api.stats(w.id, bucket)).stats;
+      if (!alive()) return;
+      const t = totals(stats.buckets);
+      const rate = t.attempts ? `${Math.round((t.succeeded / t.attempts) * 100)}% succeeded` : "no attempts yet";
+      summary.dataset.attempts = t.attempts;
+      summary.dataset.succeeded = t.succeeded;
+      summary.dataset.failed = t.failed;
+      summary.textContent = `${t.attempts} attempts · ${t.succeeded} succeeded · ${t.failed} failed · ${rate}`;
+      mount(body, attemptsChart(stats));
+    } catch (err) {
+      if (alive()) mount(body, h("p", { class: "notice notice-error" }, describe(err)));
+    }
+  }
+  load();
+  const timer = setInterval(load, 15000);
+  ctx.onLeave(() => clearInterval(timer));
+  return h("section", { class: "card", id: "stats-card" },
+    h("div", { class: "card-head" }, h("h2", {}, "Attempts"), h("div", { class: "card-tools" }, day, hour)),
+    summary, body);
 }
 
 function header(ctx, w) {
@@ -69,6 +103,7 @@ function header(ctx, w) {
       h("dl", { class: "facts" },
         h("div", {}, h("dt", {}, "ID"), h("dd", { class: "mono", id: "webhook-id" }, w.id)),
         h("div", {}, h("dt", {}, "Rate limit"), h("dd", {}, `${w.rate_limit} per minute`)),
+        h("div", {}, h("dt", {}, "Delivery order"), h("dd", { id: "ordering-value" }, w.ordering === "fifo" ? "In order (FIFO), one at a time" : "Parallel")),
         h("div", {}, h("dt", {}, "Created"), h("dd", {}, time(w.created_at))),
         h("div", {}, h("dt", {}, "Updated"), h("dd", {}, time(w.updated_at))))),
     h("div", { class: "actions" },

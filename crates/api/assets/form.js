@@ -3,7 +3,12 @@
 import { api, describe } from "./api.js";
 import { h, mount, toast } from "./dom.js";
 
-const FIELDS = ["url", "description", "filter_types", "secret", "rate_limit"];
+const FIELDS = ["url", "description", "filter_types", "secret", "rate_limit", "ordering"];
+
+const ORDERINGS = [
+  ["parallel", "Parallel", "Several deliveries at once; a failing event never holds back the next. Fastest."],
+  ["fifo", "In order (FIFO)", "One delivery at a time, in the order events happened. A failing event holds the later ones back until it succeeds or finally fails."],
+];
 
 export async function renderForm(ctx, id) {
   const alive = ctx.current();
@@ -49,6 +54,10 @@ export async function renderForm(ctx, id) {
     id: "rate_limit", name: "rate_limit", type: "text", inputmode: "numeric", class: "input input-narrow",
     value: current ? String(current.rate_limit) : "60",
   });
+  const currentOrdering = current ? current.ordering : "parallel";
+  const orderings = ORDERINGS.map(([value, label, help]) => h("label", { class: "check" },
+    h("input", { type: "radio", name: "ordering", value, checked: value === currentOrdering }),
+    h("span", { class: "check-text" }, h("span", {}, label), h("span", { class: "muted small" }, help))));
   const inputs = { url, description, secret, rate_limit: rate };
 
   const field = (name, label, control, help) => h("div", { class: "field" },
@@ -75,6 +84,10 @@ export async function renderForm(ctx, id) {
       "Optional. A whsec_ secret (base64 after the prefix) or any 6–256 printable characters, verified in raw format.") : null,
     field("rate_limit", "Rate limit", h("div", { class: "with-suffix" }, rate, h("span", { class: "muted" }, "deliveries per minute")),
       "1 to 1,000,000. Extra messages wait their turn; none is dropped."),
+    h("fieldset", { class: "field", id: "ordering", "aria-describedby": "ordering-error" },
+      h("legend", { class: "label" }, "Delivery order"),
+      h("div", { class: "checks" }, orderings),
+      errorSlot("ordering")),
     h("div", { class: "form-actions" },
       h("a", { class: "btn btn-ghost", href: back }, "Cancel"),
       submit));
@@ -130,6 +143,8 @@ export async function renderForm(ctx, id) {
       const n = Number(r);
       if (!current || n !== current.rate_limit) body.rate_limit = n;
     }
+    const ordering = orderings.map((o) => o.querySelector("input")).find((i) => i.checked);
+    if (ordering && ordering.value !== currentOrdering) body.ordering = ordering.value;
     submit.disabled = true;
     try {
       let saved;

@@ -40,6 +40,8 @@ const ASSETS: &[Asset] = &[
     asset!("form.js", "text/javascript; charset=utf-8"),
     asset!("detail.js", "text/javascript; charset=utf-8"),
     asset!("deliveries.js", "text/javascript; charset=utf-8"),
+    asset!("chart.js", "text/javascript; charset=utf-8"),
+    asset!("eventtypes.js", "text/javascript; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
 ];
 

@@ -76,6 +76,8 @@ api_routes! {
     "/webhooks/{id}/deliveries/{event_id}/attempts" => { get: routes::deliveries::attempts },
     "/webhooks/{id}/replay" => { post: routes::deliveries::replay },
     "/webhooks/{id}/replays/{replay_id}" => { get: routes::deliveries::replay_status },
+    "/webhooks/{id}/stats" => { get: routes::stats::webhook },
+    "/stats" => { get: routes::stats::account },
     "/events" => { post: routes::events::publish, get: routes::events::list },
     "/events/batch" => { post: routes::events::publish_batch },
 }

@@ -2,7 +2,7 @@
 //! by hand), served without a token at `GET /api/2023-01/openapi.json`.
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{accounts, deliveries, events, ops, webhooks};
+use crate::routes::{accounts, deliveries, events, ops, stats, webhooks};
 use crate::views;
 use crate::API_PREFIX;
 use actix_web::HttpResponse;
@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         webhooks::secret, webhooks::rotate, webhooks::send_test,
         events::publish, events::publish_batch, events::list,
         deliveries::list, deliveries::attempts, deliveries::replay, deliveries::replay_status,
+        stats::webhook, stats::account,
         ops::event_types, ops::healthz, ops::readyz, ops::metrics,
         accounts::create, accounts::list, accounts::create_key, accounts::revoke_key,
     ),
@@ -27,7 +28,8 @@ use utoipa::{Modify, OpenApi};
         ErrorBody, ErrorDetail,
         views::WebhookView, views::WebhookResponse, views::WebhookList, views::SecretResponse,
         views::EventView, views::DataView, views::EventResponse, views::EventsResponse, views::EventList,
-        views::EventTypeView, views::EventTypeList, views::EventTypeName,
+        views::EventTypeView, views::EventTypeList, views::EventTypeName, views::OrderingName,
+        views::StatsResponse, views::StatsView, views::StatsBucketView,
         views::DeliveryView, views::DeliveryList, views::AttemptView, views::AttemptList,
         views::ReplayCreated, views::ReplayCreatedView, views::ReplayResponse, views::ReplayView, views::Status,
         views::AccountView, views::AccountCreated, views::AccountList, views::KeyCreated,

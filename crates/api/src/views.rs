@@ -23,6 +23,8 @@ pub struct WebhookView {
     pub disabled: bool,
     /// `gone`, `failing` or `manual`.
     pub disabled_reason: Option<&'static str>,
+    #[schema(value_type = OrderingName)]
+    pub ordering: &'static str,
     pub created_at: String,
     pub updated_at: String,
     /// Only in the answer to a create.
@@ -43,6 +45,7 @@ impl WebhookView {
             rate_limit: w.rate_limit,
             disabled: w.disabled,
             disabled_reason: w.disabled_reason.map(|r| r.as_str()),
+            ordering: w.ordering.as_str(),
             created_at: w.created_at.to_string(),
             updated_at: w.updated_at.to_string(),
             secret: None,
@@ -161,10 +164,29 @@ pub enum EventTypeName {
     CompanyUpdate,
 }
 
+/// How a webhook's deliveries are sent.
+#[derive(ToSchema)]
+#[schema(as = OrderingName)]
+#[allow(dead_code)] // a schema only: requests carry the name as a string
+pub enum OrderingName {
+    /// Side by side (up to `delivery.max_in_flight`); a failing event never blocks the next.
+    #[schema(rename = "parallel")]
+    Parallel,
+    /// One attempt in flight, in log order; a failing delivery holds the later ones back.
+    #[schema(rename = "fifo")]
+    Fifo,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct EventTypeView {
     pub name: &'static str,
     pub description: &'static str,
+    /// JSON Schema (2020-12) of the body a receiver gets for this type.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+    /// An example of that body.
+    #[schema(value_type = Object)]
+    pub example: Value,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -180,6 +202,8 @@ impl EventTypeList {
                 .map(|t| EventTypeView {
                     name: t.as_str(),
                     description: t.description(),
+                    schema: t.body_schema(),
+                    example: t.example_body(),
                 })
                 .collect(),
         }
@@ -337,4 +361,51 @@ pub struct AccountList {
 pub struct KeyCreated {
     pub api_key: String,
     pub key_prefix: String,
+}
+
+/// Attempts in one bucket.
+#[derive(Serialize, ToSchema)]
+pub struct StatsBucketView {
+    /// When the bucket starts (RFC 3339).
+    pub start: String,
+    pub attempts: u64,
+    pub succeeded: u64,
+    /// Attempts that did not succeed.
+    pub failed: u64,
+    /// Median attempt duration (within 6 %); `null` in an empty bucket.
+    pub latency_p50_ms: Option<u64>,
+    /// 99th percentile attempt duration (within 6 %); `null` in an empty bucket.
+    pub latency_p99_ms: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsView {
+    /// `1m` or `1h`.
+    pub bucket: &'static str,
+    /// Oldest first, empty buckets included.
+    pub buckets: Vec<StatsBucketView>,
+}
+
+impl StatsView {
+    pub fn new(bucket: buildr_engine::StatsBucket, points: &[buildr_engine::StatsPoint]) -> Self {
+        Self {
+            bucket: bucket.as_str(),
+            buckets: points
+                .iter()
+                .map(|(start, row)| StatsBucketView {
+                    start: start.to_string(),
+                    attempts: row.attempts,
+                    succeeded: row.succeeded,
+                    failed: row.failed(),
+                    latency_p50_ms: row.percentile(0.5),
+                    latency_p99_ms: row.percentile(0.99),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsResponse {
+    pub stats: StatsView,
 }

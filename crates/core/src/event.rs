@@ -50,6 +50,61 @@ impl EventType {
         }
     }
 
+    /// The example a test event and the event-type list use: object 2279 of this type's kind.
+    pub fn example_data(self) -> EventData {
+        let plural = match self {
+            EventType::ContactCreate | EventType::ContactUpdate => "contacts",
+            EventType::OpportunityCreate | EventType::OpportunityUpdate => "opportunities",
+            EventType::CompanyCreate | EventType::CompanyUpdate => "companies",
+        };
+        EventData {
+            id: ObjectId::Int(2279),
+            url: format!("https://app.buildr.example/{plural}/2279"),
+        }
+    }
+
+    /// An example of the body a receiver gets for this type (as JSON).
+    pub fn example_body(self) -> serde_json::Value {
+        let body = payload(
+            self,
+            Timestamp::from_millis(1_795_873_574_123),
+            &self.example_data(),
+        );
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The JSON Schema (2020-12) of the body a receiver gets for this type.
+    pub fn body_schema(self) -> serde_json::Value {
+        serde_json::json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": self.as_str(),
+            "description": self.description(),
+            "type": "object",
+            "required": ["type", "timestamp", "id", "url"],
+            "additionalProperties": false,
+            "properties": {
+                "type": {"const": self.as_str(), "description": "The event type."},
+                "timestamp": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "When it happened on the Buildr platform (RFC 3339, UTC, milliseconds); the same on every attempt."
+                },
+                "id": {
+                    "description": "The id of the CRM object on the Buildr platform.",
+                    "oneOf": [
+                        {"type": "integer"},
+                        {"type": "string", "minLength": 1, "maxLength": 255}
+                    ]
+                },
+                "url": {
+                    "type": "string",
+                    "format": "uri",
+                    "description": "The object's page on the Buildr platform."
+                }
+            }
+        })
+    }
+
     /// A dense index 0..6, for per-type tables.
     pub const fn index(self) -> usize {
         self as usize
@@ -175,6 +230,33 @@ mod tests {
         }
         assert!("opportunity.created".parse::<EventType>().is_err());
         assert!("Contact.create".parse::<EventType>().is_err());
+    }
+
+    #[test]
+    fn each_example_has_exactly_the_fields_its_schema_describes() {
+        for t in EventType::ALL {
+            let schema = t.body_schema();
+            let example = t.example_body();
+            let fields: Vec<&String> = example
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            let props: Vec<&String> = schema["properties"]
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            let mut f = fields.clone();
+            let mut p = props.clone();
+            f.sort();
+            p.sort();
+            assert_eq!(f, p, "{t}");
+            assert_eq!(example["type"], schema["properties"]["type"]["const"]);
+            assert!(
+                example["id"].is_i64()
+                    && example["url"].is_string()
+                    && example["timestamp"].is_string()
+            );
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use retry::RetryPolicy;
 pub use secret::{Secret, SecretError};
 pub use time::Timestamp;
 pub use validate::FieldError;
-pub use webhook::{DisabledReason, Webhook};
+pub use webhook::{DeliveryOrder, DisabledReason, Webhook};
 
 /// The product version, sent in `User-Agent: Buildr-Webhooks/<version>`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

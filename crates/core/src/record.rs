@@ -1,11 +1,13 @@
 //! The facts of the event log. Everything the service knows is one of these, in order; every table it
-//! serves from is a projection of them. New variants go at the end (the encoding numbers them in order).
+//! serves from is a projection of them. New variants go at the end (the encoding numbers them in order);
+//! a change to the shape of an existing one needs a new record format in `buildr-log`'s codec, which keeps
+//! decoding the older ones.
 
 use crate::event::{EventData, EventType};
 use crate::ids::{AccountId, EventId, ReplayId, WebhookId};
 use crate::secret::Secret;
 use crate::time::Timestamp;
-use crate::webhook::{DisabledReason, Webhook};
+use crate::webhook::{DeliveryOrder, DisabledReason, Webhook};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +63,17 @@ pub enum Record {
         ids: Vec<ReplayId>,
         at: Timestamp,
     },
+    /// A replay named this undelivered event while the webhook's subscription actor held it: its delivery
+    /// starts again from the first attempt, queued at the replay. Written when the actor restarts it: at
+    /// once when nothing was in flight (parallel order), else with the outcome of the attempt in flight
+    /// (FIFO order: of the attempt that ends the delivery). `replay` is the seq of the `ReplayRequested`
+    /// record it answers.
+    DeliveryRestarted {
+        webhook: WebhookId,
+        seq: u64,
+        replay: u64,
+        at: Timestamp,
+    },
 }
 
 /// A PATCH: only the fields present change.
@@ -73,6 +86,8 @@ pub struct WebhookChanges {
     pub rate_limit: Option<u32>,
     pub secret: Option<Secret>,
     pub disabled: Option<(bool, Option<DisabledReason>)>,
+    /// Added in record format 2.
+    pub ordering: Option<DeliveryOrder>,
 }
 
 impl WebhookChanges {

@@ -124,6 +124,12 @@ pub fn rate_limit(field: &str, r: i64) -> Result<u32, FieldError> {
         })
 }
 
+/// A webhook's `ordering`: `"parallel"` or `"fifo"`.
+pub fn ordering(field: &str, s: &str) -> Result<crate::webhook::DeliveryOrder, FieldError> {
+    crate::webhook::DeliveryOrder::parse(s)
+        .ok_or_else(|| FieldError::new(field, "must be \"parallel\" or \"fifo\""))
+}
+
 pub fn secret(field: &str, s: &str) -> Result<Secret, FieldError> {
     Secret::parse(s).map_err(|e| FieldError::new(field, e.to_string()))
 }

@@ -27,6 +27,34 @@ impl DisabledReason {
     }
 }
 
+/// How a webhook's deliveries are sent: side by side, or one at a time in log order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryOrder {
+    /// Up to `delivery.max_in_flight` attempts at once; a failing event never blocks the next.
+    #[default]
+    Parallel,
+    /// One attempt in flight; deliveries start in the order they were queued (log order), and a failing
+    /// delivery holds the later ones back until it succeeds or is finally failed.
+    Fifo,
+}
+
+impl DeliveryOrder {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOrder::Parallel => "parallel",
+            DeliveryOrder::Fifo => "fifo",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "parallel" => Some(DeliveryOrder::Parallel),
+            "fifo" => Some(DeliveryOrder::Fifo),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Webhook {
     pub id: WebhookId,
@@ -44,6 +72,8 @@ pub struct Webhook {
     pub disabled_reason: Option<DisabledReason>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Added in record format 2 (a webhook of an older log is `Parallel`).
+    pub ordering: DeliveryOrder,
 }
 
 impl Webhook {
@@ -80,6 +110,9 @@ impl Webhook {
         if let Some(s) = &c.secret {
             self.secret = s.clone();
             self.previous_secret = None;
+        }
+        if let Some(o) = c.ordering {
+            self.ordering = o;
         }
         if let Some((disabled, reason)) = c.disabled {
             self.disabled = disabled;

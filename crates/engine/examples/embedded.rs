@@ -54,6 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 filter_types: Some(vec![EventType::OpportunityCreate]),
                 secret: None,
                 rate_limit: 60,
+                ordering: buildr_core::DeliveryOrder::Parallel,
             },
         )
         .await?;

@@ -7,7 +7,7 @@ use crate::projection::{Effect, Projection};
 use buildr_log::EventLog;
 
 /// Bumped whenever the projection's shape changes; older checkpoints are then ignored.
-const CHECKPOINT_FORMAT: u8 = 2;
+const CHECKPOINT_FORMAT: u8 = 4;
 
 pub fn encode(p: &Projection) -> Vec<u8> {
     let mut out = vec![CHECKPOINT_FORMAT];

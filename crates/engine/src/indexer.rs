@@ -1,9 +1,10 @@
 //! Keeps the delivery index (buildr_log::DeliveryIndex) in step with the log: which changes each record
 //! brings ([`ops`]), and a writer thread that applies them off the actors' thread.
 
+use crate::error::EngineError;
 use crate::health::Store;
 use crate::metrics::Metrics;
-use crate::projection::Effect;
+use crate::projection::{Effect, Projection};
 use buildr_core::{EventId, EventType, Record};
 use buildr_log::{EventLog, IndexOp};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,14 +33,50 @@ pub fn ops(seq: u64, record: &Record, effects: &[Effect], out: &mut Vec<IndexOp>
         _ => None,
     };
     for effect in effects {
-        if let Effect::Deliver { webhook, seq } = effect {
-            out.push(IndexOp::Queued {
+        match effect {
+            Effect::Deliver { webhook, seq, .. } => out.push(IndexOp::Queued {
                 webhook: webhook.clone(),
                 seq: *seq,
                 event: event.clone(),
-            });
+            }),
+            // Pending again, with its attempts so far kept in its history.
+            Effect::Restarted { webhook, seq } => out.push(IndexOp::Queued {
+                webhook: webhook.clone(),
+                seq: *seq,
+                event: None,
+            }),
+            Effect::WebhookChanged(_) | Effect::WebhookRemoved(_) => {}
         }
     }
+}
+
+/// The projection at the log's end (checkpoint + tail), with the delivery index caught up on the way.
+pub fn catch_up(log: &EventLog) -> Result<(Projection, crate::checkpoint::Rebuilt), EngineError> {
+    let index = log.index()?;
+    let index_seq = index.applied_seq()?;
+    let mut pending = Vec::new();
+    let mut last = 0;
+    let mut pending_err = None;
+    let result = crate::checkpoint::restore_up_to(log, index_seq, |seq, record, effects| {
+        if seq <= index_seq || pending_err.is_some() {
+            return;
+        }
+        ops(seq, record, effects, &mut pending);
+        last = seq;
+        if pending.len() >= 10_000 {
+            if let Err(e) = index.apply(&pending, seq, |s| event_at(log, s)) {
+                pending_err = Some(e);
+            }
+            pending.clear();
+        }
+    })?;
+    if let Some(e) = pending_err {
+        return Err(e.into());
+    }
+    if !pending.is_empty() {
+        index.apply(&pending, last, |s| event_at(log, s))?;
+    }
+    Ok(result)
 }
 
 /// Reads an event's id and type from the log (for rows a replay creates).
@@ -56,6 +93,8 @@ enum Job {
     Sync(std::sync::mpsc::Sender<()>),
     /// A reader is waiting: write what is gathered now instead of lingering.
     Nudge,
+    /// Drop attempt statistics of buckets that ended before this time (ms).
+    PruneStats(i64),
 }
 
 /// How far the index is: the last seq whose ops were handed to the writer, and the last one written.
@@ -98,6 +137,8 @@ struct Writer<'a> {
     /// the reopened index does not have are written again.
     journal: Vec<(Vec<IndexOp>, u64)>,
     flushed_at: Instant,
+    /// Batches up to this seq are already in an index rebuilt from the log: skipped when they arrive.
+    rebuilt_up_to: u64,
 }
 
 impl Writer<'_> {
@@ -151,6 +192,11 @@ impl Writer<'_> {
                 Job::Sync(done) => {
                     let _ = done.send(());
                 }
+                Job::PruneStats(before) => {
+                    if let Err(e) = self.log.index().and_then(|ix| ix.prune_stats(before)) {
+                        tracing::warn!(error = %e, "could not drop old attempt statistics");
+                    }
+                }
                 Job::Nudge => {}
             }
             self.flush_if_due();
@@ -158,6 +204,9 @@ impl Writer<'_> {
     }
 
     fn write(&mut self, ops: Vec<IndexOp>, seq: u64) {
+        if seq <= self.rebuilt_up_to {
+            return;
+        }
         let written = self
             .log
             .index()
@@ -185,15 +234,27 @@ impl Writer<'_> {
     /// After a storage error: reopens the index (sled keeps its first I/O error for the life of the
     /// database) and writes again what the reopened index lacks, with backoff, until it succeeds. Until
     /// then readers wait (and get `503`), `/readyz` is `503`, and what arrives waits in the channel.
-    fn recover(&mut self, mut error: buildr_log::LogError) {
+    fn recover(&mut self, error: buildr_log::LogError) {
+        let mut error = error.to_string();
         let mut wait = Duration::from_millis(100);
+        // Once the index was found unreadable it is rebuilt, until a rebuild succeeds: a half-done one
+        // has only part of the log in it, which the journal does not make up for.
+        let mut rebuilding = false;
         loop {
-            self.metrics
-                .storage
-                .failed(Store::DeliveryIndex, &error.to_string());
+            self.metrics.storage.failed(Store::DeliveryIndex, &error);
             std::thread::sleep(wait);
             wait = (wait * 2).min(MAX_BACKOFF);
-            match self.rewrite_journal() {
+            let attempt = if rebuilding {
+                self.rebuild()
+            } else {
+                self.rewrite_journal().map_err(|e| {
+                    // The reopened index cannot be read (a write cut short by the full disk): it is
+                    // derived, so it is thrown away and rebuilt from the log.
+                    rebuilding = e.is_corruption();
+                    e.to_string()
+                })
+            };
+            match attempt {
                 Ok(()) => break,
                 Err(e) => error = e,
             }
@@ -204,6 +265,23 @@ impl Writer<'_> {
         self.journal.clear();
         self.flushed_at = Instant::now();
         self.metrics.storage.healed(Store::DeliveryIndex);
+    }
+
+    /// A fresh index, caught up from the whole log; batches it already covers are skipped later.
+    fn rebuild(&mut self) -> Result<(), String> {
+        tracing::warn!(
+            "the delivery index cannot be read after a storage error; rebuilding it from the log"
+        );
+        self.log.reset_index().map_err(|e| e.to_string())?;
+        let (projection, _) = catch_up(self.log).map_err(|e| e.to_string())?;
+        self.log.flush_index().map_err(|e| e.to_string())?;
+        self.rebuilt_up_to = projection.last_seq;
+        self.progress
+            .written
+            .send_modify(|w| *w = (*w).max(projection.last_seq));
+        // Every batch journaled was in the log the rebuild read.
+        self.journal.clear();
+        Ok(())
     }
 
     fn rewrite_journal(&self) -> Result<(), buildr_log::LogError> {
@@ -242,6 +320,7 @@ impl IndexWriter {
                     metrics: &metrics,
                     journal: Vec::new(),
                     flushed_at: Instant::now(),
+                    rebuilt_up_to: 0,
                 }
                 .run(&rx)
             });
@@ -285,6 +364,14 @@ impl IndexWriter {
     /// Drops the rows of events that retention removed from the log.
     pub fn forget(&self, seqs: std::collections::HashSet<u64>, ids: Vec<EventId>) {
         let _ = self.tx.send(Job::Forget(seqs, ids));
+    }
+
+    /// Drops attempt statistics older than anyone may ask for (`GET …/stats` goes 60 days back).
+    pub fn prune_stats(&self) {
+        let keep = crate::engine::STATS_HISTORY.as_millis() as i64 + 3_600_000;
+        let _ = self.tx.send(Job::PruneStats(
+            buildr_core::Timestamp::now().as_millis() - keep,
+        ));
     }
 
     /// Blocks until everything sent before is applied.

@@ -7,6 +7,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod backlog;
 pub mod checkpoint;
 pub mod config;
 pub mod dispatcher;
@@ -23,9 +24,13 @@ pub mod router;
 pub mod subscription;
 pub mod target;
 
+pub use buildr_log::{StatsBucket, StatsRow};
 pub use checkpoint::full_replay;
 pub use config::{DeliveryConfig, EngineConfig};
-pub use engine::{CreatedKey, Engine, NewEvent, NewWebhook, Published, StartupReport};
+pub use engine::{
+    CreatedKey, Engine, NewEvent, NewWebhook, Published, StartupReport, StatsPoint,
+    MAX_STATS_BUCKETS, STATS_HISTORY,
+};
 pub use error::EngineError;
 pub use projection::{Account, ApiKeyEntry, Pending, Projection, ReplayState, WebhookEntry};
 pub use replay::ReplayRange;

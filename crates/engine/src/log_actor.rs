@@ -99,6 +99,9 @@ pub struct LogActor {
     /// Storage refused a write: until a reopen and a probe write succeed, callers get `503` at once and
     /// facts nobody waits for (attempt outcomes) wait in the queue. The wait before the next try.
     healing: Option<Duration>,
+    /// The facts nobody waits for of the batch whose append failed, and the seq that batch would have
+    /// started at: written again after healing, unless the batch turns out to be on disk.
+    held: Option<(u64, Vec<Pending>)>,
 }
 
 /// The first wait before reopening storage after a write failed, doubled up to [`MAX_HEAL_WAIT`].
@@ -128,6 +131,7 @@ impl LogActor {
             stopping: Vec::new(),
             metrics,
             healing: None,
+            held: None,
         }
     }
 
@@ -184,6 +188,7 @@ impl LogActor {
         // The LogActor has its own thread: it blocks on the append (batch + fsync) right here, and
         // everything that arrives meanwhile waits in its mailbox for the next batch.
         let started = std::time::Instant::now();
+        let first_seq = self.log.last_seq() + 1;
         let outcome = match self.log.append(&to_write) {
             Ok(first) => {
                 self.record_stats(to_write.len(), started.elapsed());
@@ -201,12 +206,17 @@ impl LogActor {
                             first_seq: first + offset as u64,
                         }));
                     }
-                    // Facts nobody waits for are not lost: they are written once storage heals.
-                    None if failed => self.queue.push(Pending {
-                        records: to_write[offset..offset + len].to_vec(),
-                        guard: None,
-                        reply: None,
-                    }),
+                    // Facts nobody waits for are not lost: they are written once storage heals
+                    // (unless the failed batch reached the disk after all: see `reopen_and_probe`).
+                    None if failed => self
+                        .held
+                        .get_or_insert_with(|| (first_seq, Vec::new()))
+                        .1
+                        .push(Pending {
+                            records: to_write[offset..offset + len].to_vec(),
+                            guard: None,
+                            reply: None,
+                        }),
                     None => {}
                 }
             }
@@ -272,6 +282,17 @@ impl LogActor {
                 seq,
                 "cut a torn record off the end of the log on reopening it"
             );
+        }
+        // The failed batch is either wholly on disk (sled batches are atomic) or not at all: its facts
+        // are queued again only in the second case, so none is recorded twice.
+        if let Some((first, facts)) = self.held.take() {
+            let on_disk = reopened
+                .unapplied
+                .as_ref()
+                .is_some_and(|r| *r.start() == first);
+            if !on_disk {
+                self.queue.splice(0..0, facts);
+            }
         }
         // A batch whose flush reported the error may have reached the disk all the same: it is in the
         // log now, so it is applied as a restart would (its callers got 503; their retries with the
@@ -397,6 +418,7 @@ impl LogActor {
             if !plan.event_seqs.is_empty() {
                 indexer.forget(plan.event_seqs.clone(), plan.event_ids.clone());
             }
+            indexer.prune_stats();
             Ok::<_, crate::error::EngineError>((removed, plan.event_seqs.len()))
         });
         ctx.spawn(work.into_actor(self).map(|res, act, _| {

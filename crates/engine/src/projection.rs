@@ -13,8 +13,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// What the actors must do after a record is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Deliver the event at `seq` to `webhook`.
+    /// Deliver the event at `seq` to `webhook`, queued by the record at `queued_at` (the event itself, or
+    /// a replay).
     Deliver {
+        webhook: WebhookId,
+        seq: u64,
+        queued_at: u64,
+    },
+    /// The delivery of `seq` to `webhook` starts again from its first attempt (a replay named it while it
+    /// was undelivered). Its subscription actor already knows; only derived indexes act on it.
+    Restarted {
         webhook: WebhookId,
         seq: u64,
     },
@@ -41,12 +49,32 @@ pub struct ApiKeyEntry {
 }
 
 /// An undelivered event of one webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
+    /// The seq of the record that queued it (the event itself, or the replay that queued it again): a
+    /// webhook's deliveries start in `(queued_at, seq)` order, which FIFO ordering keeps strictly, so a
+    /// replay goes after what was already queued before it.
+    pub queued_at: u64,
     /// Attempts made so far.
     pub attempts: u32,
     /// When the next attempt is due (`None`: as soon as the rate limit allows).
     pub next_at: Option<Timestamp>,
+    /// The seq of the latest replay that named it while it was undelivered, until its subscription actor
+    /// has restarted it for that replay (`DeliveryRestarted`), or its delivery ended: then it starts again,
+    /// queued at that replay.
+    pub replayed: Option<u64>,
+}
+
+impl Pending {
+    /// Queued by the record at `queued_at`, not attempted yet.
+    pub fn queued(queued_at: u64) -> Self {
+        Self {
+            queued_at,
+            attempts: 0,
+            next_at: None,
+            replayed: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,10 +226,11 @@ impl Projection {
                 if let Some(e) =
                     target.filter(|e| e.webhook.account == ev.account && !e.webhook.disabled)
                 {
-                    e.pending.insert(seq, Pending::default());
+                    e.pending.insert(seq, Pending::queued(seq));
                     effects.push(Effect::Deliver {
                         webhook: e.webhook.id.clone(),
                         seq,
+                        queued_at: seq,
                     });
                 }
             }
@@ -212,10 +241,11 @@ impl Projection {
                             continue;
                         };
                         if !e.webhook.disabled && e.webhook.wants(ev.event_type) {
-                            e.pending.insert(seq, Pending::default());
+                            e.pending.insert(seq, Pending::queued(seq));
                             effects.push(Effect::Deliver {
                                 webhook: id.clone(),
                                 seq,
+                                queued_at: seq,
                             });
                         }
                     }
@@ -248,13 +278,21 @@ impl Projection {
             } => {
                 if let Some(e) = self.webhooks.get_mut(webhook) {
                     for &s in seqs {
-                        if let std::collections::btree_map::Entry::Vacant(v) = e.pending.entry(s) {
-                            v.insert(Pending::default());
-                            effects.push(Effect::Deliver {
-                                webhook: webhook.clone(),
-                                seq: s,
-                            });
+                        // An undelivered event is sent once more too (after an attempt in flight): the
+                        // actor that holds it hears of the replay and restarts it.
+                        match e.pending.entry(s) {
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                v.insert(Pending::queued(seq));
+                            }
+                            std::collections::btree_map::Entry::Occupied(mut o) => {
+                                o.get_mut().replayed = Some(seq);
+                            }
                         }
+                        effects.push(Effect::Deliver {
+                            webhook: webhook.clone(),
+                            seq: s,
+                            queued_at: seq,
+                        });
                     }
                     self.replays.insert(
                         id.clone(),
@@ -274,7 +312,15 @@ impl Projection {
             }
             Record::DeliveryAttempted(a) => {
                 if let Some(e) = self.webhooks.get_mut(&a.webhook) {
-                    let finished = !matches!(a.outcome, AttemptOutcome::Retrying { .. });
+                    // A delivery a replay named ends: it is queued again at that replay (its actor,
+                    // if it saw the replay, says so with a `DeliveryRestarted` in the same batch; if
+                    // the attempt ended before it did, it takes the seq afresh). A retrying one is
+                    // restarted only by a `DeliveryRestarted`: in FIFO order it keeps its place and
+                    // retries until it is delivered or finally failed.
+                    let ends = !matches!(a.outcome, AttemptOutcome::Retrying { .. });
+                    let replayed = e.pending.get(&a.seq).and_then(|p| p.replayed);
+                    let restart = replayed.filter(|_| ends);
+                    let finished = replayed.is_none() && ends;
                     if finished {
                         for r in self.replays.values_mut().filter(|r| r.webhook == a.webhook) {
                             r.remaining.remove(&a.seq);
@@ -297,6 +343,38 @@ impl Projection {
                             e.failing_since.get_or_insert(a.at);
                         }
                     }
+                    if let Some(replay) = restart {
+                        // Queued again at the replay, after what was queued before it.
+                        e.pending.insert(a.seq, Pending::queued(replay));
+                        effects.push(Effect::Restarted {
+                            webhook: a.webhook.clone(),
+                            seq: a.seq,
+                        });
+                    }
+                }
+            }
+            Record::DeliveryRestarted {
+                webhook,
+                seq,
+                replay,
+                ..
+            } => {
+                if let Some(p) = self
+                    .webhooks
+                    .get_mut(webhook)
+                    .and_then(|e| e.pending.get_mut(seq))
+                {
+                    // A later replay that named it meanwhile still restarts it (after the attempt the
+                    // actor makes now, or with a restart of its own).
+                    let later = p.replayed.filter(|r| r != replay);
+                    *p = Pending {
+                        replayed: later,
+                        ..Pending::queued(*replay)
+                    };
+                    effects.push(Effect::Restarted {
+                        webhook: webhook.clone(),
+                        seq: *seq,
+                    });
                 }
             }
         }
@@ -410,5 +488,139 @@ impl Projection {
 
     pub fn backlog(&self) -> usize {
         self.webhooks.values().map(|e| e.pending.len()).sum()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use buildr_core::{
+        AttemptRecord, EventData, EventId, EventRecord, EventType, ObjectId, Secret, Webhook,
+    };
+
+    fn webhook() -> Webhook {
+        let at = Timestamp::from_millis(1_795_000_000_000);
+        Webhook {
+            id: WebhookId::generate(),
+            account: AccountId::default_account(),
+            url: "https://example.com/h".into(),
+            description: String::new(),
+            filter_types: None,
+            rate_limit: 60,
+            secret: Secret::generate(),
+            previous_secret: None,
+            disabled: false,
+            disabled_reason: None,
+            created_at: at,
+            updated_at: at,
+            ordering: buildr_core::DeliveryOrder::Parallel,
+        }
+    }
+
+    fn event() -> Record {
+        Record::EventPublished(EventRecord {
+            id: EventId::generate(),
+            account: AccountId::default_account(),
+            event_type: EventType::ContactCreate,
+            data: EventData {
+                id: ObjectId::Int(1),
+                url: "https://x.example/1".into(),
+            },
+            created_at: Timestamp::now(),
+            only_webhook: None,
+        })
+    }
+
+    fn attempt(w: &WebhookId, seq: u64, outcome: AttemptOutcome) -> Record {
+        Record::DeliveryAttempted(AttemptRecord {
+            webhook: w.clone(),
+            seq,
+            event_id: EventId::generate(),
+            attempt: 1,
+            at: Timestamp::now(),
+            response_status: Some(200),
+            response_body: String::new(),
+            error: None,
+            duration_ms: 1,
+            outcome,
+        })
+    }
+
+    fn replay(w: &WebhookId, seqs: Vec<u64>) -> Record {
+        Record::ReplayRequested {
+            id: ReplayId::generate(),
+            webhook: w.clone(),
+            seqs,
+            at: Timestamp::now(),
+        }
+    }
+
+    /// Applies `records` from seq 1; returns the projection.
+    fn run(records: &[Record]) -> Projection {
+        let mut p = Projection::default();
+        for (i, r) in records.iter().enumerate() {
+            p.apply(i as u64 + 1, r);
+        }
+        p
+    }
+
+    #[test]
+    fn an_attempt_of_a_replayed_pending_delivery_restarts_it_and_keeps_the_replay_open() {
+        let w = webhook();
+        let id = w.id.clone();
+        // 1 webhook, 2 event, 3 replay while in flight, 4 the attempt that was in flight.
+        let p = run(&[
+            Record::WebhookCreated(w),
+            event(),
+            replay(&id, vec![2]),
+            attempt(&id, 2, AttemptOutcome::Succeeded),
+        ]);
+        let e = p.webhook_by_id(&id).unwrap();
+        assert_eq!(e.pending.get(&2), Some(&Pending::queued(3)), "sent again");
+        let r = p.replays.values().next().unwrap();
+        assert_eq!(r.done(), 0, "done only when the resend ends");
+        let mut p = p;
+        p.apply(5, &attempt(&id, 2, AttemptOutcome::Succeeded));
+        assert!(p.webhook_by_id(&id).unwrap().pending.is_empty());
+        assert_eq!(p.replays.values().next().unwrap().done(), 1);
+    }
+
+    #[test]
+    fn a_restart_for_one_replay_leaves_a_later_replay_pending() {
+        let w = webhook();
+        let id = w.id.clone();
+        // Replays at 3 and 4; the actor restarted it for 3 (and then sent it), not yet for 4.
+        let mut p = run(&[
+            Record::WebhookCreated(w),
+            event(),
+            replay(&id, vec![2]),
+            replay(&id, vec![2]),
+            Record::DeliveryRestarted {
+                webhook: id.clone(),
+                seq: 2,
+                replay: 3,
+                at: Timestamp::now(),
+            },
+        ]);
+        assert_eq!(
+            p.webhook_by_id(&id)
+                .unwrap()
+                .pending
+                .get(&2)
+                .unwrap()
+                .replayed,
+            Some(4)
+        );
+        // The attempt after that restart ends; the later replay sends it once more.
+        p.apply(6, &attempt(&id, 2, AttemptOutcome::Succeeded));
+        assert_eq!(
+            p.webhook_by_id(&id).unwrap().pending.get(&2),
+            Some(&Pending::queued(4)),
+            "queued again at the later replay"
+        );
+        p.apply(7, &attempt(&id, 2, AttemptOutcome::Succeeded));
+        assert!(p.webhook_by_id(&id).unwrap().pending.is_empty());
+        assert!(p.replays.values().all(|r| r.done() == 1));
     }
 }

@@ -61,6 +61,15 @@ pub fn plan(log: &EventLog, cutoff: Timestamp, keep: &Keep) -> Result<Plan, Engi
                 plan.records.push(seq);
             }
             Record::IdempotencyKeyUsed(i) if i.at < cutoff => plan.records.push(seq),
+            // Kept exactly as long as the attempt records around it.
+            Record::DeliveryRestarted {
+                webhook,
+                seq: s,
+                at,
+                ..
+            } if at < cutoff && !keep.pending.contains(&s) && !keep.failing.contains(&webhook) => {
+                plan.records.push(seq)
+            }
             Record::ReplayRequested { id, at, .. }
                 if at < cutoff && !keep.replays.contains(&id) =>
             {

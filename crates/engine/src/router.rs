@@ -8,7 +8,7 @@
 
 use crate::dispatcher::Outgoing;
 use crate::projection::{Effect, Projection};
-use crate::subscription::{Configure, Enqueue, SubscriptionActor, SubscriptionDeps};
+use crate::subscription::{Configure, Enqueue, Queued, SubscriptionActor, SubscriptionDeps};
 use actix::prelude::*;
 use buildr_core::WebhookId;
 use parking_lot::RwLock;
@@ -121,13 +121,7 @@ impl Router {
     }
 
     /// Hands `seqs` (from the batch ending at `upto`) to the actor of `id`, starting it if needed.
-    fn enqueue(
-        &mut self,
-        id: &WebhookId,
-        seqs: Vec<(u64, Option<Arc<Outgoing>>)>,
-        upto: u64,
-        ctx: &mut Context<Self>,
-    ) {
+    fn enqueue(&mut self, id: &WebhookId, seqs: Vec<Queued>, upto: u64, ctx: &mut Context<Self>) {
         match self.subs.get_mut(id) {
             // Made from a projection that already holds this batch: it has these seqs (and may have
             // delivered them already).
@@ -141,7 +135,7 @@ impl Router {
                 // actor takes them from there, with the bodies.
                 let bodies = seqs
                     .into_iter()
-                    .filter_map(|(seq, body)| Some((seq, body?)))
+                    .filter_map(|q| Some((q.seq, q.body?)))
                     .collect();
                 self.sync(id, bodies, ctx);
             }
@@ -171,14 +165,23 @@ impl Handler<Effects> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: Effects, ctx: &mut Context<Self>) {
-        type Seqs = Vec<(u64, Option<Arc<Outgoing>>)>;
-        let mut deliveries: HashMap<WebhookId, Seqs> = HashMap::new();
+        let mut deliveries: HashMap<WebhookId, Vec<Queued>> = HashMap::new();
         for effect in msg.effects {
             match effect {
-                Effect::Deliver { webhook, seq } => {
+                Effect::Deliver {
+                    webhook,
+                    seq,
+                    queued_at,
+                } => {
                     let body = msg.bodies.get(&seq).cloned();
-                    deliveries.entry(webhook).or_default().push((seq, body))
+                    deliveries.entry(webhook).or_default().push(Queued {
+                        seq,
+                        queued_at,
+                        body,
+                    })
                 }
+                // The actor restarted it itself (it is what asked, or what held the attempt).
+                Effect::Restarted { .. } => {}
                 Effect::WebhookChanged(id) | Effect::WebhookRemoved(id) => {
                     // Deliveries routed before a change go out first, in order.
                     if let Some(seqs) = deliveries.remove(&id) {

@@ -7,20 +7,21 @@
 //! enough for their limiter to be full again (see [`SubscriptionActor::idle_stop_after`]), so a fresh
 //! limiter on the next start allows nothing the old one would not have: idle webhooks cost no actor.
 
+use crate::backlog::Backlog;
 use crate::config::DeliveryConfig;
 use crate::dispatcher::{AttemptClass, AttemptResult, Dispatcher, Outgoing};
-use crate::log_actor::{LogActor, RecordFacts};
+use crate::log_actor::{LogActor, RecordFacts, Submit};
 use crate::projection::WebhookEntry;
 use crate::router::{Idle, Router};
 use actix::prelude::*;
 use buildr_core::{
-    AttemptOutcome, AttemptRecord, DisabledReason, EventId, Record, Secret, Timestamp, Webhook,
-    WebhookChanges,
+    AttemptOutcome, AttemptRecord, DeliveryOrder, DisabledReason, EventId, Record, Secret,
+    Timestamp, Webhook, WebhookChanges,
 };
 use buildr_log::EventLog;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,11 +35,20 @@ pub struct SubscriptionDeps {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Deliver these seqs (duplicates of what the actor already holds are ignored), with the body to send
-/// when the router has it (freshly published events); otherwise it is read from the log when due.
+/// Deliver these seqs, with the body to send when the router has it (freshly published events); otherwise
+/// it is read from the log when due. A seq the actor already holds was replayed: its delivery starts again
+/// (at once, or after the attempt in flight ends).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Enqueue(pub Vec<(u64, Option<Arc<Outgoing>>)>);
+pub struct Enqueue(pub Vec<Queued>);
+
+/// One delivery to make: the event at `seq`, queued by the record at `queued_at` (the event itself, or a
+/// replay), with its body when the router has it.
+pub struct Queued {
+    pub seq: u64,
+    pub queued_at: u64,
+    pub body: Option<Arc<Outgoing>>,
+}
 
 /// At most this many bodies are held per actor; the rest of a long backlog is read from the log when due,
 /// so a receiver that is down never makes the server hold its backlog's bodies in memory.
@@ -61,15 +71,17 @@ pub struct SubscriptionActor {
     /// The keys that sign now (the current secret, and the previous one during a rotation overlap), and
     /// when that set changes next.
     keys: (Arc<[Secret]>, Option<Timestamp>),
-    /// Every undelivered seq this actor owns, with the attempts made so far.
-    attempts: HashMap<u64, u32>,
+    /// Every undelivered seq this actor owns, in delivery order.
+    backlog: Backlog,
     /// Bodies of some of the due seqs, handed over by the router (at most [`HELD_BODIES`]).
     bodies: HashMap<u64, Arc<Outgoing>>,
-    /// Due now, oldest first; waiting only for the rate limit or a free in-flight slot.
-    ready: BTreeSet<u64>,
-    /// Failed, waiting for their retry time.
-    waiting: BTreeSet<(Timestamp, u64)>,
     in_flight: HashSet<u64>,
+    /// Replayed (by the replay at the value) while in flight, or in FIFO order while held: started again
+    /// once the attempt in flight (FIFO: the delivery) ends.
+    again: HashMap<u64, u64>,
+    /// FIFO: outcomes sent to the log and not yet durable. The next delivery starts only once they are,
+    /// so a crash can never make the receiver see an earlier event again after a later one.
+    committing: usize,
     failing_since: Option<Timestamp>,
     wake: Option<(Instant, SpawnHandle)>,
     /// Set once the actor asked for its webhook to be disabled: it sends nothing more.
@@ -122,29 +134,57 @@ impl SubscriptionActor {
             keys: signing_keys(&entry.webhook, now),
             deps,
             router,
-            attempts: HashMap::with_capacity(entry.pending.len()),
+            backlog: Backlog::with_capacity(entry.pending.len()),
             bodies,
-            ready: BTreeSet::new(),
-            waiting: BTreeSet::new(),
             in_flight: HashSet::new(),
+            again: HashMap::new(),
+            committing: 0,
             failing_since: entry.failing_since,
             wake: None,
             disabling: false,
             enqueues: 0,
             idle_since: None,
         };
+        let mut restarted = Vec::new();
         for (&seq, p) in &entry.pending {
-            actor.attempts.insert(seq, p.attempts);
-            match p.next_at {
-                Some(t) if t > now => {
-                    actor.waiting.insert((t, seq));
-                }
-                _ => {
-                    actor.ready.insert(seq);
-                }
+            actor
+                .backlog
+                .hold(seq, p.queued_at, p.attempts, p.next_at, now);
+            // Replayed and not yet restarted (nothing of it is in flight now).
+            if let Some(replay) = p.replayed {
+                actor.replayed(seq, replay, &mut restarted);
             }
         }
+        if !restarted.is_empty() {
+            actor.deps.log_actor.do_send(RecordFacts(restarted));
+        }
         actor
+    }
+
+    fn fifo(&self) -> bool {
+        self.webhook.ordering == DeliveryOrder::Fifo
+    }
+
+    fn restart_fact(&self, seq: u64, replay: u64) -> Record {
+        Record::DeliveryRestarted {
+            webhook: self.webhook.id.clone(),
+            seq,
+            replay,
+            at: Timestamp::now(),
+        }
+    }
+
+    /// The replay at `replay` named `seq`, which this actor holds: its delivery starts again from the first
+    /// attempt, queued at the replay (with a fact saying so). In parallel mode that is at once, or when an
+    /// attempt is in flight, once it ends; in FIFO order once this delivery has ended (it keeps its place
+    /// until then, so nothing later passes it).
+    fn replayed(&mut self, seq: u64, replay: u64, facts: &mut Vec<Record>) {
+        if self.fifo() || self.in_flight.contains(&seq) {
+            self.again.insert(seq, replay);
+            return;
+        }
+        self.backlog.restart(seq, replay);
+        facts.push(self.restart_fact(seq, replay));
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
@@ -152,15 +192,14 @@ impl SubscriptionActor {
             return;
         }
         let now = Timestamp::now();
-        while let Some(&(t, seq)) = self.waiting.first() {
-            if t > now {
-                break;
-            }
-            self.waiting.pop_first();
-            self.ready.insert(seq);
-        }
-        while self.in_flight.len() < self.deps.config.max_in_flight {
-            let Some(&seq) = self.ready.first() else {
+        self.backlog.release_due(now);
+        // FIFO: one attempt at a time, the next only once the last outcome is durable.
+        let (fifo, most) = match self.fifo() {
+            true => (true, 1),
+            false => (false, self.deps.config.max_in_flight),
+        };
+        while self.in_flight.len() < most && !(fifo && self.committing > 0) {
+            let Some(seq) = self.backlog.next_due(fifo) else {
                 break;
             };
             if let Err(not_until) = self.limiter.check() {
@@ -168,10 +207,10 @@ impl SubscriptionActor {
                 self.wake_in(ctx, wait);
                 break;
             }
-            self.ready.remove(&seq);
+            self.backlog.start(seq);
             self.dispatch(seq, ctx);
         }
-        if let Some(&(t, _)) = self.waiting.first() {
+        if let Some(t) = self.backlog.next_retry() {
             self.wake_in(ctx, now.until(t));
         }
         self.note_idle(ctx);
@@ -189,7 +228,7 @@ impl SubscriptionActor {
     /// Starts the idle clock when the actor has nothing left; when it has stayed idle long enough, tells
     /// the router, which stops it unless more work is on its way.
     fn note_idle(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.ready.is_empty() && self.waiting.is_empty() && self.in_flight.is_empty();
+        let idle = self.backlog.is_idle() && self.in_flight.is_empty() && self.committing == 0;
         if !idle || self.disabling {
             self.idle_since = None;
             return;
@@ -252,13 +291,14 @@ impl SubscriptionActor {
             Ok(event) => event,
             Err(None) => {
                 tracing::warn!(webhook = %self.webhook.id, seq, "event no longer in the log; dropped from the backlog");
-                self.attempts.remove(&seq);
+                self.backlog.remove(seq);
+                self.again.remove(&seq);
                 return;
             }
             Err(Some(e)) => {
                 tracing::error!(webhook = %self.webhook.id, seq, error = %e, "cannot read event; will try again");
-                self.waiting
-                    .insert((Timestamp::now().plus(Duration::from_secs(1)), seq));
+                self.backlog
+                    .wait_until(seq, Timestamp::now().plus(Duration::from_secs(1)));
                 return;
             }
         };
@@ -280,24 +320,16 @@ impl SubscriptionActor {
         );
     }
 
-    fn finished(
-        &mut self,
-        seq: u64,
-        event_id: EventId,
-        r: AttemptResult,
-        _ctx: &mut Context<Self>,
-    ) {
+    fn finished(&mut self, seq: u64, event_id: EventId, r: AttemptResult, ctx: &mut Context<Self>) {
         self.in_flight.remove(&seq);
-        let Some(count) = self.attempts.get_mut(&seq) else {
+        let Some(attempt) = self.backlog.attempted(seq) else {
             return;
         };
-        *count += 1;
-        let attempt = *count;
         let cfg = &self.deps.config;
         let mut disable = None;
         let outcome = match r.class {
             AttemptClass::Delivered => {
-                self.attempts.remove(&seq);
+                self.backlog.remove(seq);
                 self.failing_since = None;
                 AttemptOutcome::Succeeded
             }
@@ -318,11 +350,11 @@ impl SubscriptionActor {
                 {
                     Some(d) => {
                         let next_at = r.at.plus(d);
-                        self.waiting.insert((next_at, seq));
+                        self.backlog.wait_until(seq, next_at);
                         AttemptOutcome::Retrying { next_at }
                     }
                     None => {
-                        self.attempts.remove(&seq);
+                        self.backlog.remove(seq);
                         AttemptOutcome::Failed
                     }
                 }
@@ -336,6 +368,17 @@ impl SubscriptionActor {
             AttemptOutcome::Failed => "failed",
         };
         m.attempts.with_label_values(&[label]).inc();
+        // Replayed while held: it starts again now, queued at the replay (in FIFO order only once this
+        // delivery has ended, so it never lets a later event pass a failing one).
+        let ends = !matches!(outcome, AttemptOutcome::Retrying { .. });
+        let restart = match self.again.get(&seq) {
+            Some(&replay) if ends || !self.fifo() => {
+                self.again.remove(&seq);
+                self.backlog.restart(seq, replay);
+                Some(replay)
+            }
+            _ => None,
+        };
         if label == "retrying" {
             m.retries_scheduled.inc();
         }
@@ -351,6 +394,9 @@ impl SubscriptionActor {
             duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
             outcome,
         })];
+        if let Some(replay) = restart {
+            facts.push(self.restart_fact(seq, replay));
+        }
         if let (Some(reason), false) = (disable, self.disabling) {
             tracing::warn!(webhook = %self.webhook.id, reason = reason.as_str(), "disabling webhook");
             self.disabling = true;
@@ -363,7 +409,24 @@ impl SubscriptionActor {
                 at: r.at,
             });
         }
-        self.deps.log_actor.do_send(RecordFacts(facts));
+        if !self.fifo() {
+            self.deps.log_actor.do_send(RecordFacts(facts));
+            return;
+        }
+        self.committing += 1;
+        let commit = self.deps.log_actor.send(Submit {
+            records: facts,
+            guard: None,
+        });
+        ctx.spawn(commit.into_actor(self).map(|res, act, ctx| {
+            // A storage error is logged by the log writer; the order holds either way (the outcome not
+            // stored means the event is sent again after a restart, before anything later).
+            if let Err(e) = res {
+                tracing::warn!(webhook = %act.webhook.id, error = %e, "the log writer is gone");
+            }
+            act.committing -= 1;
+            act.pump(ctx);
+        }));
     }
 }
 
@@ -380,16 +443,27 @@ impl Handler<Enqueue> for SubscriptionActor {
     type Result = ();
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         self.enqueues += 1;
-        for (seq, body) in msg.0 {
-            // The router never sends a seq an actor took from the projection; one it still holds (a
-            // replay of an undelivered event) stays as it is and its body is read from the log.
-            if let std::collections::hash_map::Entry::Vacant(v) = self.attempts.entry(seq) {
-                v.insert(0);
-                self.ready.insert(seq);
-                if let Some(body) = body.filter(|_| self.bodies.len() < HELD_BODIES) {
-                    self.bodies.insert(seq, body);
-                }
+        let mut restarted = Vec::new();
+        for Queued {
+            seq,
+            queued_at,
+            body,
+        } in msg.0
+        {
+            // The router never sends a seq an actor took from the projection; one it still holds was
+            // replayed, and its body is read from the log.
+            if self.backlog.contains(seq) {
+                self.replayed(seq, queued_at, &mut restarted);
+                continue;
             }
+            self.backlog
+                .hold(seq, queued_at, 0, None, Timestamp::from_millis(0));
+            if let Some(body) = body.filter(|_| self.bodies.len() < HELD_BODIES) {
+                self.bodies.insert(seq, body);
+            }
+        }
+        if !restarted.is_empty() {
+            self.deps.log_actor.do_send(RecordFacts(restarted));
         }
         self.pump(ctx);
     }

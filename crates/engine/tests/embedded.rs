@@ -82,6 +82,7 @@ fn webhook(url: &str, only: EventType, rate_limit: u32) -> NewWebhook {
         filter_types: Some(vec![only]),
         secret: None,
         rate_limit,
+        ordering: buildr_core::DeliveryOrder::Parallel,
     }
 }
 

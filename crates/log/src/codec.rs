@@ -1,9 +1,12 @@
 //! Record encoding: `[format version: u8][crc32 of payload: u32 LE][bincode payload]`.
+//!
+//! Format 2 (written now) added `ordering` to webhooks; format 1 records (older logs) are still read, by
+//! [`crate::codec_v1`], and come out as today's [`Record`].
 
 use buildr_core::Record;
 
 /// The format written now. Readers accept every version listed in [`decode`].
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Records larger than this are refused when decoding (a corrupt length can't make us allocate gigabytes).
 const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
@@ -33,22 +36,9 @@ pub fn encode(record: &Record) -> Vec<u8> {
     out
 }
 
-/// Decodes one stored record. Never panics, whatever the bytes.
-pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
-    if bytes.len() < 6 {
-        return Err(DecodeError::Short(bytes.len()));
-    }
-    let version = bytes[0];
-    if version != FORMAT_VERSION {
-        return Err(DecodeError::UnknownVersion(version));
-    }
-    let mut crc = [0u8; 4];
-    crc.copy_from_slice(&bytes[1..5]);
-    let payload = &bytes[5..];
-    if crc32fast::hash(payload) != u32::from_le_bytes(crc) {
-        return Err(DecodeError::Checksum);
-    }
-    let (record, used) = bincode::serde::decode_from_slice::<Record, _>(payload, config())
+/// The payload as a `T`, all of it.
+fn payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(payload, config())
         .map_err(|e| DecodeError::Payload(e.to_string()))?;
     if used != payload.len() {
         return Err(DecodeError::Payload(format!(
@@ -56,7 +46,28 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             payload.len() - used
         )));
     }
-    Ok(record)
+    Ok(value)
+}
+
+/// Decodes one stored record, of any format this version reads. Never panics, whatever the bytes.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    if bytes.len() < 6 {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    let version = bytes[0];
+    if version != 1 && version != FORMAT_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[1..5]);
+    let body = &bytes[5..];
+    if crc32fast::hash(body) != u32::from_le_bytes(crc) {
+        return Err(DecodeError::Checksum);
+    }
+    match version {
+        1 => payload::<crate::codec_v1::RecordV1>(body).map(Record::from),
+        _ => payload::<Record>(body),
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +106,7 @@ mod tests {
                 disabled_reason: Some(DisabledReason::Failing),
                 created_at: at,
                 updated_at: at,
+                ordering: buildr_core::DeliveryOrder::Fifo,
             }),
             Record::WebhookUpdated {
                 id: id.clone(),
@@ -102,6 +114,7 @@ mod tests {
                     url: Some("https://example.com/x".into()),
                     filter_types: Some(None),
                     disabled: Some((false, None)),
+                    ordering: Some(buildr_core::DeliveryOrder::Parallel),
                     ..WebhookChanges::default()
                 },
                 at,
@@ -165,6 +178,12 @@ mod tests {
                 ids: vec![ReplayId::generate()],
                 at,
             },
+            Record::DeliveryRestarted {
+                webhook: WebhookId::generate(),
+                seq: 9,
+                replay: 12,
+                at,
+            },
         ]
     }
 
@@ -189,6 +208,63 @@ mod tests {
             std::fs::write(format!("{dir}/record-{i}"), &bytes).unwrap();
             std::fs::write(format!("{dir}/payload-{i}"), &bytes[5..]).unwrap();
         }
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Records exactly as format 1 (the version before webhooks had `ordering`) wrote them: a webhook,
+    /// a change to it, and the last variant format 1 knew.
+    #[test]
+    fn format_1_records_still_decode() {
+        let at = Timestamp::from_millis(1_795_000_000_123);
+        let id: WebhookId = "wh_01jdq3v8x6m0s4r2k9p7n5b3c1".parse().unwrap();
+        let created = decode(&unhex(
+            "0192bd64fc011d77685f30316a647133763878366d30733472326b3970376e35623363310b6163635f6465\
+             6661756c741968747470733a2f2f6578616d706c652e636f6d2f686f6f6b730343524d01010e636f6e7461\
+             63742e637265617465642677687365635f4d664b51397238474b59717254776a55504438494c505a496f32\
+             4c614c615377000000fdf6bcacdc43030000fdf6bcacdc43030000",
+        ));
+        let Ok(Record::WebhookCreated(w)) = created else {
+            panic!("{created:?}");
+        };
+        assert_eq!(
+            (w.id.clone(), w.url.as_str(), w.rate_limit, w.created_at),
+            (id.clone(), "https://example.com/hooks", 100, at)
+        );
+        assert_eq!(w.filter_types, Some(vec![EventType::ContactCreate]));
+        assert_eq!(w.ordering, buildr_core::DeliveryOrder::Parallel);
+        assert_eq!(
+            decode(&unhex(
+                "014360f3e7021d77685f30316a647133763878366d30733472326b3970376e3562336331000000010700\
+                 01010102fdf6bcacdc43030000"
+            )),
+            Ok(Record::WebhookUpdated {
+                id: id.clone(),
+                changes: WebhookChanges {
+                    rate_limit: Some(7),
+                    disabled: Some((true, Some(DisabledReason::Manual))),
+                    ..WebhookChanges::default()
+                },
+                at,
+            })
+        );
+        assert_eq!(
+            decode(&unhex(
+                "0106ccff120c1d77685f30316a647133763878366d30733472326b3970376e35623363312a28fdf6\
+                 bcacdc43030000"
+            )),
+            Ok(Record::DeliveryRestarted {
+                webhook: id,
+                seq: 42,
+                replay: 40,
+                at
+            })
+        );
     }
 
     #[test]

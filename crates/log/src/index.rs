@@ -5,11 +5,13 @@
 //!
 //! Keys: `r` webhook 0 seq → [`Row`] (the delivery, and its first attempt inline); `a` webhook 0 seq
 //! attempt-record-seq → AttemptRecord (every attempt, once there is more than one); `e` event id → seq
-//! (for events with at least one delivery); `m applied` → seq; `m format` → [`FORMAT`].
+//! (for events with at least one delivery); `s`/`h` webhook 0 minute/hour → [`StatsRow`] (see `stats.rs`);
+//! `m applied` → seq; `m format` → [`FORMAT`].
 //!
 //! Most deliveries succeed at the first attempt, so keeping that attempt in the row makes them one row
 //! write; a second attempt moves it out to its `a` key.
 
+use crate::stats::{StatsBucket, StatsRow};
 use crate::LogError;
 use buildr_core::{AttemptRecord, Delivery, DeliveryStatus, EventId, EventType, WebhookId};
 use std::collections::HashMap;
@@ -17,7 +19,7 @@ use std::collections::HashMap;
 const APPLIED: &[u8] = b"mapplied";
 const FORMAT_KEY: &[u8] = b"mformat";
 /// The layout of the rows; an index in another layout is cleared and rebuilt from the log.
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
 
 /// A delivery row: the delivery as the API shows it, and its first attempt while it is the only one
 /// (with the seq of its record).
@@ -142,6 +144,7 @@ impl DeliveryIndex {
         event_at: impl Fn(u64) -> Option<(EventId, EventType)>,
     ) -> Result<(), LogError> {
         let mut rows: HashMap<Vec<u8>, Option<Row>> = HashMap::new();
+        let mut stats = crate::stats::StatsDelta::default();
         let mut batch = sled::Batch::default();
         let mut ids_written = std::collections::HashSet::new();
         // Webhooks deleted earlier in this batch: later ops for them (an attempt that was in flight)
@@ -193,6 +196,7 @@ impl DeliveryIndex {
                     record_seq,
                     attempt,
                 } => {
+                    stats.add(attempt);
                     if let Some(row) =
                         self.row(&mut rows, row_key(&attempt.webhook, attempt.seq))?
                     {
@@ -216,12 +220,18 @@ impl DeliveryIndex {
                 }
                 IndexOp::WebhookDeleted(w) => {
                     deleted.insert(w);
-                    for tag in [b'r', b'a'] {
-                        for item in self.tree.scan_prefix(prefix(tag, w)) {
+                    for p in [
+                        prefix(b'r', w),
+                        prefix(b'a', w),
+                        crate::stats::prefix(StatsBucket::Minute, w),
+                        crate::stats::prefix(StatsBucket::Hour, w),
+                    ] {
+                        for item in self.tree.scan_prefix(p) {
                             let (k, _) = item?;
                             batch.remove(k);
                         }
                     }
+                    stats.forget(w);
                     // Rows of this batch are dropped too (`None` is written as a removal).
                     let rows_of = prefix(b'r', w);
                     for (k, v) in rows.iter_mut() {
@@ -237,6 +247,11 @@ impl DeliveryIndex {
                 Some(row) => batch.insert(k, enc(&row)),
                 None => batch.remove(k),
             }
+        }
+        for (k, delta) in stats.0 {
+            let mut row: StatsRow = self.tree.get(&k)?.and_then(|b| dec(&b)).unwrap_or_default();
+            row.merge(&delta);
+            batch.insert(k, enc(&row));
         }
         batch.insert(APPLIED, &applied_seq.to_be_bytes());
         self.tree.apply_batch(batch)?;
@@ -256,6 +271,44 @@ impl DeliveryIndex {
                 v.insert(current)
             }
         })
+    }
+
+    /// `webhook`'s statistics rows of the buckets `from..=to` that had attempts, oldest first.
+    pub fn stats(
+        &self,
+        webhook: &WebhookId,
+        bucket: StatsBucket,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, StatsRow)>, LogError> {
+        let start = crate::stats::key(bucket, webhook, from);
+        let end = crate::stats::key(bucket, webhook, to);
+        let mut out = Vec::new();
+        for item in self.tree.range(start..=end) {
+            let (k, v) = item?;
+            if let (Some(n), Some(row)) = (crate::stats::bucket_of(&k), dec::<StatsRow>(&v)) {
+                out.push((n, row));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops the statistics rows of buckets that ended before `before_ms` (older than anyone may ask for).
+    pub fn prune_stats(&self, before_ms: i64) -> Result<usize, LogError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for bucket in [StatsBucket::Minute, StatsBucket::Hour] {
+            let last = bucket.of(before_ms) - 1;
+            for item in self.tree.scan_prefix([bucket.tag()]) {
+                let (k, _) = item?;
+                if crate::stats::bucket_of(&k).is_some_and(|b| b < last) {
+                    batch.remove(k);
+                    n += 1;
+                }
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
     }
 
     pub fn seq_of(&self, event: &EventId) -> Result<Option<u64>, LogError> {
@@ -465,5 +518,37 @@ mod tests {
         ix.mark_applied(5).unwrap();
         let again = DeliveryIndex::open(tree).unwrap();
         assert_eq!(again.applied_seq().unwrap(), 5);
+    }
+
+    #[test]
+    fn stats_add_up_across_batches_and_go_with_their_webhook() {
+        let ix = index();
+        let w: WebhookId = "wh_01HZY0000000000000000000AA".parse().unwrap();
+        let retry = AttemptOutcome::Retrying {
+            next_at: Timestamp::from_millis(5_000),
+        };
+        let op = |n, outcome| IndexOp::Attempt {
+            record_seq: 10 + u64::from(n),
+            attempt: attempt(&w, 7, n, outcome),
+        };
+        ix.apply(&[queued(&w, 7), op(1, retry)], 11, |_| None)
+            .unwrap();
+        ix.apply(&[op(2, AttemptOutcome::Succeeded)], 12, |_| None)
+            .unwrap();
+        // Both attempts (at 1 s and 2 s) are in minute 0 and hour 0.
+        for bucket in [StatsBucket::Minute, StatsBucket::Hour] {
+            let rows = ix.stats(&w, bucket, 0, 10).unwrap();
+            assert_eq!(rows.len(), 1);
+            let (n, row) = &rows[0];
+            assert_eq!(
+                (*n, row.attempts, row.succeeded, row.failed()),
+                (0, 2, 1, 1)
+            );
+            assert_eq!(row.percentile(0.5), Some(1));
+        }
+        ix.apply(&[IndexOp::WebhookDeleted(w.clone())], 13, |_| None)
+            .unwrap();
+        assert!(ix.stats(&w, StatsBucket::Minute, 0, 10).unwrap().is_empty());
+        assert_eq!(ix.prune_stats(i64::MAX / 2).unwrap(), 0);
     }
 }

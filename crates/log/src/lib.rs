@@ -8,11 +8,14 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod codec_v1;
 mod events_index;
 mod index;
+mod stats;
 
 pub use codec::{decode, encode, DecodeError, FORMAT_VERSION};
 pub use index::{DeliveryIndex, IndexOp};
+pub use stats::{StatsBucket, StatsRow};
 
 use buildr_core::{AccountId, Record, Timestamp};
 use events_index::EventsIndex;
@@ -35,6 +38,13 @@ pub enum LogError {
     /// The database is being reopened after a storage error (see [`EventLog::reopen`]).
     #[error("storage is being reopened after an error")]
     Reopening,
+}
+
+impl LogError {
+    /// The database found data it cannot read (as opposed to refusing a write).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, LogError::Storage(sled::Error::Corruption { .. }))
+    }
 }
 
 /// What opening the log found and did.
@@ -122,9 +132,31 @@ pub struct Reopened {
     pub truncated: Vec<u64>,
 }
 
+/// Removes the snapshot files sled left half-written in `dir` (`snap.<lsn>.generating`).
+///
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating` and renames it when complete, but on open it
+/// also considers the `.generating` files and picks the last one by name, which sorts after the complete
+/// one: a snapshot whose write failed (a full disk, when a database is closed) leaves an empty file that
+/// makes every later open fail with "Read corrupted data". Such a file is never a complete snapshot, so
+/// removing it only makes sled use the last complete one (or rebuild from its log), as it meant to.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), LogError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // not created yet
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 impl LogDb {
     /// Opens the log's database, cutting a torn tail (see [`EventLog::open_with`]).
     fn open(dir: &Path, options: StorageOptions) -> Result<(Self, OpenReport), LogError> {
+        remove_unfinished_snapshots(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_bytes)
@@ -197,6 +229,7 @@ impl LogDb {
 
 impl IndexDb {
     fn open(dir: &Path, options: StorageOptions) -> Result<Self, LogError> {
+        remove_unfinished_snapshots(&dir.join(INDEX_DIR))?;
         // No background flush: the index writer flushes itself, so it knows which of its batches are
         // on disk and can write the others again after a storage error.
         let db = sled::Config::new()
@@ -263,6 +296,19 @@ impl EventLog {
     pub fn reopen_index(&self) -> Result<(), LogError> {
         let mut slot = self.index.write();
         *slot = None;
+        *slot = Some(IndexDb::open(&self.dir, self.options)?);
+        Ok(())
+    }
+
+    /// Throws the delivery index away and opens an empty one (the engine then rebuilds it from the log):
+    /// for an index its database can no longer read (a write cut short by a full disk can leave it so).
+    pub fn reset_index(&self) -> Result<(), LogError> {
+        let mut slot = self.index.write();
+        *slot = None;
+        let dir = self.dir.join(INDEX_DIR);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
         *slot = Some(IndexDb::open(&self.dir, self.options)?);
         Ok(())
     }
@@ -585,6 +631,23 @@ mod tests {
             "rebuilt from the records"
         );
         assert_eq!(seqs(&log, &small, 0), vec![4, 6]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_snapshot_left_half_written_does_not_stop_the_log_opening() -> Result<(), LogError> {
+        let dir = tempfile::tempdir().map_err(|e| LogError::Storage(e.into()))?;
+        {
+            let (log, _) = EventLog::open(dir.path())?;
+            log.append(&[event(1), event(2)])?;
+        }
+        // What a snapshot write cut short by a full disk leaves behind (an empty file that sorts last).
+        for d in [dir.path().to_path_buf(), dir.path().join(INDEX_DIR)] {
+            std::fs::write(d.join("snap.FFFFFFFFFFFFFFFF.generating"), b"")?;
+        }
+        let (log, report) = EventLog::open(dir.path())?;
+        assert_eq!(report.last_seq, 2);
+        assert_eq!(log.range(1, 3).count(), 2);
         Ok(())
     }
 

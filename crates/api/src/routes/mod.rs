@@ -2,6 +2,7 @@ pub mod accounts;
 pub mod deliveries;
 pub mod events;
 pub mod ops;
+pub mod stats;
 pub mod webhooks;
 
 use crate::error::ApiError;

@@ -42,6 +42,11 @@ struct WebhookInput {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 1000000)]
     rate_limit: Option<i64>,
+    /// `parallel` (default) or `fifo`: one attempt in flight, deliveries in log order, a failing one
+    /// holds the later ones back until it succeeds or is finally failed.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::views::OrderingName>)]
+    ordering: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -67,6 +72,9 @@ struct PatchInput {
     rate_limit: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     disabled: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<crate::views::OrderingName>)]
+    ordering: Option<Option<String>>,
 }
 
 /// Tells a present `null` (`Some(None)`) from an absent field (`None`).
@@ -106,12 +114,18 @@ pub async fn create(
         Some(r) => validate::rate_limit("webhook.rate_limit", r)?,
         None => validate::DEFAULT_RATE_LIMIT,
     };
+    let ordering = w
+        .ordering
+        .map(|o| validate::ordering("webhook.ordering", &o))
+        .transpose()?
+        .unwrap_or_default();
     let new = NewWebhook {
         url: url.to_string(),
         description,
         filter_types,
         secret,
         rate_limit,
+        ordering,
     };
     let created = state.engine.create_webhook(&caller.account, new).await?;
     Ok(HttpResponse::Created().json(WebhookResponse {
@@ -187,6 +201,9 @@ pub async fn patch(
     }
     if let Some(r) = not_null("webhook.rate_limit", p.rate_limit)? {
         changes.rate_limit = Some(validate::rate_limit("webhook.rate_limit", r)?);
+    }
+    if let Some(o) = not_null("webhook.ordering", p.ordering)? {
+        changes.ordering = Some(validate::ordering("webhook.ordering", &o)?);
     }
     if let Some(d) = not_null("webhook.disabled", p.disabled)? {
         changes.disabled = Some((d, d.then_some(DisabledReason::Manual)));

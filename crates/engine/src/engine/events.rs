@@ -3,8 +3,8 @@
 use crate::error::EngineError;
 use crate::log_actor::{IdempotencyGuard, Submitted};
 use buildr_core::{
-    AccountId, Event, EventData, EventId, EventRecord, EventType, FieldError, IdempotencyRecord,
-    ObjectId, Record, Timestamp, WebhookId,
+    AccountId, Event, EventId, EventRecord, EventType, FieldError, IdempotencyRecord, Record,
+    Timestamp, WebhookId,
 };
 
 use super::{Engine, NewEvent, Published};
@@ -148,19 +148,11 @@ impl Engine {
                 "is disabled; enable it to send a test event",
             )));
         }
-        let plural = match t {
-            EventType::ContactCreate | EventType::ContactUpdate => "contacts",
-            EventType::OpportunityCreate | EventType::OpportunityUpdate => "opportunities",
-            EventType::CompanyCreate | EventType::CompanyUpdate => "companies",
-        };
         let record = EventRecord {
             id: EventId::generate(),
             account: account.clone(),
             event_type: t,
-            data: EventData {
-                id: ObjectId::Int(2279),
-                url: format!("https://app.buildr.example/{plural}/2279"),
-            },
+            data: t.example_data(),
             created_at: Timestamp::now(),
             only_webhook: Some(webhook.clone()),
         };

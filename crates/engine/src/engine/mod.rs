@@ -22,10 +22,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 pub use accounts::CreatedKey;
+pub use stats::{StatsPoint, MAX_STATS_BUCKETS, STATS_HISTORY};
 
 mod accounts;
 mod deliveries;
 mod events;
+mod stats;
 mod webhooks;
 
 /// A webhook to create (fields already checked with `buildr_core::validate`).
@@ -37,6 +39,7 @@ pub struct NewWebhook {
     /// `None`: generate one.
     pub secret: Option<Secret>,
     pub rate_limit: u32,
+    pub ordering: buildr_core::DeliveryOrder,
 }
 
 /// An event to publish.
@@ -137,7 +140,7 @@ impl Engine {
     async fn boot(&self) -> Result<(), EngineError> {
         let started = Instant::now();
         let log = self.inner.log.clone();
-        let (projection, rebuilt) = actix_rt::task::spawn_blocking(move || restore(&log))
+        let (projection, rebuilt) = actix_rt::task::spawn_blocking(move || indexer::catch_up(&log))
             .await
             .map_err(|e| EngineError::Storage(format!("replay task failed: {e}")))??;
         let checkpointed_seq = rebuilt.from_checkpoint.unwrap_or(0);
@@ -324,33 +327,4 @@ impl Engine {
             None => Err(EngineError::NotFound("account")),
         }
     }
-}
-
-/// The projection at the log's end (checkpoint + tail), with the delivery index caught up on the way.
-fn restore(log: &EventLog) -> Result<(Projection, checkpoint::Rebuilt), EngineError> {
-    let index = log.index()?;
-    let index_seq = index.applied_seq()?;
-    let mut ops = Vec::new();
-    let mut last = 0;
-    let mut pending_err = None;
-    let result = checkpoint::restore_up_to(log, index_seq, |seq, record, effects| {
-        if seq <= index_seq || pending_err.is_some() {
-            return;
-        }
-        indexer::ops(seq, record, effects, &mut ops);
-        last = seq;
-        if ops.len() >= 10_000 {
-            if let Err(e) = index.apply(&ops, seq, |s| indexer::event_at(log, s)) {
-                pending_err = Some(e);
-            }
-            ops.clear();
-        }
-    })?;
-    if let Some(e) = pending_err {
-        return Err(e.into());
-    }
-    if !ops.is_empty() {
-        index.apply(&ops, last, |s| indexer::event_at(log, s))?;
-    }
-    Ok(result)
 }

@@ -33,6 +33,7 @@ impl Engine {
             disabled_reason: None,
             created_at: now,
             updated_at: now,
+            ordering: new.ordering,
         };
         self.submit(vec![Record::WebhookCreated(webhook.clone())])
             .await?;
