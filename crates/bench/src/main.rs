@@ -45,6 +45,13 @@ struct Cli {
     /// Overrides S5's webhook count (experiments and profiling).
     #[arg(long, value_name = "N")]
     s5_webhooks: Option<u64>,
+    /// Overrides how many replay requests S8 times.
+    #[arg(long, value_name = "N")]
+    s8_replays: Option<u64>,
+    /// A pause between S8's replay requests, in ms (default none: back to back), to tell a request's own
+    /// time from the work the previous one left behind (experiments).
+    #[arg(long, value_name = "MS")]
+    s8_replay_gap_ms: Option<u64>,
 }
 
 fn beside_me(name: &str) -> Result<PathBuf> {
@@ -95,6 +102,12 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
     } else {
         Sizes::full()
     };
+    if let Some(n) = cli.s8_replays {
+        sizes.s8_replays = n;
+    }
+    if let Some(ms) = cli.s8_replay_gap_ms {
+        sizes.s8_replay_gap_ms = ms;
+    }
     if let Some(n) = cli.s5_webhooks {
         sizes.s5_webhooks = n;
     }

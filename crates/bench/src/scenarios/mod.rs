@@ -47,6 +47,8 @@ pub struct Sizes {
     pub s8_small_events: u64,
     pub s8_gets: u64,
     pub s8_replays: u64,
+    /// A pause between S8's replay requests (0: back to back).
+    pub s8_replay_gap_ms: u64,
     pub l_http_requests: u64,
     pub l_disk_records: u64,
 }
@@ -74,6 +76,7 @@ impl Sizes {
             s8_small_events: 100,
             s8_gets: 500,
             s8_replays: 5,
+            s8_replay_gap_ms: 0,
             l_http_requests: 100_000,
             l_disk_records: 100_000,
         }
@@ -101,6 +104,7 @@ impl Sizes {
             s8_small_events: 100,
             s8_gets: 50,
             s8_replays: 3,
+            s8_replay_gap_ms: 0,
             l_http_requests: 5_000,
             l_disk_records: 5_000,
         }

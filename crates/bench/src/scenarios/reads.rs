@@ -237,6 +237,7 @@ pub async fn s8(ctx: &Ctx) -> Result<Vec<Row>> {
     };
     let (mut replayed, mut nanos, mut flushed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..sz.s8_replays {
+        actix_rt::time::sleep(Duration::from_millis(sz.s8_replay_gap_ms)).await;
         let before = flush_total(&api.metrics().await?);
         let started = Instant::now();
         let v = api
@@ -275,6 +276,7 @@ pub async fn s8(ctx: &Ctx) -> Result<Vec<Row>> {
             .extra("replay_events_each", replayed)
             .extra("replay_ms_each", replay_each)
             .extra("replay_server_flush_ms_each", flushed)
+            .extra("replay_gap_ms", sz.s8_replay_gap_ms)
             .extra("window_since", since.as_str())
             .extra("window_until", until.as_str()),
     ])
