@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use awc::http::header::{AUTHORIZATION, CONTENT_TYPE};
+pub use awc::http::Method;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -61,23 +62,58 @@ impl Api {
         }
     }
 
-    /// POSTs JSON to `/api/2023-01{path}`; returns the status and the body.
-    pub async fn post(&self, path: &str, body: String) -> Result<(u16, bytes::Bytes)> {
+    /// Sends `method` to `/api/2023-01{path}` with a JSON body (if any); returns the status and the body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(u16, bytes::Bytes)> {
         let url = format!("{}/api/2023-01{path}", self.base);
-        let mut res = self
+        let req = self
             .client
-            .post(&url)
-            .insert_header((AUTHORIZATION, self.auth.as_str()))
-            .insert_header((CONTENT_TYPE, "application/json"))
-            .send_body(body)
-            .await
-            .map_err(|e| anyhow::anyhow!("POST {url}: {e}"))?;
+            .request(method.clone(), &url)
+            .insert_header((AUTHORIZATION, self.auth.as_str()));
+        let sent = match body {
+            Some(body) => {
+                req.insert_header((CONTENT_TYPE, "application/json"))
+                    .send_body(body)
+                    .await
+            }
+            None => req.send().await,
+        };
+        let mut res = sent.map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
         let body = res
             .body()
             .limit(64 << 20)
             .await
-            .with_context(|| format!("POST {url}: reading the answer"))?;
+            .with_context(|| format!("{method} {url}: reading the answer"))?;
         Ok((res.status().as_u16(), body))
+    }
+
+    /// POSTs JSON to `/api/2023-01{path}`; returns the status and the body.
+    pub async fn post(&self, path: &str, body: String) -> Result<(u16, bytes::Bytes)> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// Sends like [`Api::send`] and fails (saying `what` answered what) unless the status is `want`;
+    /// returns the answer as JSON.
+    pub async fn send_expecting(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        want: u16,
+        what: &str,
+    ) -> Result<serde_json::Value> {
+        let (status, answer) = self.send(method, path, body).await?;
+        if status != want {
+            bail!(
+                "{what} answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        serde_json::from_slice(&answer).with_context(|| format!("{what}: the answer is not JSON"))
     }
 
     /// POSTs like [`Api::post`] and fails (saying `what` answered what) unless the status is `want`.

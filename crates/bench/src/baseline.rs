@@ -87,16 +87,22 @@ pub fn l_disk_flush_latencies(n: u64) -> Result<Vec<i64>> {
     Ok(out)
 }
 
-/// Seconds to open `data_dir` with raw sled and read every value of its `records` tree; and the count.
-pub fn l_disk_read(data_dir: &Path) -> Result<(f64, u64)> {
-    let started = Instant::now();
+/// A stopped server's sled database and its log (the `records` tree), opened raw.
+fn open_log(data_dir: &Path) -> Result<(sled::Db, sled::Tree)> {
     let db = sled::Config::new()
         .path(data_dir)
         .open()
-        .with_context(|| format!("L-disk read: cannot open {}", data_dir.display()))?;
+        .with_context(|| format!("cannot open {} with sled", data_dir.display()))?;
     let tree = db
         .open_tree("records")
-        .context("L-disk read: no records tree")?;
+        .with_context(|| format!("{} has no records tree", data_dir.display()))?;
+    Ok((db, tree))
+}
+
+/// Seconds to open `data_dir` with raw sled and read every value of its `records` tree; and the count.
+pub fn l_disk_read(data_dir: &Path) -> Result<(f64, u64)> {
+    let started = Instant::now();
+    let (_db, tree) = open_log(data_dir)?;
     let mut count = 0u64;
     let mut bytes = 0usize;
     for item in tree.iter() {
@@ -169,4 +175,49 @@ pub async fn l_http_latency(
     .await;
     let arrivals = receiver.latencies().await?;
     Ok((r, load::latencies(&starts, &arrivals)))
+}
+
+/// What a full read of the log finds: the floor for any read that scans it (S8's baseline).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogScan {
+    /// Seconds to read and decode every record (the database already open).
+    pub secs: f64,
+    pub records: u64,
+    /// Events of the account asked for.
+    pub account_events: u64,
+    /// Events of the other account asked for created in `[since, until)`.
+    pub window_events: u64,
+}
+
+/// Opens the stopped server's `data_dir` with raw sled, then reads and decodes every record of its log in
+/// order, picking out `account`'s events and `window_account`'s events created in `window`: what
+/// `GET /events` and a time-range replay had to do before the events index. Only the scan is timed.
+pub fn l_disk_scan(
+    data_dir: &Path,
+    account: &AccountId,
+    window_account: &AccountId,
+    window: (Timestamp, Timestamp),
+) -> Result<LogScan> {
+    let (_db, tree) = open_log(data_dir)?;
+    let mut scan = LogScan::default();
+    let started = Instant::now();
+    for item in tree.iter() {
+        let (_, v) = item.context("log scan: iterating")?;
+        scan.records += 1;
+        if let Ok(Record::EventPublished(e)) = buildr_log::decode(&v) {
+            if e.only_webhook.is_some() {
+                continue;
+            }
+            if &e.account == account {
+                scan.account_events += 1;
+            } else if &e.account == window_account
+                && e.created_at >= window.0
+                && e.created_at < window.1
+            {
+                scan.window_events += 1;
+            }
+        }
+    }
+    scan.secs = started.elapsed().as_secs_f64();
+    Ok(scan)
 }

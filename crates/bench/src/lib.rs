@@ -4,7 +4,7 @@
 //! - [`procs`] starts and stops the server and the counting receiver (each its own process).
 //! - [`api`] is the HTTP client (awc, the same library the server delivers with).
 //! - [`load`] runs bounded concurrent loops; [`baseline`] measures the machine's limits.
-//! - [`scenarios`] holds S1–S7; [`report`] prints rows and writes `target/bench/results.json`.
+//! - [`scenarios`] holds S1–S8; [`report`] prints rows and writes `target/bench/results.json`.
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -1,5 +1,5 @@
 //! `buildr-bench`: the driver of `make bench` (issue 5). Starts the counting receiver, measures the
-//! machine's limits (L-disk, L-http), then runs S1–S7 against the real server binary, each on a fresh data
+//! machine's limits (L-disk, L-http), then runs S1–S8 against the real server binary, each on a fresh data
 //! dir, printing one row per scenario, writing `target/bench/results.json` and ending with a Markdown
 //! table. It never fails on speed: only a broken set-up stops it.
 #![forbid(unsafe_code)]
@@ -45,6 +45,13 @@ struct Cli {
     /// Overrides S5's webhook count (experiments and profiling).
     #[arg(long, value_name = "N")]
     s5_webhooks: Option<u64>,
+    /// Overrides how many replay requests S8 times.
+    #[arg(long, value_name = "N")]
+    s8_replays: Option<u64>,
+    /// A pause between S8's replay requests, in ms (default none: back to back), to tell a request's own
+    /// time from the work the previous one left behind (experiments).
+    #[arg(long, value_name = "MS")]
+    s8_replay_gap_ms: Option<u64>,
 }
 
 fn beside_me(name: &str) -> Result<PathBuf> {
@@ -95,6 +102,12 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
     } else {
         Sizes::full()
     };
+    if let Some(n) = cli.s8_replays {
+        sizes.s8_replays = n;
+    }
+    if let Some(ms) = cli.s8_replay_gap_ms {
+        sizes.s8_replay_gap_ms = ms;
+    }
     if let Some(n) = cli.s5_webhooks {
         sizes.s5_webhooks = n;
     }
@@ -144,29 +157,77 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut s3_rate = 0.0;
-    for id in ["S1-batch", "S1-single", "S2", "S3", "S4", "S5", "S6", "S7"] {
+    let ids = [
+        "S1-batch",
+        "S1-single",
+        "S2",
+        "S3",
+        "S4",
+        "S4a",
+        "S5",
+        "S6",
+        "S7",
+        "S8",
+    ];
+    for id in ids {
         if !wanted(&cli.only, id) {
             continue;
         }
-        let result = match id {
-            "S1-batch" => scenarios::s1_batch(&ctx).await,
-            "S1-single" => scenarios::s1_single(&ctx).await,
-            "S2" => scenarios::s2(&ctx).await,
-            "S3" => scenarios::s3(&ctx).await,
-            "S4" => scenarios::s4(&ctx).await,
-            "S5" => scenarios::s5(&ctx).await,
-            "S6" => scenarios::s6(&ctx).await,
-            _ => scenarios::s7(&ctx, s3_rate).await,
+        // Throughput moves ±25 % between runs on a shared machine: those scenarios run `repeats` times
+        // and report the median, with every run's figure (issue 12).
+        let repeats = if matches!(id, "S1-batch" | "S1-single" | "S2" | "S3" | "S7") {
+            ctx.sizes.repeats.max(1)
+        } else {
+            1
         };
-        let row = result.unwrap_or_else(|e| {
-            eprintln!("{id} failed: {e:#}");
-            Row::new(id, "failed to run", 0.0, "").extra("error", format!("{e:#}"))
-        });
-        if id == "S3" {
-            s3_rate = row.ours;
+        let mut runs = Vec::new();
+        for run in 0..repeats {
+            let result = match id {
+                "S1-batch" => one(scenarios::s1_batch(&ctx).await),
+                "S1-single" => one(scenarios::s1_single(&ctx).await),
+                "S2" => one(scenarios::s2(&ctx).await),
+                "S3" => one(scenarios::s3(&ctx).await),
+                "S4" => one(scenarios::s4(&ctx).await),
+                "S4a" => one(scenarios::s4a(&ctx).await),
+                "S5" => one(scenarios::s5(&ctx).await),
+                "S6" => one(scenarios::s6(&ctx).await),
+                "S7" => one(scenarios::s7(&ctx, s3_rate).await),
+                // S8-events and S8-replay: two reads of the same log.
+                _ => scenarios::s8(&ctx).await,
+            };
+            match result {
+                Ok(rows) => {
+                    if repeats > 1 {
+                        for row in &rows {
+                            println!("  run {}/{repeats}: {}", run + 1, row.line());
+                        }
+                    }
+                    runs.push(rows);
+                }
+                Err(e) => {
+                    eprintln!("{id} failed: {e:#}");
+                    runs.push(vec![
+                        Row::new(id, "failed to run", 0.0, "").extra("error", format!("{e:#}"))
+                    ]);
+                    break;
+                }
+            }
         }
-        println!("{}", row.line());
-        rows.push(row);
+        let new_rows = if repeats > 1 && runs.iter().all(|r| r.len() == 1 && r[0].error().is_none())
+        {
+            report::median_of(runs.into_iter().flatten().collect())
+                .into_iter()
+                .collect()
+        } else {
+            runs.pop().unwrap_or_default()
+        };
+        for row in new_rows {
+            if id == "S3" {
+                s3_rate = row.ours;
+            }
+            println!("{}", row.line());
+            rows.push(row);
+        }
         report::write_json(
             &cli.out,
             &machine,
@@ -183,6 +244,11 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
     );
     print!("{}", report::markdown(&rows));
     Ok(())
+}
+
+/// One scenario's row as the list of rows the loop expects.
+fn one(r: Result<Row>) -> Result<Vec<Row>> {
+    r.map(|row| vec![row])
 }
 
 fn display(p: &Path) -> String {

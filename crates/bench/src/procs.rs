@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// The admin token every bench server runs with.
@@ -146,17 +147,31 @@ impl Server {
 
     /// Resident memory of the server process, from `/proc/<pid>/status` (VmRSS).
     pub fn rss_bytes(&self) -> Result<u64> {
+        rss_of(self.pid().context("the server is not running")?)
+    }
+
+    /// Starts sampling the server's VmRSS every 10 ms on a thread of its own (the driver's one thread is
+    /// busy with the load); [`RssSampler::peak`] stops it and gives the highest sample.
+    pub fn sample_rss(&self) -> Result<RssSampler> {
         let pid = self.pid().context("the server is not running")?;
-        let path = format!("/proc/{pid}/status");
-        let status =
-            std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("no VmRSS in {path}"))?;
-        Ok(kib * 1024)
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_seen = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0u64;
+            // Bounded: at most an hour of samples, and it ends when the process is gone.
+            for _ in 0..360_000 {
+                match rss_of(pid) {
+                    Ok(rss) => peak = peak.max(rss),
+                    Err(_) => break,
+                }
+                if stop_seen.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        Ok(RssSampler { stop, thread })
     }
 
     /// Attaches `perf record` (call graphs, 499 Hz) to the running server, writing `out`. It stops when
@@ -240,6 +255,33 @@ impl Server {
             .context("cannot kill the server after its grace time")?;
         child.wait().context("cannot reap the server")?;
         bail!("the server did not stop within {grace:?} of SIGTERM")
+    }
+}
+
+/// VmRSS of process `pid` in bytes, from `/proc/<pid>/status`.
+fn rss_of(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no VmRSS in {path}"))?;
+    Ok(kib * 1024)
+}
+
+/// A running sample of the server's peak RSS ([`Server::sample_rss`]).
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    /// Stops sampling; the highest VmRSS seen (bytes).
+    pub fn peak(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
     }
 }
 

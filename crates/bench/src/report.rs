@@ -57,6 +57,11 @@ impl Row {
         self
     }
 
+    /// The error of a scenario that failed to run.
+    pub fn error(&self) -> Option<&Value> {
+        self.extra.get("error")
+    }
+
     /// The one line printed when the scenario ends.
     pub fn line(&self) -> String {
         let base = match (&self.baseline, &self.baseline_name) {
@@ -80,6 +85,20 @@ impl Row {
             None => String::new(),
         }
     }
+}
+
+/// One row for a scenario run several times: the median run's row (by `ours`; the lower middle for an
+/// even count), with `runs` = every run's `ours` in the order they ran. `None` when `rows` is empty.
+pub fn median_of(rows: Vec<Row>) -> Option<Row> {
+    let runs: Vec<f64> = rows.iter().map(|r| r.ours).collect();
+    let mut sorted = rows;
+    sorted.sort_by(|a, b| a.ours.total_cmp(&b.ours));
+    let n = sorted.len();
+    let mut row = sorted.into_iter().nth(n.checked_sub(1)? / 2)?;
+    if n > 1 {
+        row.what = format!("{}; median of {n} runs", row.what);
+    }
+    Some(row.extra("runs", runs))
 }
 
 /// A number shown with sensible precision.
@@ -171,6 +190,22 @@ mod tests {
         }
         assert_eq!(v["ratio"], 0.5);
         assert!(markdown(&[row]).contains("| S2 | e2e | 500 | events/s | 1000 (L-http) | 0.500 |"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_median_run_keeps_its_own_ratio_and_lists_every_run() -> Result<()> {
+        let run =
+            |ours: f64| Row::new("S3", "fan-out", ours, "deliveries/s").baseline("L-http", 100.0);
+        let row = median_of(vec![run(30.0), run(10.0), run(20.0)]).context("no row")?;
+        assert_eq!(row.ours, 20.0);
+        assert_eq!(row.ratio, Some(0.2));
+        assert_eq!(row.what, "fan-out; median of 3 runs");
+        assert_eq!(
+            serde_json::to_value(&row)?["runs"],
+            serde_json::json!([30.0, 10.0, 20.0])
+        );
+        assert!(median_of(Vec::new()).is_none());
         Ok(())
     }
 }

@@ -40,6 +40,7 @@ pub async fn s2(ctx: &Ctx) -> Result<Row> {
         .wait_hook(published.ok, started + DELIVERY_DEADLINE)
         .await?;
     let cpu = server.cpu_seconds()?.since(cpu0);
+    let rss_end = server.rss_bytes().unwrap_or(0);
     server.kill9()?;
     let elapsed = done.unwrap_or_else(Instant::now) - started;
     let rate = delivered.min(published.ok) as f64 / elapsed.as_secs_f64();
@@ -61,6 +62,7 @@ pub async fn s2(ctx: &Ctx) -> Result<Row> {
     .extra("publish_events_per_s", published.rate())
     .extra("server_cpu_s", cpu.process)
     .extra("server_main_thread_cpu_s", cpu.main_thread)
+    .extra("rss_end_bytes", rss_end)
     .extra("errors", published.errors)
     .extra("first_error", published.first_error)
     .extra("seconds", elapsed.as_secs_f64()))
@@ -95,6 +97,7 @@ async fn fan_out(ctx: &Ctx, name: &str, healthy: u64, bad: u64) -> Result<FanOut
         .await?;
     let slow = ctx.receiver.stats().await?.slow;
     let cpu = server.cpu_seconds()?.since(cpu0);
+    let rss_end = server.rss_bytes().unwrap_or(0);
     server.kill9()?;
     let elapsed = done.unwrap_or_else(Instant::now) - started;
     Ok(FanOut {
@@ -104,6 +107,7 @@ async fn fan_out(ctx: &Ctx, name: &str, healthy: u64, bad: u64) -> Result<FanOut
         slow,
         published,
         cpu,
+        rss_end,
         seconds: elapsed.as_secs_f64(),
     })
 }
@@ -117,6 +121,8 @@ struct FanOut {
     slow: u64,
     published: load::LoadResult,
     cpu: crate::procs::CpuTime,
+    /// The server's VmRSS once every delivery arrived.
+    rss_end: u64,
     seconds: f64,
 }
 
@@ -127,6 +133,7 @@ impl FanOut {
             .extra("seconds", self.seconds)
             .extra("server_cpu_s", self.cpu.process)
             .extra("server_main_thread_cpu_s", self.cpu.main_thread)
+            .extra("rss_end_bytes", self.rss_end)
             .extra("errors", self.published.errors)
             .extra("first_error", self.published.first_error)
     }

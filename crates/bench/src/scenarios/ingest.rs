@@ -18,6 +18,7 @@ pub async fn s1_batch(ctx: &Ctx) -> Result<Row> {
         async move { api.publish_batch(first..first + batch as i64).await }
     })
     .await;
+    let rss_end = server.rss_bytes().unwrap_or(0);
     server.kill9()?;
     let rate = r.rate() * batch as f64;
     Ok(Row::new(
@@ -34,6 +35,7 @@ pub async fn s1_batch(ctx: &Ctx) -> Result<Row> {
     .extra("events", r.ok * batch)
     .extra("errors", r.errors)
     .extra("first_error", r.first_error)
+    .extra("rss_end_bytes", rss_end)
     .extra("seconds", r.elapsed.as_secs_f64()))
 }
 
@@ -50,6 +52,7 @@ pub async fn s1_single(ctx: &Ctx) -> Result<Row> {
         },
     )
     .await;
+    let rss_end = server.rss_bytes().unwrap_or(0);
     server.kill9()?;
     let rate = r.rate();
     Ok(Row::new(
@@ -69,5 +72,6 @@ pub async fn s1_single(ctx: &Ctx) -> Result<Row> {
     .extra("events", r.ok)
     .extra("errors", r.errors)
     .extra("first_error", r.first_error)
+    .extra("rss_end_bytes", rss_end)
     .extra("seconds", r.elapsed.as_secs_f64()))
 }

@@ -1,6 +1,6 @@
 //! S5: 100,000 idle webhooks (created through the API, 64 requests at a time); the server's resident
-//! memory per webhook (VmRSS after − before, ÷ count), then one event that matches all of them and the
-//! time until the receiver has every delivery.
+//! memory per webhook (VmRSS after − before, ÷ count), then one event that matches all of them, the
+//! time until the receiver has every delivery and the server's peak VmRSS meanwhile (sampled every 10 ms).
 
 use super::Ctx;
 use crate::report::Row;
@@ -23,6 +23,8 @@ pub async fn s5(ctx: &Ctx) -> Result<Row> {
     let per_webhook = after.saturating_sub(before) as f64 / n as f64;
 
     ctx.receiver.reset().await?;
+    // The burst's peak, sampled every 10 ms from the publish until the last delivery arrived.
+    let sampler = server.sample_rss()?;
     let started = Instant::now();
     api.publish(1).await?;
     let (done, delivered) = ctx
@@ -31,6 +33,7 @@ pub async fn s5(ctx: &Ctx) -> Result<Row> {
         .await?;
     let deliver_all = done.unwrap_or_else(Instant::now) - started;
     let rss_end = server.rss_bytes().unwrap_or(0);
+    let rss_peak = sampler.peak().max(rss_end);
     // The server's own count of attempts: its successful ones must equal the webhook count (more means a
     // delivery was sent twice).
     let metrics = api.metrics().await.unwrap_or_default();
@@ -57,6 +60,8 @@ pub async fn s5(ctx: &Ctx) -> Result<Row> {
     .extra("rss_before", before)
     .extra("rss_after", after)
     .extra("rss_after_delivery", rss_end)
+    .extra("rss_end_bytes", rss_end)
+    .extra("rss_peak_bytes", rss_peak)
     .extra("create_per_s", created.rate())
     .extra("deliver_all_s", deliver_s)
     .extra("delivered", delivered)

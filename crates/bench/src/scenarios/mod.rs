@@ -5,12 +5,14 @@ mod delivery;
 mod ingest;
 mod latency;
 mod memory;
+mod reads;
 mod restart;
 
 pub use delivery::{s2, s3, s7};
 pub use ingest::{s1_batch, s1_single};
-pub use latency::s4;
+pub use latency::{s4, s4a};
 pub use memory::s5;
+pub use reads::s8;
 pub use restart::s6;
 
 use crate::api::{Api, ReceiverApi};
@@ -33,8 +35,20 @@ pub struct Sizes {
     pub s4_seconds: u64,
     pub s4_webhooks: u64,
     pub s4_baseline_seconds: u64,
+    /// S4a: one webhook at this rate for this long (issue 12).
+    pub s4a_per_second: u64,
+    pub s4a_seconds: u64,
+    /// How often each throughput scenario (S1, S2, S3, S7) runs; its row is the median.
+    pub repeats: usize,
     pub s5_webhooks: u64,
     pub s6_events: u64,
+    /// S8: events in the log, of which the small account's; `GET /events` and replay requests timed.
+    pub s8_events: u64,
+    pub s8_small_events: u64,
+    pub s8_gets: u64,
+    pub s8_replays: u64,
+    /// A pause between S8's replay requests (0: back to back).
+    pub s8_replay_gap_ms: u64,
     pub l_http_requests: u64,
     pub l_disk_records: u64,
 }
@@ -53,8 +67,16 @@ impl Sizes {
             s4_seconds: 30,
             s4_webhooks: 10,
             s4_baseline_seconds: 10,
+            s4a_per_second: 500,
+            s4a_seconds: 20,
+            repeats: 3,
             s5_webhooks: 100_000,
             s6_events: 1_000_000,
+            s8_events: 1_000_000,
+            s8_small_events: 100,
+            s8_gets: 500,
+            s8_replays: 5,
+            s8_replay_gap_ms: 0,
             l_http_requests: 100_000,
             l_disk_records: 100_000,
         }
@@ -73,8 +95,16 @@ impl Sizes {
             s4_seconds: 2,
             s4_webhooks: 10,
             s4_baseline_seconds: 1,
+            s4a_per_second: 500,
+            s4a_seconds: 2,
+            repeats: 3,
             s5_webhooks: 2_000,
             s6_events: 20_000,
+            s8_events: 20_000,
+            s8_small_events: 100,
+            s8_gets: 50,
+            s8_replays: 3,
+            s8_replay_gap_ms: 0,
             l_http_requests: 5_000,
             l_disk_records: 5_000,
         }

@@ -41,6 +41,7 @@ pub async fn s6(ctx: &Ctx) -> Result<Row> {
     let (after_kill9, _) = timed_start(&mut server, api_of).await?;
     let stop_s = server.sigterm(Duration::from_secs(120))?.as_secs_f64();
     let (after_sigterm, _) = timed_start(&mut server, api_of).await?;
+    let rss_end = server.rss_bytes().unwrap_or(0);
     server.sigterm(Duration::from_secs(120))?;
     let (read_s, records) = baseline::l_disk_read(&server.data_dir)?;
 
@@ -58,6 +59,7 @@ pub async fn s6(ctx: &Ctx) -> Result<Row> {
     .extra("events", (r.ok * BATCH).min(events))
     .extra("log_records", records)
     .extra("ingest_events_per_s", ingest_rate)
+    .extra("rss_end_bytes", rss_end)
     .extra("errors", r.errors)
     .extra("first_error", r.first_error))
 }
