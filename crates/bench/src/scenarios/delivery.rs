@@ -62,6 +62,10 @@ pub async fn s2(ctx: &Ctx) -> Result<Row> {
     .extra("publish_events_per_s", published.rate())
     .extra("server_cpu_s", cpu.process)
     .extra("server_main_thread_cpu_s", cpu.main_thread)
+    .extra(
+        "server_cpu_s_per_1000_events",
+        cpu.process * 1000.0 / published.ok.max(1) as f64,
+    )
     .extra("rss_end_bytes", rss_end)
     .extra("errors", published.errors)
     .extra("first_error", published.first_error)

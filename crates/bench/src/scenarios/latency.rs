@@ -68,6 +68,7 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
             .await?;
     }
     ctx.receiver.reset().await?;
+    let cpu0 = server.cpu_seconds()?;
     let events = run.per_second * run.seconds;
     let (published, starts) = load::paced(events, run.per_second, |i| {
         let api = api.clone();
@@ -79,6 +80,7 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
         .receiver
         .wait_hook(want, Instant::now() + Duration::from_secs(60))
         .await?;
+    let cpu = server.cpu_seconds()?.since(cpu0);
     let arrivals = ctx.receiver.latencies().await?;
     // Where the time goes inside the server: its log flushes (group commit + fsync) and attempts.
     let metrics = api.metrics().await.unwrap_or_default();
@@ -119,6 +121,11 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
     .extra("server_flush_mean_ms", flush_mean_ms)
     .extra("server_batch_mean_records", batch_mean)
     .extra("server_attempt_mean_ms", attempt_mean_ms)
+    .extra("server_cpu_s", cpu.process)
+    .extra(
+        "server_cpu_s_per_1000_events",
+        cpu.process * 1000.0 / published.ok.max(1) as f64,
+    )
     .extra("delivered", delivered)
     .extra("complete", done.is_some())
     .extra("rss_end_bytes", rss_end)
