@@ -423,6 +423,26 @@ fn bad_configuration_stops_start_up_naming_the_key() {
             "BUILDR_SERVER__CLIENT_REQUEST_TIMEOUT",
             "-5s",
         ),
+        (
+            "delivery.max_connections_per_host",
+            "BUILDR_DELIVERY__MAX_CONNECTIONS_PER_HOST",
+            "0",
+        ),
+        (
+            "delivery.max_connections_per_host",
+            "BUILDR_DELIVERY__MAX_CONNECTIONS_PER_HOST",
+            "many",
+        ),
+        (
+            "delivery.max_in_flight_total",
+            "BUILDR_DELIVERY__MAX_IN_FLIGHT_TOTAL",
+            "0",
+        ),
+        (
+            "delivery.max_in_flight_total",
+            "BUILDR_DELIVERY__MAX_IN_FLIGHT_TOTAL",
+            "-3",
+        ),
     ] {
         let (code, out) = run_binary(&["serve"], &[("BUILDR_STORAGE__PATH", data), (env, bad)]);
         assert_ne!(code, 0, "{key} = {bad}: {out}");

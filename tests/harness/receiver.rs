@@ -70,6 +70,8 @@ struct Shared {
     jitter: Mutex<HashMap<String, Duration>>,
     /// By path: requests being answered now, and the most at once so far.
     open: Mutex<HashMap<String, (usize, usize)>>,
+    /// The same over every path (shared with the receivers started with [`Receiver::start_counting_with`]).
+    open_total: Arc<Mutex<(usize, usize)>>,
 }
 
 pub struct Receiver {
@@ -80,7 +82,20 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start() -> Receiver {
-        let shared = Arc::new(Shared::default());
+        Self::start_with(Shared::default())
+    }
+
+    /// A second receiver (another port, so another host for the server) whose requests count with
+    /// `other`'s in [`Self::most_at_once_total`].
+    pub fn start_counting_with(other: &Receiver) -> Receiver {
+        Self::start_with(Shared {
+            open_total: other.shared.open_total.clone(),
+            ..Shared::default()
+        })
+    }
+
+    fn start_with(shared: Shared) -> Receiver {
+        let shared = Arc::new(shared);
         let (tx, rx) = std::sync::mpsc::channel();
         let s = shared.clone();
         std::thread::spawn(move || {
@@ -145,6 +160,12 @@ impl Receiver {
             .map_or(0, |&(_, most)| most)
     }
 
+    /// The most requests being answered at the same time, over every path (and the receivers counting
+    /// with this one).
+    pub fn most_at_once_total(&self) -> usize {
+        self.shared.open_total.lock().1
+    }
+
     pub fn all(&self) -> Vec<Received> {
         self.shared.log.lock().clone()
     }
@@ -187,6 +208,11 @@ impl Open {
             *now += 1;
             *most = (*most).max(*now);
         }
+        {
+            let mut total = shared.open_total.lock();
+            total.0 += 1;
+            total.1 = total.1.max(total.0);
+        }
         Open(shared, path.to_owned())
     }
 }
@@ -196,6 +222,7 @@ impl Drop for Open {
         if let Some((now, _)) = self.0.open.lock().get_mut(&self.1) {
             *now -= 1;
         }
+        self.0.open_total.lock().0 -= 1;
     }
 }
 

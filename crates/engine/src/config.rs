@@ -36,6 +36,10 @@ pub struct DeliveryConfig {
     pub allow_private_targets: bool,
     /// Attempts in flight at once to one webhook.
     pub max_in_flight: usize,
+    /// Attempts in flight at once to one destination (scheme, host and port), all webhooks together.
+    pub max_connections_per_host: usize,
+    /// Attempts in flight at once in all.
+    pub max_in_flight_total: usize,
     /// Delivery threads (arbiters) the subscription actors are spread over.
     pub workers: usize,
     /// Accept and store everything but send nothing (maintenance; API fuzzing). Deliveries wait, durably.
@@ -70,6 +74,8 @@ impl Default for DeliveryConfig {
             secret_rotation_overlap: Duration::from_secs(24 * 3600),
             allow_private_targets: false,
             max_in_flight: 32,
+            max_connections_per_host: 256,
+            max_in_flight_total: 1024,
             paused: false,
             idle_stop: Duration::from_secs(60),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),

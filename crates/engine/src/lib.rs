@@ -18,6 +18,7 @@ pub mod indexer;
 pub mod log_actor;
 pub mod metrics;
 pub mod ownership;
+pub mod permits;
 pub mod projection;
 pub mod replay;
 pub mod retention;

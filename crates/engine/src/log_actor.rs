@@ -555,15 +555,18 @@ impl LogActor {
     /// (batch + fsync) while the next batch gathers in its mailbox, without holding up the router or the
     /// HTTP workers; and a SIGTERM, which makes actix-web stop the main system and all its arbiters,
     /// cannot stop it before the clean stop has written what is queued and saved a checkpoint. The thread
-    /// ends when the actor stops (every address dropped).
-    pub fn start_on_own_thread(actor: LogActor) -> std::io::Result<Addr<LogActor>> {
+    /// ends when the actor stops (every address dropped). Also returns the thread's arbiter, where the
+    /// router runs: a batch's effects reach it without waking another thread.
+    pub fn start_on_own_thread(
+        actor: LogActor,
+    ) -> std::io::Result<(Addr<LogActor>, actix::ArbiterHandle)> {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || {
                 let system = actix_rt::System::new();
                 system.block_on(async move {
-                    let _ = tx.send(actor.start());
+                    let _ = tx.send((actor.start(), actix::Arbiter::current()));
                 });
                 let _ = system.run();
             })?;

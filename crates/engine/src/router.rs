@@ -181,6 +181,34 @@ impl Router {
     }
 }
 
+/// Stops the router (and so drops its subscription actors' addresses and the log writer's).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopRouter;
+
+impl Handler<StopRouter> for Router {
+    type Result = ();
+    fn handle(&mut self, _: StopRouter, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Stops `router` when the actix system of the calling thread stops (its tasks are dropped then). The
+/// router runs on the log writer's thread, whose system lasts as long as the log writer.
+pub fn stop_with_this_system(router: Addr<Router>) {
+    struct Guard(Addr<Router>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.do_send(StopRouter);
+        }
+    }
+    let guard = Guard(router);
+    actix_rt::spawn(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    });
+}
+
 /// Which webhooks this node owns may have changed.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -11,6 +11,7 @@ use crate::backlog::Backlog;
 use crate::config::DeliveryConfig;
 use crate::dispatcher::{AttemptClass, AttemptResult, Dispatcher, Outgoing};
 use crate::log_actor::{LogActor, RecordFacts, Submit};
+use crate::permits::{Permit, Permits};
 use crate::projection::WebhookEntry;
 use crate::router::{Idle, Router};
 use actix::prelude::*;
@@ -33,6 +34,8 @@ pub struct SubscriptionDeps {
     pub log_actor: Addr<LogActor>,
     pub config: DeliveryConfig,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The bound on attempts in flight per destination host and in all (see [`crate::permits`]).
+    pub permits: Arc<Permits>,
 }
 
 /// Deliver these seqs, with the body to send when the router has it (freshly published events); otherwise
@@ -63,6 +66,11 @@ pub struct Configure(pub Webhook);
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// The permit this actor queued for (see [`crate::permits`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Granted(Permit);
+
 pub struct SubscriptionActor {
     webhook: Webhook,
     deps: Arc<SubscriptionDeps>,
@@ -90,8 +98,17 @@ pub struct SubscriptionActor {
     enqueues: u64,
     /// When the actor last ran out of work (`None` while it has some).
     idle_since: Option<Instant>,
+    /// The idle check is scheduled (one timer at a time: actix polls every pending timer of an actor on
+    /// each of its wake-ups, so a timer per idle spell made a busy actor's every message cost thousands).
+    idle_timer: bool,
     /// Nothing is sent before this (a webhook taken over from another node: see [`Self::hold_after_takeover`]).
     not_before: Option<Instant>,
+    /// The destination of the webhook's URL, as permits count it.
+    host: Arc<str>,
+    /// Queued for a permit (at most once at a time: webhooks take turns).
+    awaiting_permit: bool,
+    /// A permit granted after a wait, for the pump that follows.
+    granted: Option<Permit>,
 }
 
 /// The limiter's burst for `rate_limit` per minute: ⌈rate_limit/60⌉ (at least 1).
@@ -146,7 +163,11 @@ impl SubscriptionActor {
             disabling: false,
             enqueues: 0,
             idle_since: None,
+            idle_timer: false,
             not_before: None,
+            host: crate::permits::host_of(&entry.webhook.url),
+            awaiting_permit: false,
+            granted: None,
         };
         let mut restarted = Vec::new();
         for (&seq, p) in &entry.pending {
@@ -214,18 +235,40 @@ impl SubscriptionActor {
             let Some(seq) = self.backlog.next_due(fifo) else {
                 break;
             };
+            // The permit first, then the rate-limit token: a wait for a permit never spends a token, so
+            // the limiter's bound holds for what is actually sent.
+            let Some(permit) = self.permit(ctx) else {
+                break;
+            };
             if let Err(not_until) = self.limiter.check() {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 self.wake_in(ctx, wait);
                 break;
             }
             self.backlog.start(seq);
-            self.dispatch(seq, ctx);
+            self.dispatch(seq, permit, ctx);
         }
         if let Some(t) = self.backlog.next_retry() {
             self.wake_in(ctx, now.until(t));
         }
         self.note_idle(ctx);
+    }
+
+    /// A permit for one attempt: the one granted after a wait, or a free one now; `None` when none is free
+    /// (the actor is then queued and pumps again when [`Granted`]).
+    fn permit(&mut self, ctx: &mut Context<Self>) -> Option<Permit> {
+        if let Some(p) = self.granted.take() {
+            return Some(p);
+        }
+        if self.awaiting_permit {
+            return None;
+        }
+        let me = ctx.address();
+        let permit = self.deps.permits.acquire_or_wait(&self.host, || {
+            Box::new(move |p| me.try_send(Granted(p)).map_err(|e| e.into_inner().0))
+        });
+        self.awaiting_permit = permit.is_none();
+        permit
     }
 
     /// Holds every send until the limiter's refill time has passed since `taken_over_at` (when this node
@@ -257,15 +300,30 @@ impl SubscriptionActor {
         if self.idle_since.is_some() {
             return;
         }
-        let since = Instant::now();
-        self.idle_since = Some(since);
+        self.idle_since = Some(Instant::now());
         let after = Self::idle_stop_after(self.webhook.rate_limit, self.deps.config.idle_stop);
-        ctx.run_later(after, move |act, _| {
-            if act.idle_since == Some(since) {
-                act.router.do_send(Idle {
+        self.check_idle_in(after, ctx);
+    }
+
+    /// Checks after `d` whether the actor has been idle for its whole idle time; if it has been busy
+    /// meanwhile and is idle again, the same timer checks again when that idle spell is long enough.
+    fn check_idle_in(&mut self, d: Duration, ctx: &mut Context<Self>) {
+        if self.idle_timer {
+            return;
+        }
+        self.idle_timer = true;
+        ctx.run_later(d, |act, ctx| {
+            act.idle_timer = false;
+            let Some(since) = act.idle_since else {
+                return;
+            };
+            let after = Self::idle_stop_after(act.webhook.rate_limit, act.deps.config.idle_stop);
+            match after.checked_sub(since.elapsed()) {
+                Some(left) if !left.is_zero() => act.check_idle_in(left, ctx),
+                _ => act.router.do_send(Idle {
                     webhook: act.webhook.id.clone(),
                     enqueues: act.enqueues,
-                });
+                }),
             }
         });
     }
@@ -307,7 +365,7 @@ impl SubscriptionActor {
         }
     }
 
-    fn dispatch(&mut self, seq: u64, ctx: &mut Context<Self>) {
+    fn dispatch(&mut self, seq: u64, permit: Permit, ctx: &mut Context<Self>) {
         let event = match self.body(seq) {
             Ok(event) => event,
             Err(None) => {
@@ -329,6 +387,7 @@ impl SubscriptionActor {
         let keys = self.keys();
         let attempt = async move {
             let result = dispatcher.attempt(&url, &keys, &event).await;
+            drop(permit);
             (result, event.id.clone())
         };
         ctx.spawn(
@@ -496,9 +555,26 @@ impl Handler<Configure> for SubscriptionActor {
         if msg.0.rate_limit != self.webhook.rate_limit {
             self.limiter = limiter(msg.0.rate_limit);
         }
+        if msg.0.url != self.webhook.url {
+            self.host = crate::permits::host_of(&msg.0.url);
+        }
         self.webhook = msg.0;
         self.keys = signing_keys(&self.webhook, Timestamp::now());
         self.pump(ctx);
+    }
+}
+
+impl Handler<Granted> for SubscriptionActor {
+    type Result = ();
+    fn handle(&mut self, msg: Granted, ctx: &mut Context<Self>) {
+        self.awaiting_permit = false;
+        // Queued for the webhook's previous URL: of no use now (dropping it hands it on).
+        if msg.0.host() == &*self.host {
+            self.granted = Some(msg.0);
+        }
+        self.pump(ctx);
+        // Not needed after all (a retry not due yet, the limiter, disabling): the next waiter's turn.
+        self.granted = None;
     }
 }
 

@@ -191,6 +191,10 @@ pub struct DeliverySection {
     pub allow_private_targets: bool,
     /// Extension: attempts in flight at once per webhook.
     pub max_in_flight: usize,
+    /// Extension: attempts in flight at once to one destination host, all webhooks together.
+    pub max_connections_per_host: usize,
+    /// Extension: attempts in flight at once in all.
+    pub max_in_flight_total: usize,
     /// Extension: accept and store everything, send nothing (deliveries wait durably).
     pub paused: bool,
     /// Extension: delivery threads (default: one per core).
@@ -214,6 +218,8 @@ impl Default for DeliverySection {
             secret_rotation_overlap: HumanDuration(d.secret_rotation_overlap),
             allow_private_targets: d.allow_private_targets,
             max_in_flight: d.max_in_flight,
+            max_connections_per_host: d.max_connections_per_host,
+            max_in_flight_total: d.max_in_flight_total,
             paused: d.paused,
             workers: d.workers,
         }
@@ -367,6 +373,12 @@ impl Config {
         if self.delivery.max_in_flight == 0 {
             bail!("invalid configuration: delivery.max_in_flight must be at least 1");
         }
+        if self.delivery.max_connections_per_host == 0 {
+            bail!("invalid configuration: delivery.max_connections_per_host must be at least 1");
+        }
+        if self.delivery.max_in_flight_total == 0 {
+            bail!("invalid configuration: delivery.max_in_flight_total must be at least 1");
+        }
         if self.storage.path.as_os_str().is_empty() {
             bail!("invalid configuration: storage.path must not be empty");
         }
@@ -390,6 +402,8 @@ impl Config {
                 secret_rotation_overlap: d.secret_rotation_overlap.0,
                 allow_private_targets: d.allow_private_targets,
                 max_in_flight: d.max_in_flight,
+                max_connections_per_host: d.max_connections_per_host,
+                max_in_flight_total: d.max_in_flight_total,
                 paused: d.paused,
                 workers: d.workers.max(1),
                 ..DeliveryConfig::default()

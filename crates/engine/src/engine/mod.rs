@@ -97,8 +97,8 @@ pub struct Engine {
 
 impl Engine {
     /// Opens the log in `config.data_dir` and starts rebuilding the projection in the background. Must be
-    /// called inside an actix `System`: the router runs on the calling arbiter, the subscription actors on
-    /// `delivery.workers` arbiters of that system, and the log writer on a thread of its own (see
+    /// called inside an actix `System`: the subscription actors run on `delivery.workers` arbiters of that
+    /// system, the log writer and the router on a thread of their own (see
     /// [`LogActor::start_on_own_thread`]). Calls made before the
     /// rebuild is done fail with [`EngineError::NotReady`]; await [`Engine::ready`] to wait for it.
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
@@ -174,7 +174,7 @@ impl Engine {
             retention_interval: cfg.retention_interval,
         };
         let indexer = IndexWriter::start(self.inner.log.clone(), self.inner.metrics.clone());
-        let log_actor = LogActor::start_on_own_thread(LogActor::new(
+        let (log_actor, log_thread) = LogActor::start_on_own_thread(LogActor::new(
             self.inner.log.clone(),
             projection.clone(),
             indexer.clone(),
@@ -188,6 +188,10 @@ impl Engine {
             log_actor: log_actor.clone(),
             config: cfg.delivery.clone(),
             metrics: self.inner.metrics.clone(),
+            permits: crate::permits::Permits::new(
+                cfg.delivery.max_connections_per_host,
+                cfg.delivery.max_in_flight_total,
+            ),
         });
         // One delivery arbiter (thread) per core; the actors of the webhooks are spread over them so one
         // thread's CPU is not the ceiling for all deliveries.
@@ -195,8 +199,13 @@ impl Engine {
         let arbiters: Vec<actix::ArbiterHandle> = (0..workers)
             .map(|_| actix::Arbiter::new().handle())
             .collect();
-        let router =
-            Router::new(projection.clone(), deps, arbiters, self.inner.owner.clone()).start();
+        // The router runs on the log writer's thread: the effects of a batch reach it as the writer's
+        // next message, not through another thread's wake-up.
+        let router = Router::new(projection.clone(), deps, arbiters, self.inner.owner.clone());
+        let router = Router::start_in_arbiter(&log_thread, move |_| router);
+        // It stops with the system the engine was started in (as it did when it ran there), so it does
+        // not keep the log writer (its thread, the open log) alive after that system is gone.
+        crate::router::stop_with_this_system(router.clone());
         log_actor
             .send(SetRouter(router.clone()))
             .await
