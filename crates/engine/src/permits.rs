@@ -254,17 +254,17 @@ mod tests {
         assert!(p.acquire_or_wait(&h, grant(&tx, 1, true)).is_none());
         assert!(p.acquire_or_wait(&h, grant(&tx, 2, true)).is_none());
         drop(first);
-        let (who, permit) = rx.try_recv().unwrap();
+        let (who, permit) = rx.try_recv().expect("granted");
         assert_eq!(who, 1);
         assert!(p.acquire_or_wait(&h, grant(&tx, 1, true)).is_none());
         drop(permit);
-        let (who, permit) = rx.try_recv().unwrap();
+        let (who, permit) = rx.try_recv().expect("granted");
         assert_eq!(
             who, 2,
             "the other webhook's turn comes before the backlog's next attempt"
         );
         drop(permit);
-        assert_eq!(rx.try_recv().unwrap().0, 1);
+        assert_eq!(rx.try_recv().expect("granted").0, 1);
     }
 
     #[test]
@@ -277,11 +277,11 @@ mod tests {
         assert!(p.acquire_or_wait(&a, grant(&tx, 2, true)).is_none());
         assert!(p.acquire_or_wait(&b, grant(&tx, 3, true)).is_none());
         drop(first);
-        let (who, permit) = rx.try_recv().unwrap();
+        let (who, permit) = rx.try_recv().expect("granted");
         assert_eq!(who, 1);
         drop(permit);
         assert_eq!(
-            rx.try_recv().unwrap().0,
+            rx.try_recv().expect("granted").0,
             3,
             "host b's turn before a's second waiter"
         );
@@ -298,7 +298,7 @@ mod tests {
         }
         assert!(p.acquire_or_wait(&h, grant(&tx, 1000, true)).is_none());
         drop(first);
-        let (who, permit) = rx.try_recv().unwrap();
+        let (who, permit) = rx.try_recv().expect("granted");
         assert_eq!(who, 1000);
         drop(permit);
         assert_eq!(

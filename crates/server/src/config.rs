@@ -156,7 +156,7 @@ impl Default for StorageSection {
             path: PathBuf::from("./data"),
             checkpoint_every: 100_000,
             checkpoint_interval: HumanDuration(Duration::from_secs(60)),
-            cache_mb: 1024,
+            cache_mb: 256,
         }
     }
 }
