@@ -118,6 +118,13 @@ fn a_backlog_to_a_slow_host_does_not_starve_another_webhook_there() {
         wait_until(Duration::from_secs(30), || rx.count("/backlog") >= 2),
         "the backlog started"
     );
+    // Operators see it: two attempts under way, the backlog's webhook queued for the next slot.
+    let metrics = s.raw("GET", "/metrics", None, &[]).1;
+    assert!(
+        metrics.contains("buildr_delivery_attempts_in_flight 2")
+            && metrics.contains("buildr_delivery_waiting_for_permit 1"),
+        "{metrics}"
+    );
     s.publish("contact.update", json!(1000));
     assert!(
         wait_until(Duration::from_secs(30), || rx.count("/other") == 1),

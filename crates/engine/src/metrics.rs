@@ -20,6 +20,10 @@ pub struct Metrics {
     pub log_flush_seconds: Histogram,
     backlog: IntGauge,
     webhooks: IntGaugeVec,
+    /// The bound on attempts in flight, once the engine runs (read when scraped).
+    pub permits: std::sync::OnceLock<std::sync::Arc<crate::permits::Permits>>,
+    attempts_in_flight: IntGauge,
+    waiting_for_permit: IntGauge,
     /// Whether each store accepts writes (see [`StorageHealth`]).
     pub storage: StorageHealth,
 }
@@ -74,6 +78,17 @@ impl Metrics {
             .expect(DEF),
             webhooks: IntGaugeVec::new(Opts::new("webhooks", "Webhooks by state."), &["state"])
                 .expect(DEF),
+            permits: std::sync::OnceLock::new(),
+            attempts_in_flight: IntGauge::new(
+                "delivery_attempts_in_flight",
+                "Attempts under way (at most delivery.max_in_flight_total).",
+            )
+            .expect(DEF),
+            waiting_for_permit: IntGauge::new(
+                "delivery_waiting_for_permit",
+                "Webhooks with a due delivery waiting for a free attempt slot (their host's or the total cap).",
+            )
+            .expect(DEF),
             storage: StorageHealth::new(
                 IntGaugeVec::new(
                     Opts::new(
@@ -99,6 +114,8 @@ impl Metrics {
             Box::new(m.log_flush_seconds.clone()),
             Box::new(m.backlog.clone()),
             Box::new(m.webhooks.clone()),
+            Box::new(m.attempts_in_flight.clone()),
+            Box::new(m.waiting_for_permit.clone()),
             Box::new(m.storage.writable_gauge()),
             Box::new(m.storage.errors_counter()),
         ];
@@ -130,6 +147,13 @@ impl Metrics {
         }
         self.webhooks.with_label_values(&["enabled"]).set(enabled);
         self.webhooks.with_label_values(&["disabled"]).set(disabled);
+        if let Some(permits) = self.permits.get() {
+            let usage = permits.usage();
+            self.attempts_in_flight
+                .set(i64::try_from(usage.in_flight).unwrap_or(i64::MAX));
+            self.waiting_for_permit
+                .set(i64::try_from(usage.waiting).unwrap_or(i64::MAX));
+        }
         let mut families = self.registry.gather();
         families.extend(prometheus::default_registry().gather());
         let mut out = Vec::new();
@@ -201,6 +225,8 @@ mod tests {
             "buildr_log_flush_duration_seconds",
             "buildr_backlog_deliveries 0",
             "buildr_webhooks{state=\"enabled\"} 0",
+            "buildr_delivery_attempts_in_flight 0",
+            "buildr_delivery_waiting_for_permit 0",
             "buildr_storage_writable{store=\"log\"} 1",
             "buildr_storage_writable{store=\"delivery_index\"} 1",
         ] {

@@ -183,15 +183,17 @@ impl Engine {
             self.inner.metrics.clone(),
         ))
         .map_err(|e| EngineError::Storage(format!("cannot start the log writer: {e}")))?;
+        let permits = crate::permits::Permits::new(
+            cfg.delivery.max_connections_per_host,
+            cfg.delivery.max_in_flight_total,
+        );
+        let _ = self.inner.metrics.permits.set(permits.clone());
         let deps = Arc::new(SubscriptionDeps {
             log: self.inner.log.clone(),
             log_actor: log_actor.clone(),
             config: cfg.delivery.clone(),
             metrics: self.inner.metrics.clone(),
-            permits: crate::permits::Permits::new(
-                cfg.delivery.max_connections_per_host,
-                cfg.delivery.max_in_flight_total,
-            ),
+            permits: permits.clone(),
         });
         // One delivery arbiter (thread) per core; the actors of the webhooks are spread over them so one
         // thread's CPU is not the ceiling for all deliveries.
