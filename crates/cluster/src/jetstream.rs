@@ -13,18 +13,18 @@
 //! - async-nats runs on a small tokio runtime of this log's own; the engine's synchronous calls wait for
 //!   it on a channel (the LogActor blocks on an append here as it blocks on sled's fsync).
 
+use crate::follower::{follow_stream, Followed};
 use crate::message;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use buildr_core::{AccountId, Record, Timestamp};
 use buildr_log::{
     Appended, DeliveryIndex, Entries, EventLog, Group, LogError, LogStore, Notify, OpenReport,
     Refused, Reopened, StorageOptions,
 };
-use futures_util::StreamExt;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where and how to reach the stream.
@@ -85,43 +85,6 @@ fn duplicate_in_process(e: &jetstream::context::PublishError) -> bool {
         || e.to_string().contains("error code 10158")
 }
 
-/// What the follower has copied, shared with the engine's calls.
-struct Followed {
-    /// The last stream seq copied into the local copy (0: none).
-    stream_seq: Mutex<u64>,
-    /// A stream seq known to exist (acknowledged to this node, or seen in the stream's info): a follower
-    /// that stays behind it without progress is stuck (its consumer was on a server that died).
-    known: std::sync::atomic::AtomicU64,
-    moved: Condvar,
-    notify: OnceLock<Notify>,
-}
-
-impl Followed {
-    fn advance(&self, stream_seq: u64) {
-        *self.stream_seq.lock() = stream_seq;
-        self.moved.notify_all();
-        if let Some(n) = self.notify.get() {
-            n();
-        }
-    }
-
-    /// Waits until the copy reaches `target`; false on timeout.
-    fn wait_for(&self, target: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut at = self.stream_seq.lock();
-        while *at < target {
-            if self.moved.wait_until(&mut at, deadline).timed_out() {
-                return *at >= target;
-            }
-        }
-        true
-    }
-
-    fn get(&self) -> u64 {
-        *self.stream_seq.lock()
-    }
-}
-
 pub struct JetStreamLog {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
@@ -134,6 +97,9 @@ pub struct JetStreamLog {
     handed: Mutex<u64>,
     max_payload: usize,
     follower: tokio::task::JoinHandle<()>,
+    /// Whether this node is connected to the stream and keeping up with it (`/readyz`).
+    sync: Arc<crate::sync::SyncWatch>,
+    watcher: tokio::task::JoinHandle<()>,
     /// How long the last append waited for the stream's acknowledgement (seconds).
     publish_seconds: Mutex<f64>,
 }
@@ -157,12 +123,7 @@ impl JetStreamLog {
         check_marker(cfg, info.created.unix_timestamp_nanos())?;
         let (copy, report) = EventLog::open_with(&cfg.dir, cfg.storage)?;
         let copy = Arc::new(copy);
-        let followed = Arc::new(Followed {
-            stream_seq: Mutex::new(message::stream_seq(copy.last_seq())),
-            known: std::sync::atomic::AtomicU64::new(0),
-            moved: Condvar::new(),
-            notify: OnceLock::new(),
-        });
+        let followed = Arc::new(Followed::new(message::stream_seq(copy.last_seq())));
         let subject = format!("{}.log", cfg.stream);
         let follower = handle.spawn(follow_stream(
             stream.clone(),
@@ -171,6 +132,13 @@ impl JetStreamLog {
             followed.clone(),
         ));
         let max_payload = client.server_info().max_payload;
+        let sync = Arc::new(crate::sync::SyncWatch::default());
+        let watcher = handle.spawn(crate::sync::watch(
+            client,
+            stream.clone(),
+            followed.clone(),
+            sync.clone(),
+        ));
         let log = Self {
             runtime: Some(runtime),
             handle,
@@ -182,6 +150,8 @@ impl JetStreamLog {
             handed: Mutex::new(0),
             max_payload,
             follower,
+            sync,
+            watcher,
             publish_seconds: Mutex::new(0.0),
         };
         Ok((log, report))
@@ -368,6 +338,7 @@ impl JetStreamLog {
 impl Drop for JetStreamLog {
     fn drop(&mut self) {
         self.follower.abort();
+        self.watcher.abort();
         // Dropping a runtime may be done from inside another one (the engine's): never block here.
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
@@ -476,106 +447,6 @@ fn check_marker(cfg: &JetStreamConfig, created: i128) -> Result<(), LogError> {
     }
 }
 
-/// Copies the stream into `copy` in order, from the message after the copy's last, for as long as the
-/// log lives; reconnects by itself.
-async fn follow_stream(
-    stream: stream::Stream,
-    subject: String,
-    copy: Arc<EventLog>,
-    followed: Arc<Followed>,
-) {
-    loop {
-        let next = followed.get() + 1;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subject.clone(),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: next,
-                },
-                ..Default::default()
-            })
-            .await;
-        let mut messages = match consumer {
-            Ok(c) => match c.messages().await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the stream; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot follow the stream; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let mut quiet = 0u32;
-        loop {
-            // A consumer on a server that died can stay silent for a long time: when the stream is known
-            // to hold more than was copied and nothing arrives for 2 s, it is made again.
-            let item = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                Err(_) => {
-                    quiet += 1;
-                    if quiet.is_multiple_of(5) {
-                        if let Ok(info) = stream.get_info().await {
-                            followed.known.fetch_max(
-                                info.state.last_sequence,
-                                std::sync::atomic::Ordering::AcqRel,
-                            );
-                        }
-                    }
-                    if quiet >= 2
-                        && followed.known.load(std::sync::atomic::Ordering::Acquire)
-                            > followed.get()
-                    {
-                        tracing::warn!("following the stream stalled; following it again");
-                        break;
-                    }
-                    continue;
-                }
-            };
-            quiet = 0;
-            let msg = match item {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "following the stream failed; resuming");
-                    break;
-                }
-            };
-            let Ok(seq) = msg.info().map(|i| i.stream_sequence) else {
-                tracing::warn!("a stream message without its position; resuming");
-                break;
-            };
-            if seq <= followed.get() {
-                continue;
-            }
-            match message::decode(&msg.payload) {
-                Ok(records) => {
-                    let entries: Vec<(u64, &[u8])> = records
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| (message::record_seq(seq, i), *r))
-                        .collect();
-                    if let Err(e) = copy.store_at(&entries) {
-                        tracing::error!(error = %e, seq, "cannot copy the stream to local storage; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        break;
-                    }
-                }
-                // Every node skips the same message the same way, so their projections still agree.
-                Err(e) => {
-                    tracing::error!(error = %e, seq, "a stream message is not a batch of records; skipped")
-                }
-            }
-            followed.advance(seq);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 impl LogStore for JetStreamLog {
     fn kind(&self) -> &'static str {
         "jetstream"
@@ -583,6 +454,10 @@ impl LogStore for JetStreamLog {
 
     fn last_seq(&self) -> u64 {
         self.copy.last_seq()
+    }
+
+    fn out_of_sync(&self) -> Option<String> {
+        self.sync.problem(self.followed.get())
     }
 
     fn append_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Appended, Refused> {

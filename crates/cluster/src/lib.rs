@@ -2,9 +2,11 @@
 //! [`buildr_log::LogStore`] interface as the single-node sled log, so the engine runs unchanged on either.
 #![forbid(unsafe_code)]
 
+mod follower;
 mod jetstream;
 mod leases;
 pub mod message;
+mod sync;
 #[doc(hidden)]
 pub mod testkit;
 

@@ -66,6 +66,13 @@ pub trait LogStore: Send + Sync {
     /// The seq of the last record this node can read (0 when empty).
     fn last_seq(&self) -> u64;
 
+    /// Why this node's view of the log may be out of date now, if it may: a shared log it has lost
+    /// contact with, or follows far behind. `/readyz` is `503` while it is (reads are still served from
+    /// what this node holds). Never on a log with one writer.
+    fn out_of_sync(&self) -> Option<String> {
+        None
+    }
+
     /// Appends `records` durably: when this returns `Ok`, they survive a crash (and, on a replicated log,
     /// the loss of a minority of its servers). `groups` say where each atomic group starts (the first at
     /// 0): each group is stored all or nothing, with consecutive seqs. On `Err` the
