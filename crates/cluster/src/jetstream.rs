@@ -511,10 +511,17 @@ impl LogStore for JetStreamLog {
         self.copy.account_events_between(account, since, until)
     }
 
-    /// Reopens the local copy. Records the stream acknowledged are handed out by the follower, never
-    /// found "unapplied" here.
+    /// Reopens the local copy and follows the stream to its end, so the copy holds whatever a failed
+    /// append stored after all (a message whose acknowledgement was lost): the engine then writes again
+    /// only what is not there. Those records are handed out by the follower, never "unapplied" here.
     fn reopen(&self) -> Result<Reopened, LogError> {
         let reopened = self.copy.reopen()?;
+        let end = self.stream_last_seq()?;
+        if !self.followed.wait_for(end, APPLY_TIMEOUT) {
+            return Err(LogError::Unavailable(format!(
+                "following the stream: not at its end ({end}) yet"
+            )));
+        }
         Ok(Reopened {
             unapplied: None,
             truncated: reopened.truncated,

@@ -112,6 +112,8 @@ pub trait LogStore: Send + Sync {
     ) -> Result<Vec<u64>, LogError>;
 
     /// Reopens this node's storage after a write error (the writer heals by itself: see the LogActor).
+    /// Afterwards the log's readable records include everything a failed append stored after all (the
+    /// writer checks there before it writes a failed batch's facts again).
     fn reopen(&self) -> Result<Reopened, LogError>;
 
     /// `Ok` once the log accepts writes again (after an error).
