@@ -188,3 +188,62 @@ fn attempts_recorded_across_nats_outages_are_counted_once() {
         "recorded attempts ≠ requests received: {differ:?}"
     );
 }
+
+#[test]
+fn nodes_started_at_once_without_a_token_share_one_generated_by_one_of_them() {
+    let _one = exclusive();
+    let nats = NatsCluster::start(3);
+    let start = |id: &str| {
+        Server::builder()
+            .without_admin_token()
+            .env("BUILDR_CLUSTER__NATS", &nats.urls().join(","))
+            .env("BUILDR_CLUSTER__NODE_ID", id)
+            .env("BUILDR_CLUSTER__STREAM", "ops")
+            .env("BUILDR_CLUSTER__LEASE_TTL", "2s")
+            .start()
+    };
+    let mut nodes: Vec<Server> = std::thread::scope(|scope| {
+        let a = scope.spawn(|| start("node-a"));
+        let b = scope.spawn(|| start("node-b"));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    let printed = |s: &Server| -> Vec<String> {
+        s.stdout_lines
+            .lock()
+            .iter()
+            .filter_map(|l| l.split("only this node prints it): ").nth(1))
+            .map(|t| t.trim().to_owned())
+            .collect()
+    };
+    let tokens: Vec<String> = nodes.iter().flat_map(printed).collect();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "exactly one node generates the token: {tokens:?}"
+    );
+    let token = &tokens[0];
+    assert!(token.starts_with("adm_"), "{token}");
+    let admin_call = |s: &Server, token: &str| {
+        s.raw(
+            "GET",
+            "/api/2023-01/cluster",
+            None,
+            &[("Authorization", &format!("Bearer {token}"))],
+        )
+        .0
+    };
+    for s in &nodes {
+        assert!(
+            !s.data_dir.join("admin.token").exists(),
+            "no token file in a node's derived state"
+        );
+        assert_eq!(admin_call(s, token), 200);
+        assert_eq!(admin_call(s, "adm_wrong"), 401);
+    }
+    // A node that joins (or restarts) later accepts it too, and prints none.
+    nodes.push(start("node-c"));
+    assert!(printed(&nodes[2]).is_empty());
+    assert_eq!(admin_call(&nodes[2], token), 200);
+    nodes[0].restart();
+    assert_eq!(admin_call(&nodes[0], token), 200);
+}

@@ -180,6 +180,16 @@ impl JetStreamLog {
         )
     }
 
+    /// This log's JetStream context (for the KV buckets next to the stream).
+    pub(crate) fn context(&self) -> jetstream::Context {
+        self.js.clone()
+    }
+
+    /// The NATS runtime.
+    pub(crate) fn runtime_handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
     /// The stream's name.
     pub fn stream_name(&self) -> &str {
         &self.stream.cached_info().config.name
@@ -347,7 +357,7 @@ impl Drop for JetStreamLog {
 }
 
 /// Runs `fut` on the NATS runtime and waits for it (at most `timeout`) from a synchronous caller.
-fn run<T: Send + 'static>(
+pub(crate) fn run<T: Send + 'static>(
     handle: &tokio::runtime::Handle,
     timeout: Duration,
     fut: impl Future<Output = Result<T, LogError>> + Send + 'static,

@@ -2,6 +2,7 @@
 //! [`buildr_log::LogStore`] interface as the single-node sled log, so the engine runs unchanged on either.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod follower;
 mod jetstream;
 mod leases;
@@ -10,6 +11,7 @@ mod sync;
 #[doc(hidden)]
 pub mod testkit;
 
+pub use admin::ClusterAdmin;
 pub use jetstream::{JetStreamConfig, JetStreamLog};
 pub use leases::{shard_of, LeaseConfig, Leases, Membership};
 
