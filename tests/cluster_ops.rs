@@ -247,3 +247,64 @@ fn nodes_started_at_once_without_a_token_share_one_generated_by_one_of_them() {
     nodes[0].restart();
     assert_eq!(admin_call(&nodes[0], token), 200);
 }
+
+#[test]
+fn the_offline_replay_command_appends_its_replay_to_the_clusters_stream() {
+    let _one = exclusive();
+    let nats = NatsCluster::start(3);
+    let nodes = [node(&nats, "node-a"), node(&nats, "node-b")];
+    let rx = buildr_e2e::Receiver::start();
+    let hook = nodes[0].create_webhook(&rx.url("/r"), json!({"rate_limit": 600}));
+    let ids: std::collections::BTreeSet<String> = (0..5)
+        .map(|i| {
+            nodes[i % 2].publish("contact.create", json!(i))["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(20), || rx.count("/r") >= 5));
+    // Run with the cluster config (the nodes keep running): no local data dir is involved.
+    let urls = nats.urls().join(",");
+    let cfg = buildr_e2e::repo_root().join("config/test.toml");
+    let (code, out) = buildr_e2e::server::run_binary(
+        &[
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--webhook",
+            &hook,
+            "--from-seq",
+            "1",
+        ],
+        &[
+            ("BUILDR_CLUSTER__NATS", urls.as_str()),
+            ("BUILDR_CLUSTER__STREAM", "ops"),
+            ("BUILDR_ADMIN_TOKEN", "t"),
+            ("BUILDR_STORAGE__PATH", "/nonexistent/buildr-replay-test"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("5 events queued again"), "{out}");
+    // The owner delivers each event a second time, and every node lists the replay's record.
+    assert!(
+        wait_until(Duration::from_secs(20), || rx.count("/r") >= 10),
+        "replayed: {} of 10 requests",
+        rx.count("/r")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut per_event: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in rx.at("/r") {
+        *per_event.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+    }
+    assert_eq!(per_event.keys().cloned().collect::<std::collections::BTreeSet<_>>(), ids);
+    assert!(per_event.values().all(|&n| n == 2), "{per_event:?}");
+    for n in &nodes {
+        assert!(wait_until(Duration::from_secs(5), || {
+            let (_, v) = n.call("GET", &format!("/webhooks/{hook}/deliveries?limit=100"), None);
+            v["deliveries"].as_array().is_some_and(|d| {
+                d.len() == 5 && d.iter().all(|d| d["attempts"] == 2 && d["status"] == "succeeded")
+            })
+        }));
+    }
+}
