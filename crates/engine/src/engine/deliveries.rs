@@ -75,12 +75,10 @@ impl Engine {
         range: ReplayRange,
         only_failed: bool,
     ) -> Result<(ReplayId, u64), EngineError> {
-        self.get_webhook(account, webhook)?;
+        let w = self.get_webhook(account, webhook)?;
         let log = self.inner.log.clone();
-        let projection = self.inner.projection.clone();
-        let id = webhook.clone();
         let seqs = actix_rt::task::spawn_blocking(move || {
-            replay::plan(&*log, &projection.read(), &id, range, only_failed, |_| {})
+            replay::plan_for(&*log, &w, range, only_failed, |_| {})
         })
         .await
         .map_err(|e| EngineError::Storage(format!("replay planning failed: {e}")))??;
