@@ -295,16 +295,98 @@ fn the_offline_replay_command_appends_its_replay_to_the_clusters_stream() {
     std::thread::sleep(Duration::from_millis(500));
     let mut per_event: std::collections::BTreeMap<String, usize> = Default::default();
     for r in rx.at("/r") {
-        *per_event.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+        *per_event
+            .entry(r.header("webhook-id").to_owned())
+            .or_default() += 1;
     }
-    assert_eq!(per_event.keys().cloned().collect::<std::collections::BTreeSet<_>>(), ids);
+    assert_eq!(
+        per_event
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ids
+    );
     assert!(per_event.values().all(|&n| n == 2), "{per_event:?}");
     for n in &nodes {
         assert!(wait_until(Duration::from_secs(5), || {
-            let (_, v) = n.call("GET", &format!("/webhooks/{hook}/deliveries?limit=100"), None);
+            let (_, v) = n.call(
+                "GET",
+                &format!("/webhooks/{hook}/deliveries?limit=100"),
+                None,
+            );
             v["deliveries"].as_array().is_some_and(|d| {
-                d.len() == 5 && d.iter().all(|d| d["attempts"] == 2 && d["status"] == "succeeded")
+                d.len() == 5
+                    && d.iter()
+                        .all(|d| d["attempts"] == 2 && d["status"] == "succeeded")
             })
         }));
     }
+}
+
+#[test]
+fn retention_deletes_from_the_stream_once_and_every_node_drops_the_same_records() {
+    let _one = exclusive();
+    let nats = NatsCluster::start(3);
+    let start = |id: &str| {
+        Server::builder()
+            .env("BUILDR_CLUSTER__NATS", &nats.urls().join(","))
+            .env("BUILDR_CLUSTER__NODE_ID", id)
+            .env("BUILDR_CLUSTER__STREAM", "ops")
+            .env("BUILDR_CLUSTER__LEASE_TTL", "2s")
+            .env("BUILDR_RETENTION__EVENTS", "2s")
+            .env("BUILDR_RETENTION__INTERVAL", "300ms")
+            .start()
+    };
+    let mut nodes = [start("node-a"), start("node-b"), start("node-c")];
+    let rx = buildr_e2e::Receiver::start();
+    let hook = nodes[0].create_webhook(&rx.url("/t"), json!({"rate_limit": 6000}));
+    for i in 0..6 {
+        nodes[i % 3].publish("contact.create", json!(i));
+    }
+    assert!(wait_until(Duration::from_secs(20), || rx.count("/t") >= 6));
+    let before = nats.stream_messages("ops").unwrap();
+    // Past the retention period: the finished events go from the stream and from every node.
+    assert!(
+        wait_until(Duration::from_secs(20), || nodes
+            .iter()
+            .all(|n| n.event_ids().is_empty())),
+        "events still listed: {:?}",
+        nodes.iter().map(Server::event_ids).collect::<Vec<_>>()
+    );
+    let after = nats.stream_messages("ops").unwrap();
+    eprintln!("stream messages: {before} before retention, {after} after");
+    assert!(
+        after + 6 <= before,
+        "the stream kept its messages: {before} → {after}"
+    );
+    // Each node agrees: no delivery records left for the removed events, the webhook still there.
+    for n in &nodes {
+        assert_eq!(n.call("GET", &format!("/webhooks/{hook}"), None).0, 200);
+        assert!(wait_until(Duration::from_secs(5), || {
+            let (_, v) = n.call("GET", &format!("/webhooks/{hook}/deliveries"), None);
+            v["deliveries"].as_array().is_some_and(Vec::is_empty)
+        }));
+    }
+    // A node rebuilt from the stream has the same records as the others kept.
+    nodes[1].kill9();
+    std::fs::remove_dir_all(&nodes[1].data_dir).unwrap();
+    nodes[1].start_again();
+    assert!(nodes[1].event_ids().is_empty());
+    assert_eq!(
+        nodes[1].call("GET", &format!("/webhooks/{hook}"), None).0,
+        200
+    );
+    // And the stream still verifies.
+    let urls = nats.urls().join(",");
+    let cfg = buildr_e2e::repo_root().join("config/test.toml");
+    let (code, out) = buildr_e2e::server::run_binary(
+        &["log", "verify", "--config", cfg.to_str().unwrap()],
+        &[
+            ("BUILDR_CLUSTER__NATS", urls.as_str()),
+            ("BUILDR_CLUSTER__STREAM", "ops"),
+            ("BUILDR_ADMIN_TOKEN", "t"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok: ") && out.contains("1 webhooks"), "{out}");
 }

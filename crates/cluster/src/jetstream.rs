@@ -99,6 +99,9 @@ pub struct JetStreamLog {
     follower: tokio::task::JoinHandle<()>,
     /// Whether this node is connected to the stream and keeping up with it (`/readyz`).
     sync: Arc<crate::sync::SyncWatch>,
+    /// Whether this node runs retention on the stream: the holder of the `maintenance` lease once
+    /// leases are kept (a log without leases, e.g. `log verify`'s copy, is its only user).
+    maintains: Arc<std::sync::atomic::AtomicBool>,
     watcher: tokio::task::JoinHandle<()>,
     /// How long the last append waited for the stream's acknowledgement (seconds).
     publish_seconds: Mutex<f64>,
@@ -151,6 +154,7 @@ impl JetStreamLog {
             max_payload,
             follower,
             sync,
+            maintains: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             watcher,
             publish_seconds: Mutex::new(0.0),
         };
@@ -172,11 +176,14 @@ impl JetStreamLog {
     /// Starts keeping this node's shard leases (on this log's NATS connection).
     pub fn leases(&self, cfg: crate::LeaseConfig) -> crate::Leases {
         let followed = self.followed.clone();
+        self.maintains
+            .store(false, std::sync::atomic::Ordering::Release);
         crate::Leases::start(
             &self.handle,
             self.js.clone(),
             cfg,
             Box::new(move || followed.get()),
+            self.maintains.clone(),
         )
     }
 
@@ -552,51 +559,24 @@ impl LogStore for JetStreamLog {
         self.copy.reset_index()
     }
 
-    /// Deletes a stream message only when every record it carries is to be removed (and it is not the
-    /// last), then drops those records from the local copy.
+    fn maintains(&self) -> bool {
+        self.maintains.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Only whole stream messages go: those whose every record is to be removed (never the last). The
+    /// node that maintains the stream deletes them there; every node (that one included) then drops from
+    /// its copy the records of those the stream no longer holds, so all copies lose the same records.
     fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
-        let last = self.copy.last_seq();
-        let wanted: std::collections::HashSet<u64> =
-            seqs.iter().copied().filter(|&s| s < last).collect();
-        let mut by_message: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
-        for &s in &wanted {
-            by_message
-                .entry(message::stream_seq(s))
-                .or_default()
-                .push(s);
-        }
-        let mut whole = Vec::new();
-        for (m, mut in_it) in by_message {
-            let from = message::record_seq(m, 0);
-            let to = message::record_seq(m + 1, 0);
-            let present: Vec<u64> = self
-                .copy
-                .range(from, to)
-                .map(|r| r.map(|(s, _)| s))
-                .collect::<Result<_, _>>()?;
-            in_it.sort_unstable();
-            if !present.is_empty() && present == in_it && to <= last {
-                whole.push((m, present));
-            }
-        }
+        let messages = crate::retention::whole_messages(&self.copy, seqs)?;
         let stream = self.stream.clone();
-        let messages: Vec<u64> = whole.iter().map(|(m, _)| *m).collect();
-        let deleted = run(&self.handle, PUBLISH_TIMEOUT, async move {
-            let mut deleted = Vec::new();
-            for m in messages {
-                match stream.delete_message(m).await {
-                    Ok(_) => deleted.push(m),
-                    // Another node may have deleted it already.
-                    Err(e) => {
-                        tracing::debug!(error = %e, message = m, "stream message not deleted")
-                    }
-                }
-            }
-            Ok(deleted)
+        let numbers: Vec<u64> = messages.iter().map(|(m, _)| *m).collect();
+        let maintains = self.maintains();
+        let gone = run(&self.handle, PUBLISH_TIMEOUT, async move {
+            crate::retention::delete_or_find_gone(&stream, numbers, maintains).await
         })?;
-        let records: Vec<u64> = whole
+        let records: Vec<u64> = messages
             .into_iter()
-            .filter(|(m, _)| deleted.contains(m))
+            .filter(|(m, _)| gone.contains(m))
             .flat_map(|(_, r)| r)
             .collect();
         self.copy.remove(&records)

@@ -7,6 +7,7 @@ mod follower;
 mod jetstream;
 mod leases;
 pub mod message;
+mod retention;
 mod sync;
 #[doc(hidden)]
 pub mod testkit;

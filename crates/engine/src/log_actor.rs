@@ -490,8 +490,8 @@ impl LogActor {
             (p.retention_keep(), p.expired_replays(cutoff))
         };
         // Finished old replays are forgotten first (a fact, so a rebuild forgets them too); the next
-        // run removes their requests.
-        if !expired.is_empty() {
+        // run removes their requests. On a shared log only the node that maintains it writes the fact.
+        if !expired.is_empty() && self.log.maintains() {
             self.queue.push(Pending {
                 records: vec![Record::ReplaysExpired {
                     ids: expired,

@@ -158,6 +158,13 @@ pub trait LogStore: Send + Sync {
     /// Throws the delivery index away and opens an empty one, to be rebuilt from the log.
     fn reset_index(&self) -> Result<(), LogError>;
 
+    /// Whether this node carries out retention now: writes its facts and removes records from the shared
+    /// log. A shared log lets one node at a time do it (the others' `remove` only drops from their own
+    /// copy what was removed); a log with one writer always does.
+    fn maintains(&self) -> bool {
+        true
+    }
+
     /// Removes records (retention); returns how many. Never the last one. Seqs that are not there are
     /// skipped.
     fn remove(&self, seqs: &[u64]) -> Result<usize, LogError>;
