@@ -13,6 +13,7 @@
 //! - async-nats runs on a small tokio runtime of this log's own; the engine's synchronous calls wait for
 //!   it on a channel (the LogActor blocks on an append here as it blocks on sled's fsync).
 
+use crate::connect::{check_marker, connect};
 use crate::follower::{follow_stream, Followed};
 use crate::message;
 use async_nats::jetstream::{self, stream};
@@ -48,7 +49,7 @@ pub struct JetStreamConfig {
 }
 
 /// How long a write waits for the stream's acknowledgement (a leader election takes a few seconds).
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a write waits for this node's follower to have copied what the stream acknowledged.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Start-up's catch-up fails when the follower makes no progress for this long.
@@ -57,8 +58,6 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_CHUNK: usize = 20_000;
 /// Room left in a message for its headers.
 const HEADROOM: usize = 4096;
-/// The file in `dir` naming the stream the derived state belongs to.
-const MARKER: &str = "cluster-stream";
 
 /// One message of an append.
 struct Outgoing {
@@ -107,7 +106,7 @@ pub struct JetStreamLog {
     publish_seconds: Mutex<f64>,
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(format!("{what}: {e}"))
 }
 
@@ -382,86 +381,6 @@ pub(crate) fn run<T: Send + 'static>(
     });
     rx.recv()
         .unwrap_or_else(|_| Err(LogError::Unavailable("the NATS client stopped".into())))
-}
-
-/// Connects (retrying until the caller's timeout) and gets or creates the stream.
-async fn connect(
-    cfg: JetStreamConfig,
-) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), LogError> {
-    let addrs = cfg
-        .servers
-        .iter()
-        .map(|s| s.parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| unavailable("a cluster.nats address is not a NATS URL", e))?;
-    let servers = cfg.servers.join(",");
-    let client = loop {
-        let opts = async_nats::ConnectOptions::new()
-            .name(format!("buildr-webhooks {}", cfg.node_id))
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(2));
-        match opts.connect(addrs.as_slice()).await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::warn!(error = %e, servers, "cannot reach NATS yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
-    // Acknowledgements may take a leader election (seconds): our own timeout bounds the wait.
-    let js = jetstream::ContextBuilder::new()
-        .timeout(PUBLISH_TIMEOUT)
-        .build(client.clone());
-    let config = stream::Config {
-        name: cfg.stream.clone(),
-        subjects: vec![format!("{}.log", cfg.stream)],
-        num_replicas: cfg.replicas,
-        storage: stream::StorageType::File,
-        allow_direct: true,
-        duplicate_window: cfg.duplicate_window,
-        ..Default::default()
-    };
-    // Creating a replicated stream needs the JetStream meta leader: retry until there is one.
-    let stream = loop {
-        match js.get_or_create_stream(config.clone()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!(error = %e, stream = cfg.stream, "cannot get or create the stream yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
-    Ok((client, js, stream))
-}
-
-/// The derived state in `dir` must belong to this stream (its name and creation time); an empty
-/// directory is claimed for it. A single-node log, or another stream's copy, is refused.
-fn check_marker(cfg: &JetStreamConfig, created: i128) -> Result<(), LogError> {
-    let want = format!("{}\n{created}\n", cfg.stream);
-    let path = cfg.dir.join(MARKER);
-    let io = |e: std::io::Error| LogError::Unavailable(format!("{}: {e}", path.display()));
-    std::fs::create_dir_all(&cfg.dir).map_err(io)?;
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == want => Ok(()),
-        Ok(found) => Err(LogError::Unavailable(format!(
-            "{} holds the derived state of another stream ({}); give this node an empty storage.path \
-             (it is rebuilt from the stream)",
-            cfg.dir.display(),
-            found.lines().next().unwrap_or("?")
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let used = std::fs::read_dir(&cfg.dir).map_err(io)?.next().is_some();
-            if used {
-                return Err(LogError::Unavailable(format!(
-                    "{} is not empty and not a cluster node's directory (a single-node log?); give \
-                     cluster mode an empty storage.path",
-                    cfg.dir.display()
-                )));
-            }
-            std::fs::write(&path, want).map_err(io)
-        }
-        Err(e) => Err(io(e)),
-    }
 }
 
 impl LogStore for JetStreamLog {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod connect;
 mod follower;
 mod jetstream;
 mod leases;
