@@ -50,6 +50,11 @@ pub struct JetStreamConfig {
 
 /// How long a write waits for the stream's acknowledgement (a leader election takes a few seconds).
 pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long healing waits for the stream to answer (it tries again soon: see `max_heal_wait`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest wait between two tries to heal: a stream that elected a new leader answers within
+/// seconds, and a probe is one small request.
+const MAX_HEAL_WAIT: Duration = Duration::from_millis(500);
 /// How long a write waits for this node's follower to have copied what the stream acknowledged.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Start-up's catch-up fails when the follower makes no progress for this long.
@@ -162,8 +167,12 @@ impl JetStreamLog {
 
     /// The stream's last seq (a message seq), asked of NATS now.
     pub fn stream_last_seq(&self) -> Result<u64, LogError> {
+        self.stream_last_seq_within(PUBLISH_TIMEOUT)
+    }
+
+    fn stream_last_seq_within(&self, timeout: Duration) -> Result<u64, LogError> {
         let stream = self.stream.clone();
-        run(&self.handle, PUBLISH_TIMEOUT, async move {
+        run(&self.handle, timeout, async move {
             let info = stream
                 .get_info()
                 .await
@@ -451,8 +460,12 @@ impl LogStore for JetStreamLog {
     /// append stored after all (a message whose acknowledgement was lost): the engine then writes again
     /// only what is not there. Those records are handed out by the follower, never "unapplied" here.
     fn reopen(&self) -> Result<Reopened, LogError> {
-        let reopened = self.copy.reopen()?;
-        let end = self.stream_last_seq()?;
+        // Most failures here are NATS's, not the local disk's: the copy is reopened only when it fails.
+        let truncated = match self.copy.probe() {
+            Ok(()) => Vec::new(),
+            Err(_) => self.copy.reopen()?.truncated,
+        };
+        let end = self.stream_last_seq_within(PROBE_TIMEOUT)?;
         if !self.followed.wait_for(end, APPLY_TIMEOUT) {
             return Err(LogError::Unavailable(format!(
                 "following the stream: not at its end ({end}) yet"
@@ -460,14 +473,14 @@ impl LogStore for JetStreamLog {
         }
         Ok(Reopened {
             unapplied: None,
-            truncated: reopened.truncated,
+            truncated,
         })
     }
 
     /// The local disk accepts writes and the stream answers.
     fn probe(&self) -> Result<(), LogError> {
         self.copy.probe()?;
-        self.stream_last_seq().map(|_| ())
+        self.stream_last_seq_within(PROBE_TIMEOUT).map(|_| ())
     }
 
     fn reopen_index(&self) -> Result<(), LogError> {
@@ -476,6 +489,10 @@ impl LogStore for JetStreamLog {
 
     fn reset_index(&self) -> Result<(), LogError> {
         self.copy.reset_index()
+    }
+
+    fn max_heal_wait(&self) -> Duration {
+        MAX_HEAL_WAIT
     }
 
     fn maintains(&self) -> bool {

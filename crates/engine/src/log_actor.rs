@@ -123,9 +123,9 @@ pub struct LogActor {
     held: Option<(u64, Vec<Pending>)>,
 }
 
-/// The first wait before reopening storage after a write failed, doubled up to [`MAX_HEAL_WAIT`].
+/// The first wait before reopening storage after a write failed, doubled up to the log's
+/// [`LogStore::max_heal_wait`].
 const FIRST_HEAL_WAIT: Duration = Duration::from_millis(100);
-const MAX_HEAL_WAIT: Duration = Duration::from_secs(5);
 
 impl LogActor {
     /// `checkpointed_seq`: the seq of the checkpoint start-up used; `uncheckpointed`: the records it
@@ -322,7 +322,7 @@ impl LogActor {
             }
             Err(e) => {
                 self.metrics.storage.failed(Store::Log, &e.to_string());
-                let next = (wait * 2).min(MAX_HEAL_WAIT);
+                let next = (wait * 2).min(self.log.max_heal_wait());
                 self.healing = Some(next);
                 ctx.run_later(next, |act, ctx| act.heal(ctx));
             }

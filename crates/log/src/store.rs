@@ -149,6 +149,12 @@ pub trait LogStore: Send + Sync {
     /// writer checks there before it writes a failed batch's facts again).
     fn reopen(&self) -> Result<Reopened, LogError>;
 
+    /// The longest wait between two tries to heal after a write error (the writer's backoff doubles up to
+    /// it): a local disk is given seconds; a replicated log whose servers elect a new leader, less.
+    fn max_heal_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+
     /// `Ok` once the log accepts writes again (after an error).
     fn probe(&self) -> Result<(), LogError>;
 
