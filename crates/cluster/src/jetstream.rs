@@ -334,6 +334,26 @@ impl JetStreamLog {
                 "the stream stored the batch but this node has not read it back yet".into(),
             ));
         }
+        // What the stream acknowledged must be what this node copied at those seqs: a 202 is never
+        // answered for records the stream does not hold (the outcome is then unknown: 503).
+        let mut first = 0;
+        for ((stream_seq, duplicate), (n, _)) in acks.iter().zip(&shape) {
+            let expected = records.get(first);
+            first += n;
+            if *duplicate {
+                continue;
+            }
+            let found = self.copy.get(message::record_seq(*stream_seq, 0))?;
+            if found.as_ref() != expected {
+                tracing::error!(
+                    message = stream_seq,
+                    "the stream acknowledged a batch at this seq but holds other records there"
+                );
+                return Err(LogError::Unavailable(format!(
+                    "the stream acknowledged message {stream_seq} but its copy here holds other records"
+                )));
+            }
+        }
         // Everything up to the end of the last message acknowledged (a duplicate's first write included).
         let upto = message::record_seq(last_message, message::MAX_RECORDS - 1);
         let entries = self.hand_out(upto, usize::MAX)?;
