@@ -76,12 +76,14 @@ impl Engine {
         only_failed: bool,
     ) -> Result<(ReplayId, u64), EngineError> {
         let w = self.get_webhook(account, webhook)?;
+        let started = std::time::Instant::now();
         let log = self.inner.log.clone();
         let seqs = actix_rt::task::spawn_blocking(move || {
             replay::plan_for(&*log, &w, range, only_failed, |_| {})
         })
         .await
         .map_err(|e| EngineError::Storage(format!("replay planning failed: {e}")))??;
+        let planned = started.elapsed();
         let replay_id = ReplayId::generate();
         let n = seqs.len() as u64;
         self.submit(vec![Record::ReplayRequested {
@@ -91,6 +93,13 @@ impl Engine {
             at: Timestamp::now(),
         }])
         .await?;
+        tracing::debug!(
+            replay = %replay_id,
+            events = n,
+            plan_ms = planned.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "replay queued"
+        );
         Ok((replay_id, n))
     }
 
