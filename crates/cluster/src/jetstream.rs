@@ -300,11 +300,17 @@ impl JetStreamLog {
             for (m, ack) in messages.iter().zip(pending) {
                 let mut ack = ack.await;
                 // The same dedupe id is being stored by another node right now: once it is, the stream
-                // answers with the first write's seq, as a duplicate.
+                // answers with the first write's seq, as a duplicate. Or no server took the message
+                // ("no stream found": a stream just created, or electing a leader): nothing was stored,
+                // so it is sent again (all within the caller's timeout).
                 let mut tries = 0;
-                while ack.as_ref().is_err_and(duplicate_in_process) && tries < 100 {
+                while ack.as_ref().is_err_and(|e| {
+                    duplicate_in_process(e)
+                        || e.kind() == jetstream::context::PublishErrorKind::StreamNotFound
+                }) && tries < 100
+                {
                     tries += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     ack = match send(m).await {
                         Ok(a) => a.await,
                         Err(e) => Err(e),
