@@ -155,7 +155,11 @@ impl Server {
         let ready = crate::wait_until(Duration::from_secs(60), || {
             matches!(self.raw("GET", "/readyz", None, &[]).0, 200)
         });
-        assert!(ready, "server did not become ready");
+        assert!(
+            ready,
+            "server did not become ready: {}",
+            self.raw("GET", "/readyz", None, &[]).1
+        );
     }
 
     /// SIGKILL, no goodbye: what a crash looks like.
