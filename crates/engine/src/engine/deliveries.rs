@@ -76,6 +76,12 @@ impl Engine {
         only_failed: bool,
     ) -> Result<(ReplayId, u64), EngineError> {
         self.get_webhook(account, webhook)?;
+        if only_failed {
+            // Which deliveries failed is read from the delivery index: it must hold every outcome
+            // committed before this call (on a cluster node, also those other nodes recorded and this
+            // one has applied), as for a deliveries read.
+            self.index_caught_up().await?;
+        }
         let log = self.inner.log.clone();
         let projection = self.inner.projection.clone();
         let id = webhook.clone();
