@@ -3,8 +3,9 @@
 
 use crate::error::EngineError;
 use crate::projection::Projection;
+use buildr_core::webhook::Webhook;
 use buildr_core::{FieldError, Record, Timestamp, WebhookId};
-use buildr_log::LogStore;
+use buildr_log::{Entries, LogStore};
 
 /// The most events one replay may queue; a larger range is refused (split it).
 pub const MAX_REPLAY_EVENTS: usize = 1_000_000;
@@ -48,15 +49,39 @@ pub fn plan(
     webhook: &WebhookId,
     range: ReplayRange,
     only_failed: bool,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<Vec<u64>, EngineError> {
     let entry = projection
         .webhook_by_id(webhook)
         .ok_or(EngineError::NotFound("webhook"))?;
-    let w = &entry.webhook;
+    plan_for(log, &entry.webhook, range, only_failed, progress)
+}
+
+/// [`plan`] for a webhook already looked up: the log reads need no lock on the projection, so the log
+/// writer keeps applying while a large replay is planned.
+pub fn plan_for(
+    log: &dyn LogStore,
+    w: &Webhook,
+    range: ReplayRange,
+    only_failed: bool,
+    mut progress: impl FnMut(u64),
+) -> Result<Vec<u64>, EngineError> {
+    let webhook = &w.id;
     let (from, to) = range.seq_bounds();
     let mut seqs = Vec::new();
-    let take = |seq: u64, seqs: &mut Vec<u64>| -> Result<(), EngineError> {
+    let mut take = |seq: u64, record: Record| -> Result<(), EngineError> {
+        progress(seq);
+        let Record::EventPublished(e) = record else {
+            return Ok(());
+        };
+        let matches = match &e.only_webhook {
+            // A test event is replayed only to the webhook it was sent to.
+            Some(only) => only == webhook,
+            None => only_failed || (e.account == w.account && w.wants(e.event_type)),
+        };
+        if !matches || !range.admits(e.created_at) {
+            return Ok(());
+        }
         if seqs.len() >= MAX_REPLAY_EVENTS {
             return Err(EngineError::Invalid(FieldError::new(
                 "replay",
@@ -68,48 +93,25 @@ pub fn plan(
         seqs.push(seq);
         Ok(())
     };
-    if only_failed {
-        for seq in log.index()?.failed_in(webhook, from, to)? {
-            progress(seq);
-            if let Some(Record::EventPublished(e)) = log.get(seq)? {
-                if range.admits(e.created_at) {
-                    take(seq, &mut seqs)?;
-                }
-            }
+    // The candidates come from an index (failed deliveries, or the account's events by time or seq),
+    // never from a scan of the whole log; their records are read in dense runs.
+    let candidates: Entries<'_> = match (only_failed, range) {
+        (true, _) => {
+            let failed = log.index()?.failed_in(webhook, from, to)?;
+            Box::new(log.records_at(&failed).collect::<Vec<_>>().into_iter())
         }
-    } else {
-        // The candidates: the account's events in the range, read through the events index (a range
-        // read of this account's events, never a scan of the whole log).
-        let candidates: Box<dyn Iterator<Item = Result<(u64, Record), buildr_log::LogError>>> =
-            match range {
-                ReplayRange::Time { since, until } => Box::new(
-                    log.account_events_between(&w.account, since, until)?
-                        .into_iter()
-                        .filter_map(|seq| match log.get(seq) {
-                            Ok(Some(r)) => Some(Ok((seq, r))),
-                            Ok(None) => None,
-                            Err(e) => Some(Err(e)),
-                        }),
-                ),
-                ReplayRange::Seq { .. } => Box::new(
-                    log.account_events(&w.account, from.saturating_sub(1))
-                        .take_while(move |item| item.as_ref().map_or(true, |(seq, _)| *seq < to)),
-                ),
-            };
-        for item in candidates {
-            let (seq, record) = item?;
-            progress(seq);
-            if let Record::EventPublished(e) = record {
-                let own_test = e.only_webhook.as_ref() == Some(webhook);
-                let matches = match &e.only_webhook {
-                    Some(_) => own_test,
-                    None => e.account == w.account && w.wants(e.event_type),
-                };
-                if matches && range.admits(e.created_at) {
-                    take(seq, &mut seqs)?;
-                }
-            }
+        (false, ReplayRange::Time { since, until }) => {
+            let found = log.account_events_between(&w.account, since, until)?;
+            Box::new(log.records_at(&found).collect::<Vec<_>>().into_iter())
         }
+        (false, ReplayRange::Seq { .. }) => Box::new(
+            log.account_events(&w.account, from.saturating_sub(1))
+                .take_while(move |item| item.as_ref().map_or(true, |(seq, _)| *seq < to)),
+        ),
+    };
+    for item in candidates {
+        let (seq, record) = item?;
+        take(seq, record)?;
     }
     Ok(seqs)
 }

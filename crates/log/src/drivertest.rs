@@ -30,6 +30,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("seqs_increase_and_read_back", seqs_increase_and_read_back),
     ("groups_get_consecutive_seqs", groups_get_consecutive_seqs),
     ("range_bounds", range_bounds),
+    (
+        "records_at_reads_the_seqs_asked",
+        records_at_reads_the_seqs_asked,
+    ),
     ("durable_across_reopen", durable_across_reopen),
     ("checkpoint_round_trips", checkpoint_round_trips),
     (
@@ -201,6 +205,38 @@ fn range_bounds(d: &mut dyn Driver) -> Result<(), String> {
     ensure(got(s[5] + 1, u64::MAX)?.is_empty(), || {
         "a range past the end is not empty".into()
     })
+}
+
+fn records_at_reads_the_seqs_asked(d: &mut dyn Driver) -> Result<(), String> {
+    let log = d.fresh()?;
+    follow(&*log, 0)?;
+    let recs: Vec<Record> = (0..200).map(record).collect();
+    let s = append(&*log, &recs, &[0])?.seqs;
+    // Dense runs (read by range), lone seqs far apart (read one by one), a seq that has no record and
+    // one past the end: each record asked for comes back once, in order, and nothing else.
+    let missing = s[199] + 1_000;
+    let mut asked: Vec<u64> = s[..40].iter().step_by(3).copied().collect();
+    asked.extend([s[100], s[150], s[151], s[152], s[190], s[199], missing]);
+    let got: Vec<(u64, Record)> = log
+        .records_at(&asked)
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    let want: Vec<(u64, Record)> = asked
+        .iter()
+        .filter_map(|seq| {
+            s.iter()
+                .position(|x| x == seq)
+                .map(|i| (*seq, recs[i].clone()))
+        })
+        .collect();
+    ensure(got == want, || {
+        format!(
+            "records_at({asked:?}) gave seqs {:?}",
+            got.iter().map(|(s, _)| s).collect::<Vec<_>>()
+        )
+    })?;
+    let none = log.records_at(&[]).count();
+    ensure(none == 0, || format!("records_at(&[]) gave {none} records"))
 }
 
 fn durable_across_reopen(d: &mut dyn Driver) -> Result<(), String> {

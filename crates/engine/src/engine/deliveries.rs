@@ -75,7 +75,7 @@ impl Engine {
         range: ReplayRange,
         only_failed: bool,
     ) -> Result<(ReplayId, u64), EngineError> {
-        self.get_webhook(account, webhook)?;
+        let w = self.get_webhook(account, webhook)?;
         if only_failed {
             // Which deliveries failed is read from the delivery index: it must hold every outcome
             // committed before this call (on a cluster node, also those other nodes recorded and this
@@ -83,10 +83,8 @@ impl Engine {
             self.index_caught_up().await?;
         }
         let log = self.inner.log.clone();
-        let projection = self.inner.projection.clone();
-        let id = webhook.clone();
         let seqs = actix_rt::task::spawn_blocking(move || {
-            replay::plan(&*log, &projection.read(), &id, range, only_failed, |_| {})
+            replay::plan_for(&*log, &w, range, only_failed, |_| {})
         })
         .await
         .map_err(|e| EngineError::Storage(format!("replay planning failed: {e}")))??;
