@@ -137,7 +137,11 @@ impl Server {
             let ready = crate::wait_until(Duration::from_secs(60), || {
                 matches!(request(&base, "GET", "/readyz", None, &[]).0, 200)
             });
-            assert!(ready, "server did not become ready");
+            assert!(
+                ready,
+                "server did not become ready: {}",
+                request(&base, "GET", "/readyz", None, &[]).1
+            );
         }
         if let Some(c) = &self.cluster {
             c.wait_balanced(&self.bases, &self.token());

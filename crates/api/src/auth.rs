@@ -39,7 +39,17 @@ pub struct AdminToken([u8; 32]);
 
 impl AdminToken {
     pub fn new(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
+        Self(Self::sha256(token))
+    }
+
+    /// The token known only by its hash (cluster mode: the hash another node stored).
+    pub fn from_sha256(hash: [u8; 32]) -> Self {
+        Self(hash)
+    }
+
+    /// The SHA-256 a token is kept as.
+    pub fn sha256(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
     }
 
     fn matches(&self, presented: &str) -> bool {

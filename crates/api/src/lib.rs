@@ -39,6 +39,12 @@ impl AppState {
         }
     }
 
+    /// Accepts `admin` as the admin token instead (cluster mode: a token known only by its hash).
+    pub fn with_admin_token(mut self, admin: auth::AdminToken) -> Self {
+        self.admin_token = admin;
+        self
+    }
+
     /// Failed authentications allowed per client address per minute (`auth.failed_per_minute`; 0 = off).
     pub fn with_failed_auth_limit(mut self, per_minute: u32) -> Self {
         self.auth_failures = auth::AuthFailures::per_minute(per_minute);

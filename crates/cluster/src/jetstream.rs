@@ -13,18 +13,19 @@
 //! - async-nats runs on a small tokio runtime of this log's own; the engine's synchronous calls wait for
 //!   it on a channel (the LogActor blocks on an append here as it blocks on sled's fsync).
 
+use crate::connect::{check_marker, connect};
+use crate::follower::{follow_stream, Followed};
 use crate::message;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use buildr_core::{AccountId, Record, Timestamp};
 use buildr_log::{
     Appended, DeliveryIndex, Entries, EventLog, Group, LogError, LogStore, Notify, OpenReport,
     Refused, Reopened, StorageOptions,
 };
-use futures_util::StreamExt;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where and how to reach the stream.
@@ -48,7 +49,12 @@ pub struct JetStreamConfig {
 }
 
 /// How long a write waits for the stream's acknowledgement (a leader election takes a few seconds).
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long healing waits for the stream to answer (it tries again soon: see `max_heal_wait`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest wait between two tries to heal: a stream that elected a new leader answers within
+/// seconds, and a probe is one small request.
+const MAX_HEAL_WAIT: Duration = Duration::from_millis(500);
 /// How long a write waits for this node's follower to have copied what the stream acknowledged.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Start-up's catch-up fails when the follower makes no progress for this long.
@@ -57,8 +63,6 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_CHUNK: usize = 20_000;
 /// Room left in a message for its headers.
 const HEADROOM: usize = 4096;
-/// The file in `dir` naming the stream the derived state belongs to.
-const MARKER: &str = "cluster-stream";
 
 /// One message of an append.
 struct Outgoing {
@@ -85,43 +89,6 @@ fn duplicate_in_process(e: &jetstream::context::PublishError) -> bool {
         || e.to_string().contains("error code 10158")
 }
 
-/// What the follower has copied, shared with the engine's calls.
-struct Followed {
-    /// The last stream seq copied into the local copy (0: none).
-    stream_seq: Mutex<u64>,
-    /// A stream seq known to exist (acknowledged to this node, or seen in the stream's info): a follower
-    /// that stays behind it without progress is stuck (its consumer was on a server that died).
-    known: std::sync::atomic::AtomicU64,
-    moved: Condvar,
-    notify: OnceLock<Notify>,
-}
-
-impl Followed {
-    fn advance(&self, stream_seq: u64) {
-        *self.stream_seq.lock() = stream_seq;
-        self.moved.notify_all();
-        if let Some(n) = self.notify.get() {
-            n();
-        }
-    }
-
-    /// Waits until the copy reaches `target`; false on timeout.
-    fn wait_for(&self, target: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut at = self.stream_seq.lock();
-        while *at < target {
-            if self.moved.wait_until(&mut at, deadline).timed_out() {
-                return *at >= target;
-            }
-        }
-        true
-    }
-
-    fn get(&self) -> u64 {
-        *self.stream_seq.lock()
-    }
-}
-
 pub struct JetStreamLog {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
@@ -134,11 +101,17 @@ pub struct JetStreamLog {
     handed: Mutex<u64>,
     max_payload: usize,
     follower: tokio::task::JoinHandle<()>,
+    /// Whether this node is connected to the stream and keeping up with it (`/readyz`).
+    sync: Arc<crate::sync::SyncWatch>,
+    /// Whether this node runs retention on the stream: the holder of the `maintenance` lease once
+    /// leases are kept (a log without leases, e.g. `log verify`'s copy, is its only user).
+    maintains: Arc<std::sync::atomic::AtomicBool>,
+    watcher: tokio::task::JoinHandle<()>,
     /// How long the last append waited for the stream's acknowledgement (seconds).
     publish_seconds: Mutex<f64>,
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(format!("{what}: {e}"))
 }
 
@@ -157,12 +130,7 @@ impl JetStreamLog {
         check_marker(cfg, info.created.unix_timestamp_nanos())?;
         let (copy, report) = EventLog::open_with(&cfg.dir, cfg.storage)?;
         let copy = Arc::new(copy);
-        let followed = Arc::new(Followed {
-            stream_seq: Mutex::new(message::stream_seq(copy.last_seq())),
-            known: std::sync::atomic::AtomicU64::new(0),
-            moved: Condvar::new(),
-            notify: OnceLock::new(),
-        });
+        let followed = Arc::new(Followed::new(message::stream_seq(copy.last_seq())));
         let subject = format!("{}.log", cfg.stream);
         let follower = handle.spawn(follow_stream(
             stream.clone(),
@@ -171,6 +139,13 @@ impl JetStreamLog {
             followed.clone(),
         ));
         let max_payload = client.server_info().max_payload;
+        let sync = Arc::new(crate::sync::SyncWatch::default());
+        let watcher = handle.spawn(crate::sync::watch(
+            client,
+            stream.clone(),
+            followed.clone(),
+            sync.clone(),
+        ));
         let log = Self {
             runtime: Some(runtime),
             handle,
@@ -182,6 +157,9 @@ impl JetStreamLog {
             handed: Mutex::new(0),
             max_payload,
             follower,
+            sync,
+            maintains: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            watcher,
             publish_seconds: Mutex::new(0.0),
         };
         Ok((log, report))
@@ -189,8 +167,12 @@ impl JetStreamLog {
 
     /// The stream's last seq (a message seq), asked of NATS now.
     pub fn stream_last_seq(&self) -> Result<u64, LogError> {
+        self.stream_last_seq_within(PUBLISH_TIMEOUT)
+    }
+
+    fn stream_last_seq_within(&self, timeout: Duration) -> Result<u64, LogError> {
         let stream = self.stream.clone();
-        run(&self.handle, PUBLISH_TIMEOUT, async move {
+        run(&self.handle, timeout, async move {
             let info = stream
                 .get_info()
                 .await
@@ -202,12 +184,25 @@ impl JetStreamLog {
     /// Starts keeping this node's shard leases (on this log's NATS connection).
     pub fn leases(&self, cfg: crate::LeaseConfig) -> crate::Leases {
         let followed = self.followed.clone();
+        self.maintains
+            .store(false, std::sync::atomic::Ordering::Release);
         crate::Leases::start(
             &self.handle,
             self.js.clone(),
             cfg,
             Box::new(move || followed.get()),
+            self.maintains.clone(),
         )
+    }
+
+    /// This log's JetStream context (for the KV buckets next to the stream).
+    pub(crate) fn context(&self) -> jetstream::Context {
+        self.js.clone()
+    }
+
+    /// The NATS runtime.
+    pub(crate) fn runtime_handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
     }
 
     /// The stream's name.
@@ -305,11 +300,17 @@ impl JetStreamLog {
             for (m, ack) in messages.iter().zip(pending) {
                 let mut ack = ack.await;
                 // The same dedupe id is being stored by another node right now: once it is, the stream
-                // answers with the first write's seq, as a duplicate.
+                // answers with the first write's seq, as a duplicate. Or no server took the message
+                // ("no stream found": a stream just created, or electing a leader): nothing was stored,
+                // so it is sent again (all within the caller's timeout).
                 let mut tries = 0;
-                while ack.as_ref().is_err_and(duplicate_in_process) && tries < 100 {
+                while ack.as_ref().is_err_and(|e| {
+                    duplicate_in_process(e)
+                        || e.kind() == jetstream::context::PublishErrorKind::StreamNotFound
+                }) && tries < 100
+                {
                     tries += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     ack = match send(m).await {
                         Ok(a) => a.await,
                         Err(e) => Err(e),
@@ -338,6 +339,26 @@ impl JetStreamLog {
             return Err(LogError::Unavailable(
                 "the stream stored the batch but this node has not read it back yet".into(),
             ));
+        }
+        // What the stream acknowledged must be what this node copied at those seqs: a 202 is never
+        // answered for records the stream does not hold (the outcome is then unknown: 503).
+        let mut first = 0;
+        for ((stream_seq, duplicate), (n, _)) in acks.iter().zip(&shape) {
+            let expected = records.get(first);
+            first += n;
+            if *duplicate {
+                continue;
+            }
+            let found = self.copy.get(message::record_seq(*stream_seq, 0))?;
+            if found.as_ref() != expected {
+                tracing::error!(
+                    message = stream_seq,
+                    "the stream acknowledged a batch at this seq but holds other records there"
+                );
+                return Err(LogError::Unavailable(format!(
+                    "the stream acknowledged message {stream_seq} but its copy here holds other records"
+                )));
+            }
         }
         // Everything up to the end of the last message acknowledged (a duplicate's first write included).
         let upto = message::record_seq(last_message, message::MAX_RECORDS - 1);
@@ -368,6 +389,7 @@ impl JetStreamLog {
 impl Drop for JetStreamLog {
     fn drop(&mut self) {
         self.follower.abort();
+        self.watcher.abort();
         // Dropping a runtime may be done from inside another one (the engine's): never block here.
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
@@ -376,7 +398,7 @@ impl Drop for JetStreamLog {
 }
 
 /// Runs `fut` on the NATS runtime and waits for it (at most `timeout`) from a synchronous caller.
-fn run<T: Send + 'static>(
+pub(crate) fn run<T: Send + 'static>(
     handle: &tokio::runtime::Handle,
     timeout: Duration,
     fut: impl Future<Output = Result<T, LogError>> + Send + 'static,
@@ -396,186 +418,6 @@ fn run<T: Send + 'static>(
         .unwrap_or_else(|_| Err(LogError::Unavailable("the NATS client stopped".into())))
 }
 
-/// Connects (retrying until the caller's timeout) and gets or creates the stream.
-async fn connect(
-    cfg: JetStreamConfig,
-) -> Result<(async_nats::Client, jetstream::Context, stream::Stream), LogError> {
-    let addrs = cfg
-        .servers
-        .iter()
-        .map(|s| s.parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| unavailable("a cluster.nats address is not a NATS URL", e))?;
-    let servers = cfg.servers.join(",");
-    let client = loop {
-        let opts = async_nats::ConnectOptions::new()
-            .name(format!("buildr-webhooks {}", cfg.node_id))
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(2));
-        match opts.connect(addrs.as_slice()).await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::warn!(error = %e, servers, "cannot reach NATS yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
-    // Acknowledgements may take a leader election (seconds): our own timeout bounds the wait.
-    let js = jetstream::ContextBuilder::new()
-        .timeout(PUBLISH_TIMEOUT)
-        .build(client.clone());
-    let config = stream::Config {
-        name: cfg.stream.clone(),
-        subjects: vec![format!("{}.log", cfg.stream)],
-        num_replicas: cfg.replicas,
-        storage: stream::StorageType::File,
-        allow_direct: true,
-        duplicate_window: cfg.duplicate_window,
-        ..Default::default()
-    };
-    // Creating a replicated stream needs the JetStream meta leader: retry until there is one.
-    let stream = loop {
-        match js.get_or_create_stream(config.clone()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!(error = %e, stream = cfg.stream, "cannot get or create the stream yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
-    Ok((client, js, stream))
-}
-
-/// The derived state in `dir` must belong to this stream (its name and creation time); an empty
-/// directory is claimed for it. A single-node log, or another stream's copy, is refused.
-fn check_marker(cfg: &JetStreamConfig, created: i128) -> Result<(), LogError> {
-    let want = format!("{}\n{created}\n", cfg.stream);
-    let path = cfg.dir.join(MARKER);
-    let io = |e: std::io::Error| LogError::Unavailable(format!("{}: {e}", path.display()));
-    std::fs::create_dir_all(&cfg.dir).map_err(io)?;
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == want => Ok(()),
-        Ok(found) => Err(LogError::Unavailable(format!(
-            "{} holds the derived state of another stream ({}); give this node an empty storage.path \
-             (it is rebuilt from the stream)",
-            cfg.dir.display(),
-            found.lines().next().unwrap_or("?")
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let used = std::fs::read_dir(&cfg.dir).map_err(io)?.next().is_some();
-            if used {
-                return Err(LogError::Unavailable(format!(
-                    "{} is not empty and not a cluster node's directory (a single-node log?); give \
-                     cluster mode an empty storage.path",
-                    cfg.dir.display()
-                )));
-            }
-            std::fs::write(&path, want).map_err(io)
-        }
-        Err(e) => Err(io(e)),
-    }
-}
-
-/// Copies the stream into `copy` in order, from the message after the copy's last, for as long as the
-/// log lives; reconnects by itself.
-async fn follow_stream(
-    stream: stream::Stream,
-    subject: String,
-    copy: Arc<EventLog>,
-    followed: Arc<Followed>,
-) {
-    loop {
-        let next = followed.get() + 1;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subject.clone(),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: next,
-                },
-                ..Default::default()
-            })
-            .await;
-        let mut messages = match consumer {
-            Ok(c) => match c.messages().await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the stream; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot follow the stream; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let mut quiet = 0u32;
-        loop {
-            // A consumer on a server that died can stay silent for a long time: when the stream is known
-            // to hold more than was copied and nothing arrives for 2 s, it is made again.
-            let item = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                Err(_) => {
-                    quiet += 1;
-                    if quiet.is_multiple_of(5) {
-                        if let Ok(info) = stream.get_info().await {
-                            followed.known.fetch_max(
-                                info.state.last_sequence,
-                                std::sync::atomic::Ordering::AcqRel,
-                            );
-                        }
-                    }
-                    if quiet >= 2
-                        && followed.known.load(std::sync::atomic::Ordering::Acquire)
-                            > followed.get()
-                    {
-                        tracing::warn!("following the stream stalled; following it again");
-                        break;
-                    }
-                    continue;
-                }
-            };
-            quiet = 0;
-            let msg = match item {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "following the stream failed; resuming");
-                    break;
-                }
-            };
-            let Ok(seq) = msg.info().map(|i| i.stream_sequence) else {
-                tracing::warn!("a stream message without its position; resuming");
-                break;
-            };
-            if seq <= followed.get() {
-                continue;
-            }
-            match message::decode(&msg.payload) {
-                Ok(records) => {
-                    let entries: Vec<(u64, &[u8])> = records
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| (message::record_seq(seq, i), *r))
-                        .collect();
-                    if let Err(e) = copy.store_at(&entries) {
-                        tracing::error!(error = %e, seq, "cannot copy the stream to local storage; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        break;
-                    }
-                }
-                // Every node skips the same message the same way, so their projections still agree.
-                Err(e) => {
-                    tracing::error!(error = %e, seq, "a stream message is not a batch of records; skipped")
-                }
-            }
-            followed.advance(seq);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 impl LogStore for JetStreamLog {
     fn kind(&self) -> &'static str {
         "jetstream"
@@ -583,6 +425,10 @@ impl LogStore for JetStreamLog {
 
     fn last_seq(&self) -> u64 {
         self.copy.last_seq()
+    }
+
+    fn out_of_sync(&self) -> Option<String> {
+        self.sync.problem(self.followed.get())
     }
 
     fn append_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Appended, Refused> {
@@ -636,20 +482,31 @@ impl LogStore for JetStreamLog {
         self.copy.account_events_between(account, since, until)
     }
 
-    /// Reopens the local copy. Records the stream acknowledged are handed out by the follower, never
-    /// found "unapplied" here.
+    /// Reopens the local copy and follows the stream to its end, so the copy holds whatever a failed
+    /// append stored after all (a message whose acknowledgement was lost): the engine then writes again
+    /// only what is not there. Those records are handed out by the follower, never "unapplied" here.
     fn reopen(&self) -> Result<Reopened, LogError> {
-        let reopened = self.copy.reopen()?;
+        // Most failures here are NATS's, not the local disk's: the copy is reopened only when it fails.
+        let truncated = match self.copy.probe() {
+            Ok(()) => Vec::new(),
+            Err(_) => self.copy.reopen()?.truncated,
+        };
+        let end = self.stream_last_seq_within(PROBE_TIMEOUT)?;
+        if !self.followed.wait_for(end, APPLY_TIMEOUT) {
+            return Err(LogError::Unavailable(format!(
+                "following the stream: not at its end ({end}) yet"
+            )));
+        }
         Ok(Reopened {
             unapplied: None,
-            truncated: reopened.truncated,
+            truncated,
         })
     }
 
     /// The local disk accepts writes and the stream answers.
     fn probe(&self) -> Result<(), LogError> {
         self.copy.probe()?;
-        self.stream_last_seq().map(|_| ())
+        self.stream_last_seq_within(PROBE_TIMEOUT).map(|_| ())
     }
 
     fn reopen_index(&self) -> Result<(), LogError> {
@@ -660,51 +517,28 @@ impl LogStore for JetStreamLog {
         self.copy.reset_index()
     }
 
-    /// Deletes a stream message only when every record it carries is to be removed (and it is not the
-    /// last), then drops those records from the local copy.
+    fn max_heal_wait(&self) -> Duration {
+        MAX_HEAL_WAIT
+    }
+
+    fn maintains(&self) -> bool {
+        self.maintains.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Only whole stream messages go: those whose every record is to be removed (never the last). The
+    /// node that maintains the stream deletes them there; every node (that one included) then drops from
+    /// its copy the records of those the stream no longer holds, so all copies lose the same records.
     fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
-        let last = self.copy.last_seq();
-        let wanted: std::collections::HashSet<u64> =
-            seqs.iter().copied().filter(|&s| s < last).collect();
-        let mut by_message: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
-        for &s in &wanted {
-            by_message
-                .entry(message::stream_seq(s))
-                .or_default()
-                .push(s);
-        }
-        let mut whole = Vec::new();
-        for (m, mut in_it) in by_message {
-            let from = message::record_seq(m, 0);
-            let to = message::record_seq(m + 1, 0);
-            let present: Vec<u64> = self
-                .copy
-                .range(from, to)
-                .map(|r| r.map(|(s, _)| s))
-                .collect::<Result<_, _>>()?;
-            in_it.sort_unstable();
-            if !present.is_empty() && present == in_it && to <= last {
-                whole.push((m, present));
-            }
-        }
+        let messages = crate::retention::whole_messages(&self.copy, seqs)?;
         let stream = self.stream.clone();
-        let messages: Vec<u64> = whole.iter().map(|(m, _)| *m).collect();
-        let deleted = run(&self.handle, PUBLISH_TIMEOUT, async move {
-            let mut deleted = Vec::new();
-            for m in messages {
-                match stream.delete_message(m).await {
-                    Ok(_) => deleted.push(m),
-                    // Another node may have deleted it already.
-                    Err(e) => {
-                        tracing::debug!(error = %e, message = m, "stream message not deleted")
-                    }
-                }
-            }
-            Ok(deleted)
+        let numbers: Vec<u64> = messages.iter().map(|(m, _)| *m).collect();
+        let maintains = self.maintains();
+        let gone = run(&self.handle, PUBLISH_TIMEOUT, async move {
+            crate::retention::delete_or_find_gone(&stream, numbers, maintains).await
         })?;
-        let records: Vec<u64> = whole
+        let records: Vec<u64> = messages
             .into_iter()
-            .filter(|(m, _)| deleted.contains(m))
+            .filter(|(m, _)| gone.contains(m))
             .flat_map(|(_, r)| r)
             .collect();
         self.copy.remove(&records)

@@ -8,12 +8,15 @@
 //! 3. releases leases above its fair share (`ceil(shards / live nodes)`), so a node that joins gets some;
 //! 4. takes free shards (no key: never taken, released, or expired with a dead node) up to its share.
 //!
+//! 5. renews or takes the `maintenance` lease: its holder alone runs retention on the stream.
+//!
 //! A node that has not renewed for `2/3 × lease_ttl` drops all its leases locally (stops its actors)
 //! before they can expire and be taken by another: two nodes never deliver one shard knowingly at once.
 
 use async_nats::jetstream::{self, kv};
 use parking_lot::RwLock;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -47,6 +50,10 @@ struct State {
     /// shortly before).
     taken_at: RwLock<HashMap<u32, Instant>>,
     members: RwLock<Membership>,
+    /// The revision of the `maintenance` lease this node holds (retention runs on its holder only),
+    /// mirrored in `maintains` for the log.
+    maintenance: RwLock<Option<u64>>,
+    maintains: Arc<AtomicBool>,
     changed: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Asks the lease task to release everything and end (a clean stop).
     stop: tokio::sync::Notify,
@@ -54,6 +61,11 @@ struct State {
 }
 
 impl State {
+    fn set_maintenance(&self, revision: Option<u64>) {
+        *self.maintenance.write() = revision;
+        self.maintains.store(revision.is_some(), Ordering::Release);
+    }
+
     fn notify(&self) {
         if let Some(f) = self.changed.get() {
             f();
@@ -84,6 +96,7 @@ impl Leases {
         js: jetstream::Context,
         cfg: LeaseConfig,
         applied: Box<dyn Fn() -> u64 + Send + Sync>,
+        maintains: Arc<AtomicBool>,
     ) -> Self {
         let state = Arc::new(State {
             node: cfg.node_id.clone(),
@@ -92,6 +105,8 @@ impl Leases {
             held: RwLock::new(HashMap::new()),
             taken_at: RwLock::new(HashMap::new()),
             members: RwLock::new(Membership::default()),
+            maintenance: RwLock::new(None),
+            maintains,
             changed: OnceLock::new(),
             stop: tokio::sync::Notify::new(),
             released: tokio::sync::watch::Sender::new(false),
@@ -151,6 +166,9 @@ impl Leases {
     }
 }
 
+/// The key of the lease whose holder runs retention on the stream.
+const MAINTENANCE: &str = "maintenance";
+
 fn shard_key(shard: u32) -> String {
     format!("shard.{shard}")
 }
@@ -201,6 +219,7 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
                 "cannot renew shard leases; stopping this node's deliveries until it can"
             );
             state.held.write().clear();
+            state.set_maintenance(None);
             state.notify();
         }
         tokio::select! {
@@ -225,6 +244,13 @@ async fn release(store: &kv::Store, state: &State) {
         {
             tracing::debug!(shard, error = %e, "releasing a lease failed (it expires by itself)");
         }
+    }
+    let maintenance = *state.maintenance.read();
+    state.set_maintenance(None);
+    if let Some(revision) = maintenance {
+        let _ = store
+            .delete_expect_revision(MAINTENANCE, Some(revision))
+            .await;
     }
     let _ = store.delete(format!("node.{}", state.node)).await;
     let _ = state.released.send(true);
@@ -262,6 +288,20 @@ async fn round(
             }
         }
     }
+    // The maintenance lease (retention): renewed like a shard's, or taken when free.
+    let maintenance = *state.maintenance.read();
+    let maintenance = match maintenance {
+        Some(revision) => store
+            .update(MAINTENANCE, state.node.clone().into(), revision)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "lost the maintenance lease"))
+            .ok(),
+        None => store
+            .create(MAINTENANCE, state.node.clone().into())
+            .await
+            .ok(),
+    };
+    state.set_maintenance(maintenance);
     // Who is alive, and who holds what.
     let mut nodes: BTreeMap<String, (u32, u64)> = BTreeMap::new();
     let mut owners: HashMap<u32, String> = HashMap::new();

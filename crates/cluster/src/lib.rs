@@ -2,12 +2,18 @@
 //! [`buildr_log::LogStore`] interface as the single-node sled log, so the engine runs unchanged on either.
 #![forbid(unsafe_code)]
 
+mod admin;
+mod connect;
+mod follower;
 mod jetstream;
 mod leases;
 pub mod message;
+mod retention;
+mod sync;
 #[doc(hidden)]
 pub mod testkit;
 
+pub use admin::ClusterAdmin;
 pub use jetstream::{JetStreamConfig, JetStreamLog};
 pub use leases::{shard_of, LeaseConfig, Leases, Membership};
 

@@ -208,6 +208,26 @@ impl NatsCluster {
         })
     }
 
+    /// How many messages `stream` holds now (from the servers' JetStream monitoring), if a server says.
+    pub fn stream_messages(&self, stream: &str) -> Option<u64> {
+        let needle = format!("\"name\":\"{stream}\"");
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .find_map(|node| {
+                let body = http_get(node.monitor, "/jsz?accounts=true&streams=true")?;
+                let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+                let rest = &body[body.find(&needle)?..];
+                let at = rest.find("\"messages\":")? + "\"messages\":".len();
+                rest[at..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .ok()
+            })
+    }
+
     /// The client URLs of every server.
     pub fn urls(&self) -> Vec<String> {
         self.nodes

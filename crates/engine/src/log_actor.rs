@@ -123,9 +123,9 @@ pub struct LogActor {
     held: Option<(u64, Vec<Pending>)>,
 }
 
-/// The first wait before reopening storage after a write failed, doubled up to [`MAX_HEAL_WAIT`].
+/// The first wait before reopening storage after a write failed, doubled up to the log's
+/// [`LogStore::max_heal_wait`].
 const FIRST_HEAL_WAIT: Duration = Duration::from_millis(100);
-const MAX_HEAL_WAIT: Duration = Duration::from_secs(5);
 
 impl LogActor {
     /// `checkpointed_seq`: the seq of the checkpoint start-up used; `uncheckpointed`: the records it
@@ -322,7 +322,7 @@ impl LogActor {
             }
             Err(e) => {
                 self.metrics.storage.failed(Store::Log, &e.to_string());
-                let next = (wait * 2).min(MAX_HEAL_WAIT);
+                let next = (wait * 2).min(self.log.max_heal_wait());
                 self.healing = Some(next);
                 ctx.run_later(next, |act, ctx| act.heal(ctx));
             }
@@ -337,16 +337,17 @@ impl LogActor {
                 "cut a torn record off the end of the log on reopening it"
             );
         }
-        // The failed batch is either wholly on disk (sled batches are atomic) or not at all: its facts
-        // are queued again only in the second case, so none is recorded twice.
+        // The failed append may have stored its facts after all (a sled batch that reached the disk; a
+        // stream message whose acknowledgement was lost): only those the log does not hold now are queued
+        // again, so none is recorded twice.
         if let Some((first, facts)) = self.held.take() {
-            let on_disk = reopened
-                .unapplied
-                .as_ref()
-                .is_some_and(|r| *r.start() == first);
-            if !on_disk {
-                self.queue.splice(0..0, facts);
-            }
+            match self.not_in_log(first, facts) {
+                Ok(facts) => self.queue.splice(0..0, facts),
+                Err((e, facts)) => {
+                    self.held = Some((first, facts));
+                    return Err(e);
+                }
+            };
         }
         // A batch whose flush reported the error may have reached the disk all the same: it is in the
         // log now, so it is applied as a restart would (its callers got 503; their retries with the
@@ -367,6 +368,43 @@ impl LogActor {
             }
         }
         self.log.probe()
+    }
+
+    /// The held `facts` the log does not hold from `first` on (compared record by record, encoded: an
+    /// attempt record carries its webhook, event, attempt number and times, so no other record equals it).
+    #[allow(clippy::type_complexity)]
+    fn not_in_log(
+        &self,
+        first: u64,
+        facts: Vec<Pending>,
+    ) -> Result<Vec<Pending>, (buildr_log::LogError, Vec<Pending>)> {
+        let mut missing: HashSet<Vec<u8>> = facts
+            .iter()
+            .flat_map(|p| p.records.iter().map(buildr_log::encode))
+            .collect();
+        for entry in self.log.tail(first) {
+            if missing.is_empty() {
+                break;
+            }
+            match entry {
+                Ok((_, record)) => {
+                    missing.remove(&buildr_log::encode(&record));
+                }
+                Err(e) => return Err((e, facts)),
+            }
+        }
+        let (kept, stored): (Vec<Pending>, Vec<Pending>) = facts.into_iter().partition(|p| {
+            p.records
+                .iter()
+                .any(|r| missing.contains(&buildr_log::encode(r)))
+        });
+        if !stored.is_empty() {
+            tracing::warn!(
+                facts = stored.len(),
+                "facts of a failed write are in the log after all; not writing them again"
+            );
+        }
+        Ok(kept)
     }
 
     /// Asks for a flush once everything already in the mailbox has been queued (group commit).
@@ -452,8 +490,8 @@ impl LogActor {
             (p.retention_keep(), p.expired_replays(cutoff))
         };
         // Finished old replays are forgotten first (a fact, so a rebuild forgets them too); the next
-        // run removes their requests.
-        if !expired.is_empty() {
+        // run removes their requests. On a shared log only the node that maintains it writes the fact.
+        if !expired.is_empty() && self.log.maintains() {
             self.queue.push(Pending {
                 records: vec![Record::ReplaysExpired {
                     ids: expired,

@@ -74,6 +74,13 @@ pub trait LogStore: Send + Sync {
     /// The seq of the last record this node can read (0 when empty).
     fn last_seq(&self) -> u64;
 
+    /// Why this node's view of the log may be out of date now, if it may: a shared log it has lost
+    /// contact with, or follows far behind. `/readyz` is `503` while it is (reads are still served from
+    /// what this node holds). Never on a log with one writer.
+    fn out_of_sync(&self) -> Option<String> {
+        None
+    }
+
     /// Appends `records` durably: when this returns `Ok`, they survive a crash (and, on a replicated log,
     /// the loss of a minority of its servers). `groups` say where each atomic group starts (the first at
     /// 0): each group is stored all or nothing, with consecutive seqs. On `Err` the
@@ -138,7 +145,15 @@ pub trait LogStore: Send + Sync {
     ) -> Result<Vec<u64>, LogError>;
 
     /// Reopens this node's storage after a write error (the writer heals by itself: see the LogActor).
+    /// Afterwards the log's readable records include everything a failed append stored after all (the
+    /// writer checks there before it writes a failed batch's facts again).
     fn reopen(&self) -> Result<Reopened, LogError>;
+
+    /// The longest wait between two tries to heal after a write error (the writer's backoff doubles up to
+    /// it): a local disk is given seconds; a replicated log whose servers elect a new leader, less.
+    fn max_heal_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
 
     /// `Ok` once the log accepts writes again (after an error).
     fn probe(&self) -> Result<(), LogError>;
@@ -148,6 +163,13 @@ pub trait LogStore: Send + Sync {
 
     /// Throws the delivery index away and opens an empty one, to be rebuilt from the log.
     fn reset_index(&self) -> Result<(), LogError>;
+
+    /// Whether this node carries out retention now: writes its facts and removes records from the shared
+    /// log. A shared log lets one node at a time do it (the others' `remove` only drops from their own
+    /// copy what was removed); a log with one writer always does.
+    fn maintains(&self) -> bool {
+        true
+    }
 
     /// Removes records (retention); returns how many. Never the last one. Seqs that are not there are
     /// skipped.

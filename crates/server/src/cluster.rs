@@ -2,8 +2,8 @@
 //! is set. The engine itself is the same in both modes.
 
 use crate::config::Config;
-use anyhow::{bail, Context, Result};
-use buildr_cluster::{JetStreamConfig, JetStreamLog, LeaseConfig, Leases};
+use anyhow::{Context, Result};
+use buildr_cluster::{ClusterAdmin, JetStreamConfig, JetStreamLog, LeaseConfig, Leases};
 use buildr_core::WebhookId;
 use buildr_engine::{ClusterStatus, NodeStatus, Ownership};
 use buildr_log::{LogStore, OpenReport};
@@ -20,6 +20,9 @@ pub struct ClusterStorage {
     pub owner: Arc<dyn Ownership>,
     /// Released on a clean stop.
     pub leases: Leases,
+    /// The cluster's admin token (by hash) when none is configured, with the token itself when this
+    /// node generated it.
+    pub admin: Option<(ClusterAdmin, Option<String>)>,
 }
 
 /// Connects to the stream (creating it when missing) and starts keeping this node's leases; `None` in
@@ -28,14 +31,6 @@ pub fn open(cfg: &Config) -> Result<Option<ClusterStorage>> {
     let c = &cfg.cluster;
     if !c.enabled() {
         return Ok(None);
-    }
-    let token_set = std::env::var("BUILDR_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty())
-        || !cfg.auth.admin_token.trim().is_empty();
-    if !token_set {
-        bail!(
-            "invalid configuration: auth.admin_token must be set (or BUILDR_ADMIN_TOKEN) in cluster mode, \
-             the same on every node"
-        );
     }
     let node_id = c.node_id();
     let js = JetStreamConfig {
@@ -55,6 +50,21 @@ pub fn open(cfg: &Config) -> Result<Option<ClusterStorage>> {
             c.nats.join(",")
         )
     })?;
+    // No token configured: the cluster's, stored (as a hash) by the first node that started without one.
+    let admin = match crate::config::configured_admin_token(cfg) {
+        Some(_) => None,
+        None => {
+            let token = crate::config::generate_admin_token();
+            let admin = log
+                .cluster_admin(
+                    buildr_api::auth::AdminToken::sha256(&token),
+                    c.replicas,
+                    CONNECT_TIMEOUT,
+                )
+                .context("cannot read or store the cluster's admin token")?;
+            Some((admin, admin.generated_here.then_some(token)))
+        }
+    };
     let leases = log.leases(LeaseConfig {
         node_id,
         stream: c.stream.clone(),
@@ -70,6 +80,7 @@ pub fn open(cfg: &Config) -> Result<Option<ClusterStorage>> {
             stream: c.stream.clone(),
         }),
         leases,
+        admin,
     }))
 }
 

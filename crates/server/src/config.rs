@@ -410,17 +410,33 @@ impl Config {
     }
 }
 
+/// The admin token configured (`BUILDR_ADMIN_TOKEN` first, then `auth.admin_token`), if any.
+pub fn configured_admin_token(config: &Config) -> Option<String> {
+    std::env::var("BUILDR_ADMIN_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .or_else(|| Some(config.auth.admin_token.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
+/// A new random admin token (`adm_` + 32 random bytes, base64url).
+pub fn generate_admin_token() -> String {
+    use base64::Engine as _;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!(
+        "adm_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
 /// The admin token: `BUILDR_ADMIN_TOKEN`, else `auth.admin_token`, else the one stored in
 /// `<storage.path>/admin.token`, else a new one written there (mode 0600). Returns the token and, when it
 /// lives in the file, the file's path and whether it was just generated.
 pub fn admin_token(config: &Config) -> Result<(String, Option<(PathBuf, bool)>)> {
-    if let Ok(t) = std::env::var("BUILDR_ADMIN_TOKEN") {
-        if !t.trim().is_empty() {
-            return Ok((t.trim().to_owned(), None));
-        }
-    }
-    if !config.auth.admin_token.trim().is_empty() {
-        return Ok((config.auth.admin_token.trim().to_owned(), None));
+    if let Some(t) = configured_admin_token(config) {
+        return Ok((t, None));
     }
     let dir = &config.storage.path;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -437,14 +453,7 @@ pub fn admin_token(config: &Config) -> Result<(String, Option<(PathBuf, bool)>)>
         }
         return Ok((t, Some((path, false))));
     }
-    use base64::Engine as _;
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    let token = format!(
-        "adm_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
+    let token = generate_admin_token();
     write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
     Ok((token, Some((path, true))))
 }

@@ -126,7 +126,13 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
     let cfg = config::load(config_path.as_deref())?;
     init_tracing(&cfg.log);
     let cluster = cluster::open(&cfg)?;
-    let (token, token_file) = config::admin_token(&cfg)?;
+    // The cluster's token (known by its hash) when none is configured in cluster mode; else as on one node.
+    let cluster_admin = cluster.as_ref().and_then(|c| c.admin.clone());
+    let (token, token_file) = match &cluster_admin {
+        Some(_) => (String::new(), None),
+        None => config::admin_token(&cfg)?,
+    };
+    let stream = cfg.cluster.stream.clone();
     let engine_config = cfg.engine();
     let bind = cfg.server.bind;
     let server_cfg = cfg.server.clone();
@@ -141,9 +147,12 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
             None => (Engine::start(engine_config), None),
         };
         let engine = engine.context("cannot open the event log")?;
-        let state = web::Data::new(
-            AppState::new(engine.clone(), &token).with_failed_auth_limit(failed_auth_per_minute),
-        );
+        let mut state =
+            AppState::new(engine.clone(), &token).with_failed_auth_limit(failed_auth_per_minute);
+        if let Some((admin, _)) = &cluster_admin {
+            state = state.with_admin_token(buildr_api::auth::AdminToken::from_sha256(admin.sha256));
+        }
+        let state = web::Data::new(state);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(buildr_api::request_log::request_log))
@@ -163,12 +172,19 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
         let server = server.run();
 
         println!("buildr-webhooks listening on http://{addr}");
-        match &token_file {
-            Some((path, true)) => {
+        match (&cluster_admin, &token_file) {
+            (Some((_, Some(generated))), _) => println!(
+                "admin token generated for the cluster (every node accepts it; only its SHA-256 is stored, in the \
+                 KV bucket {stream}-admin, and only this node prints it): {generated}"
+            ),
+            (Some((_, None)), _) => println!(
+                "admin token: the cluster's (printed by the node that generated it; its SHA-256 is in the KV bucket {stream}-admin)"
+            ),
+            (None, Some((path, true))) => {
                 println!("admin token generated and stored in {} (mode 0600): {token}", path.display())
             }
-            Some((path, false)) => println!("admin token: stored in {}", path.display()),
-            None => println!("admin token: from configuration"),
+            (None, Some((path, false))) => println!("admin token: stored in {}", path.display()),
+            (None, None) => println!("admin token: from configuration"),
         }
         let token_expr = match &token_file {
             Some((path, _)) => format!("$(cat {})", path.display()),

@@ -15,7 +15,7 @@ pub async fn healthz() -> HttpResponse {
     })
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "Start-up replay done and storage accepts writes", body = Status), (status = 503, description = "Replaying the log, or storage refuses writes (e.g. a full disk: the service heals by itself once it accepts them again)", body = Status)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "Start-up replay done, storage accepts writes and (cluster mode) the node is in sync with the stream", body = Status), (status = 503, description = "Replaying the log, storage refuses writes (e.g. a full disk: the service heals by itself once it accepts them again), or (cluster mode) not connected to NATS or behind the stream", body = Status)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (status, message) = if !state.engine.is_ready() {
         ("starting", "replaying the event log".to_owned())
@@ -23,6 +23,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         (
             "storage_unwritable",
             format!("storage refuses writes: {problem}"),
+        )
+    } else if let Some(problem) = state.engine.out_of_sync() {
+        (
+            "out_of_sync",
+            format!("not in sync with the cluster's stream: {problem}"),
         )
     } else {
         return HttpResponse::Ok().json(Status {

@@ -76,6 +76,7 @@ impl Engine {
         only_failed: bool,
     ) -> Result<(ReplayId, u64), EngineError> {
         let w = self.get_webhook(account, webhook)?;
+        let started = std::time::Instant::now();
         if only_failed {
             // Which deliveries failed is read from the delivery index: it must hold every outcome
             // committed before this call (on a cluster node, also those other nodes recorded and this
@@ -88,6 +89,7 @@ impl Engine {
         })
         .await
         .map_err(|e| EngineError::Storage(format!("replay planning failed: {e}")))??;
+        let planned = started.elapsed();
         let replay_id = ReplayId::generate();
         let n = seqs.len() as u64;
         self.submit(vec![Record::ReplayRequested {
@@ -97,6 +99,13 @@ impl Engine {
             at: Timestamp::now(),
         }])
         .await?;
+        tracing::debug!(
+            replay = %replay_id,
+            events = n,
+            plan_ms = planned.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "replay queued"
+        );
         Ok((replay_id, n))
     }
 

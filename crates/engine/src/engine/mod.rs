@@ -266,6 +266,12 @@ impl Engine {
         self.inner.metrics.storage.problem()
     }
 
+    /// Why this node may not hold everything the log holds now (a shared log it lost contact with or
+    /// follows far behind), if so; never on a single node. Reads are still served from what it holds.
+    pub fn out_of_sync(&self) -> Option<String> {
+        self.inner.log.out_of_sync()
+    }
+
     /// The cluster as this node sees it; `None` on a single node.
     pub fn cluster_status(&self) -> Option<crate::ClusterStatus> {
         self.inner.owner.cluster()
