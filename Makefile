@@ -6,7 +6,7 @@ VERIFIER := tests/verifier
 UI_TEST := tests/ui
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-ui build verifier ui-deps chromium nats-server cluster-demo lint fmt clippy bench bench-quick bench-build clean fuzz fuzz-api
+.PHONY: run test test-cluster-e2e test-ui build verifier ui-deps chromium nats-server cluster-demo lint fmt clippy bench bench-quick bench-cluster bench-build clean fuzz fuzz-api
 
 ## Build and start the service on its embedded default: sled under ./data, admin token generated.
 run:
@@ -58,16 +58,52 @@ $(UI_TEST)/node_modules/.installed: $(UI_TEST)/package.json $(UI_TEST)/package-l
 	touch $@
 
 ## The Developer page in headless Chromium against the real binary; screenshots in target/ui-screenshots/.
-test-ui: ui-deps
+test-ui: ui-deps nats-server
 	$(CARGO) build --bin buildr-webhooks
-	cd $(UI_TEST) && CHROMIUM=$(CHROMIUM) node --test developer-page.test.mjs
+	cd $(UI_TEST) && CHROMIUM=$(CHROMIUM) node --test developer-page.test.mjs cluster-page.test.mjs
 
 ## Build everything and pass every test: unit, engine and end-to-end (the real binary on real sled dirs),
-## then the Developer page in a browser.
+## the end-to-end suites that are not about local files again against a 3-node cluster, then the
+## Developer page in a browser.
 test: verifier ui-deps nats-server
 	$(CARGO) build --bin buildr-webhooks
 	$(CARGO) test --workspace --no-fail-fast
-	cd $(UI_TEST) && CHROMIUM=$(CHROMIUM) node --test developer-page.test.mjs
+	$(MAKE) test-cluster-e2e
+	cd $(UI_TEST) && CHROMIUM=$(CHROMIUM) node --test developer-page.test.mjs cluster-page.test.mjs
+
+## Issue 11, test 7: the project's own end-to-end tests with the harness pointed at a cluster
+## (BUILDR_E2E_CLUSTER=1: every `Server` is 3 nodes on a 3-server JetStream cluster, requests spread over
+## them). Only the tests not about local files (restarts on a data dir, offline commands, one node's own
+## counters or generated token) run here; the others need one node by what they test.
+CLUSTER_E2E_SUITES := spine delivery bad_input read_your_writes ordering security event_types accounts
+CLUSTER_E2E_TESTS := \
+	seed_webhook_gets_only_its_types_signed_so_svix_verifies \
+	failures_are_retried_with_the_same_id_and_do_not_hold_back_the_next_event \
+	an_event_whose_retries_run_out_is_not_sent_again \
+	rate_limit_spaces_deliveries_and_drops_none \
+	gone_disables_at_once_and_reenabling_resumes_the_backlog \
+	a_webhook_failing_for_disable_after_is_disabled \
+	retry_after_is_waited_for \
+	retry_after_as_an_http_date_is_waited_for_and_a_bad_one_is_ignored \
+	replay_resends_with_original_ids_and_only_failed_resends_only_failures \
+	a_test_event_reaches_only_its_webhook_and_is_not_listed \
+	patch_changes_only_what_it_names_and_delete_removes \
+	pagination_walks_every_webhook_once \
+	idempotency_key_returns_the_first_answer_and_conflicts_on_a_different_body \
+	private_targets_are_refused_unless_allowed \
+	a_batch_is_listed_at_once_while_its_receiver_is_still_answering \
+	each_single_publish_is_found_right_after_its_202 \
+	an_attempt_shows_a_moment_after_the_receiver_answered \
+	a_failing_fifo_delivery_holds_the_next_ones_until_it_succeeds_or_finally_fails \
+	a_parallel_webhook_is_not_slowed_by_a_fifo_one_on_the_same_server \
+	switching_to_fifo_with_a_backlog_sends_the_rest_one_at_a_time_in_order \
+	a_fifo_replay_goes_after_what_is_already_due_in_seq_order \
+	rotation_signs_with_old_and_new_during_the_overlap_then_only_the_new \
+	each_event_type_has_a_schema_and_an_example_that_real_deliveries_match \
+	accounts_are_isolated_from_each_other
+test-cluster-e2e: verifier nats-server
+	$(CARGO) build --bin buildr-webhooks
+	BUILDR_E2E_CLUSTER=1 $(CARGO) test -p buildr-e2e --no-fail-fast $(addprefix --test ,$(CLUSTER_E2E_SUITES)) -- --exact $(CLUSTER_E2E_TESTS)
 
 ## schemathesis against the running server with its own OpenAPI document (100 examples per operation).
 fuzz-api:
@@ -85,6 +121,12 @@ bench: bench-build
 ## Every scenario small (seconds): checks the bench still works. Never fails on speed.
 bench-quick: bench-build
 	./target/release/buildr-bench --quick
+
+## Cluster mode (issue 11; not in CI): L-nats, S1 and S3 on one sled node and on 1, 2 and 3 nodes over a
+## 3-server JetStream cluster, CPU per delivery, shard balance, recovery after a kill. Writes
+## target/bench/cluster.json and a Markdown table (docs/SCALING.md). `make bench-cluster ARGS=--quick`: small.
+bench-cluster: bench-build nats-server
+	./target/release/buildr-bench-cluster $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use buildr_cluster::testkit::NatsCluster;
+use buildr_e2e::cluster::{balanced, node, shards};
 use buildr_e2e::server::{ids_of, run_binary};
 use buildr_e2e::verifier::svix_verify;
 use buildr_e2e::{wait_until, Receiver, Server};
@@ -12,34 +13,6 @@ use std::time::Duration;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// The `nodes` of `GET /cluster` on `s` as (node_id, shards), when it answers.
-fn shards(s: &Server) -> Vec<(String, u64)> {
-    let (st, v) = s.call("GET", "/cluster", None);
-    assert_eq!(st, 200, "{v}");
-    v["cluster"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["node_id"].as_str().unwrap().to_owned(),
-                n["shards"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Whether `s` sees exactly `ids` alive, holding all 64 shards between them within ±1 of even.
-fn balanced(s: &Server, ids: &[&str]) -> bool {
-    let got = shards(s);
-    let even = 64 / ids.len() as u64;
-    got.len() == ids.len()
-        && got
-            .iter()
-            .all(|(id, n)| ids.contains(&id.as_str()) && n.abs_diff(even) <= 1)
-        && got.iter().map(|(_, n)| n).sum::<u64>() == 64
-}
-
 /// One cluster at a time: each test runs three NATS servers and up to three nodes, and several at once
 /// would starve each other on a small machine (and time out).
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -48,15 +21,6 @@ fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn node(nats: &NatsCluster, id: &str) -> Server {
-    Server::builder()
-        .env("BUILDR_CLUSTER__NATS", &nats.urls().join(","))
-        .env("BUILDR_CLUSTER__NODE_ID", id)
-        .env("BUILDR_CLUSTER__STREAM", "e2e")
-        .env("BUILDR_CLUSTER__LEASE_TTL", "2s")
-        .start()
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! through its public HTTP API.
 #![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
 
+pub mod cluster;
 pub mod receiver;
 pub mod server;
 pub mod verifier;

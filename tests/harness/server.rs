@@ -1,4 +1,8 @@
 //! Runs the real binary: `buildr-webhooks serve --config config/test.toml` on a data dir of the test's.
+//! With `BUILDR_E2E_CLUSTER=1` in the test's environment (or [`ServerBuilder::cluster`]) the same `Server`
+//! is three cluster nodes on a three-server JetStream cluster (see [`crate::cluster`]): each request goes
+//! to the next node in turn, and carries `Buildr-Min-Position` (the highest `Buildr-Position` any node
+//! answered), so the test reads its own writes whichever node answers, as a client of the cluster would.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -29,6 +33,7 @@ pub struct ServerBuilder {
     env: Vec<(String, String)>,
     admin_token: Option<String>,
     data_dir: Option<PathBuf>,
+    cluster: bool,
 }
 
 impl ServerBuilder {
@@ -48,6 +53,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Three cluster nodes instead of one (what `BUILDR_E2E_CLUSTER=1` makes every `Server`).
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
     pub fn start(self) -> Server {
         let (dir, data_dir) = match self.data_dir {
             Some(d) => (None, d),
@@ -57,14 +68,17 @@ impl ServerBuilder {
                 (Some(t), p)
             }
         };
+        let cluster = self.cluster.then(crate::cluster::Nodes::new);
         let mut s = Server {
             _tmp: dir,
             data_dir,
             env: self.env,
             admin_token: self.admin_token,
-            child: None,
+            children: Vec::new(),
             base: String::new(),
+            bases: Vec::new(),
             stdout_lines: Default::default(),
+            cluster,
         };
         s.spawn();
         s
@@ -76,11 +90,16 @@ pub struct Server {
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
     admin_token: Option<String>,
-    child: Option<Child>,
-    /// `http://127.0.0.1:port`
+    /// The server's process (one per node in cluster mode).
+    children: Vec<Child>,
+    /// `http://127.0.0.1:port` (of the first node in cluster mode)
     pub base: String,
+    /// Every node's base (one on a single node).
+    pub bases: Vec<String>,
     /// What the server printed on stdout (collected as it prints).
     pub stdout_lines: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+    /// In cluster mode: the NATS cluster, the stream, which node is next and the position to read at.
+    cluster: Option<crate::cluster::Nodes>,
 }
 
 impl Server {
@@ -89,6 +108,7 @@ impl Server {
             env: Vec::new(),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             data_dir: None,
+            cluster: std::env::var("BUILDR_E2E_CLUSTER").is_ok_and(|v| v == "1"),
         }
     }
 
@@ -107,17 +127,49 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        let nodes = self.cluster.as_ref().map_or(1, |_| crate::cluster::NODES);
+        for i in 0..nodes {
+            self.spawn_one(i);
+        }
+        self.base = self.bases[0].clone();
+        for i in 0..nodes {
+            let base = self.bases[i].clone();
+            let ready = crate::wait_until(Duration::from_secs(60), || {
+                matches!(request(&base, "GET", "/readyz", None, &[]).0, 200)
+            });
+            assert!(
+                ready,
+                "server did not become ready: {}",
+                request(&base, "GET", "/readyz", None, &[]).1
+            );
+        }
+        if let Some(c) = &self.cluster {
+            c.wait_balanced(&self.bases, &self.token());
+        }
+    }
+
+    /// Starts node `i` (the only one on a single node) and reads its address.
+    fn spawn_one(&mut self, i: usize) {
+        let data_dir = match &self.cluster {
+            Some(_) => self.data_dir.join(format!("node-{i}")),
+            None => self.data_dir.clone(),
+        };
         let mut cmd = Command::new(super::server::binary());
         cmd.arg("serve")
             .arg("--config")
             .arg(crate::repo_root().join("config/test.toml"))
-            .env("BUILDR_STORAGE__PATH", &self.data_dir)
+            .env("BUILDR_STORAGE__PATH", &data_dir)
             .env("BUILDR_SERVER__BIND", "127.0.0.1:0")
             .env_remove("BUILDR_ADMIN_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(t) = &self.admin_token {
             cmd.env("BUILDR_ADMIN_TOKEN", t);
+        }
+        if let Some(c) = &self.cluster {
+            for (k, v) in c.env(i) {
+                cmd.env(k, v);
+            }
         }
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -150,21 +202,17 @@ impl Server {
                 sink.lock().push(line);
             }
         });
-        self.base = base;
-        self.child = Some(child);
-        let ready = crate::wait_until(Duration::from_secs(60), || {
-            matches!(self.raw("GET", "/readyz", None, &[]).0, 200)
-        });
-        assert!(
-            ready,
-            "server did not become ready: {}",
-            self.raw("GET", "/readyz", None, &[]).1
-        );
+        if self.bases.len() > i {
+            self.bases[i] = base;
+        } else {
+            self.bases.push(base);
+        }
+        self.children.push(child);
     }
 
     /// SIGKILL, no goodbye: what a crash looks like.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        for mut c in self.children.drain(..) {
             c.kill().unwrap();
             c.wait().unwrap();
         }
@@ -172,7 +220,7 @@ impl Server {
 
     /// SIGTERM and wait: a clean stop (the server saves a checkpoint).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        for mut c in self.children.drain(..) {
             let status = Command::new("kill")
                 .arg("-TERM")
                 .arg(c.id().to_string())
@@ -192,7 +240,7 @@ impl Server {
 
     /// Starts again on the same data directory (after [`Server::kill9`] or [`Server::stop`]).
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "stop or kill the server first");
+        assert!(self.children.is_empty(), "stop or kill the server first");
         self.stdout_lines.lock().clear();
         self.spawn();
     }
@@ -300,19 +348,19 @@ impl Server {
         body: &Value,
         name: &str,
     ) -> (u16, Option<String>) {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(30))
-            .build();
-        let res = agent
-            .request(method, &format!("{}/api/2023-01{}", self.base, path))
-            .set("Authorization", &format!("Bearer {}", self.token()))
-            .send_json(body.clone());
-        match res {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => {
-                (r.status(), r.header(name).map(str::to_owned))
-            }
-            Err(e) => panic!("{e}"),
-        }
+        let token = format!("Bearer {}", self.token());
+        let headers = [
+            ("Authorization", token.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        let (status, _, value) = self.send(
+            method,
+            &format!("/api/2023-01{path}"),
+            Some(&body.to_string()),
+            &headers,
+            name,
+        );
+        (status, value)
     }
 
     /// Any request, exactly as given; returns status and body text.
@@ -323,28 +371,89 @@ impl Server {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> (u16, String) {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(30))
-            .build();
-        let mut req = agent.request(method, &format!("{}{}", self.base, path));
-        for (k, v) in headers {
-            req = req.set(k, v);
-        }
-        let res = match body {
-            Some(b) => req.send_string(b),
-            None => req.call(),
+        let (status, text, _) = self.send(method, path, body, headers, POSITION);
+        (status, text)
+    }
+
+    /// Sends a request to this server (to the next node in cluster mode, at the position read so far);
+    /// returns status, body text and the value of response header `name`.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+        name: &str,
+    ) -> (u16, String, Option<String>) {
+        let Some(c) = &self.cluster else {
+            let (status, text, mut values) =
+                request_with(&self.base, method, path, body, headers, &[name]);
+            return (status, text, values.pop().flatten());
         };
-        match res {
-            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-            Err(e) => (0, e.to_string()),
+        let min = c.position().to_string();
+        let mut all = headers.to_vec();
+        all.push(("Buildr-Min-Position", min.as_str()));
+        let base = &self.bases[c.next_node(self.bases.len())];
+        let (status, text, mut values) =
+            request_with(base, method, path, body, &all, &[POSITION, name]);
+        let value = values.pop().flatten();
+        if let Some(p) = values.pop().flatten().and_then(|p| p.parse().ok()) {
+            c.saw_position(p);
         }
+        (status, text, value)
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// The response header with the position the answering node had applied (see `crates/api/src/position.rs`).
+const POSITION: &str = "Buildr-Position";
+
+/// One request to `base` (`http://127.0.0.1:port`); returns status and body text.
+pub fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let (status, text, _) = request_with(base, method, path, body, headers, &[]);
+    (status, text)
+}
+
+/// One request to `base`; returns status, body text and the values of response headers `names`.
+fn request_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    names: &[&str],
+) -> (u16, String, Vec<Option<String>>) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let mut req = agent.request(method, &format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let res = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    match res {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => {
+            let values = names
+                .iter()
+                .map(|n| r.header(n).map(str::to_owned))
+                .collect();
+            (r.status(), r.into_string().unwrap_or_default(), values)
+        }
+        Err(e) => (0, e.to_string(), vec![None; names.len()]),
     }
 }
 

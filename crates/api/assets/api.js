@@ -28,6 +28,12 @@ export const session = {
   },
 };
 
+/**
+ * The highest log position any answer carried (`Buildr-Position`), sent back as `Buildr-Min-Position`: in a
+ * cluster, whichever node answers next shows at least what this page already saw or wrote.
+ */
+let position = 0;
+
 /** Called when the API answers 401 to the current token (set by the app). */
 let onUnauthorized = () => {};
 export function whenUnauthorized(fn) { onUnauthorized = fn; }
@@ -39,6 +45,7 @@ export function whenUnauthorized(fn) { onUnauthorized = fn; }
 export async function call(method, path, body, { token = session.token, account = session.account } = {}) {
   const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
   if (account) headers["Buildr-Account"] = account;
+  if (position > 0) headers["Buildr-Min-Position"] = String(position);
   const init = { method, headers, cache: "no-store", credentials: "omit" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -50,6 +57,8 @@ export async function call(method, path, body, { token = session.token, account 
   } catch {
     throw new ApiError(0, "network", "Could not reach the Buildr Webhooks server. Check that it is running and try again.");
   }
+  const seen = Number(res.headers.get("Buildr-Position"));
+  if (Number.isSafeInteger(seen) && seen > position) position = seen;
   if (res.status === 204) return null;
   const text = await res.text();
   let data = null;
@@ -85,6 +94,7 @@ export const api = {
   replayStatus: (id, rp) => call("GET", `/webhooks/${enc(id)}/replays/${enc(rp)}`),
   stats: (id, bucket) => call("GET", `/webhooks/${enc(id)}/stats?bucket=${enc(bucket || "1h")}`),
   accountStats: (bucket) => call("GET", `/stats?bucket=${enc(bucket || "1h")}`),
+  cluster: () => call("GET", "/cluster"),
 };
 
 /** The message to show for an error, in plain words. */

@@ -4,6 +4,7 @@ import { h, mount, $, time, errorPanel, statusBadge, typesText } from "./dom.js"
 import { renderForm } from "./form.js";
 import { renderDetail } from "./detail.js";
 import { renderEventTypes } from "./eventtypes.js";
+import { renderCluster } from "./cluster.js";
 import { sparkline } from "./chart.js";
 
 const root = $("#app");
@@ -54,6 +55,7 @@ function route() {
   let m;
   if (path === "/new") return renderForm(ctx, null);
   if (path === "/event-types") return renderEventTypes(ctx);
+  if (path === "/cluster") return renderCluster(ctx);
   if ((m = path.match(/^\/webhooks\/([^/]+)\/edit$/))) return renderForm(ctx, decodeURIComponent(m[1]));
   if ((m = path.match(/^\/webhooks\/([^/]+)$/))) return renderDetail(ctx, decodeURIComponent(m[1]));
   return renderList();
@@ -170,6 +172,8 @@ async function renderList() {
         h("p", { class: "muted" }, "Buildr POSTs a signed message to each endpoint when a contact, opportunity or company is created or updated.")),
       h("div", { class: "actions" },
         h("a", { class: "btn btn-ghost", href: "#/event-types", id: "event-types-link" }, "Event types"),
+        // The cluster view needs the admin token (an account key gets 403 there).
+        session.token.startsWith("bk_") ? null : h("a", { class: "btn btn-ghost", href: "#/cluster", id: "cluster-link" }, "Cluster"),
         webhooks.length ? add : null)),
     webhooks.length
       ? [list, more]

@@ -42,6 +42,7 @@ const ASSETS: &[Asset] = &[
     asset!("deliveries.js", "text/javascript; charset=utf-8"),
     asset!("chart.js", "text/javascript; charset=utf-8"),
     asset!("eventtypes.js", "text/javascript; charset=utf-8"),
+    asset!("cluster.js", "text/javascript; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
 ];
 

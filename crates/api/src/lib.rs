@@ -7,6 +7,7 @@ pub mod developer_page;
 pub mod error;
 pub mod json;
 pub mod openapi;
+pub mod position;
 pub mod request_log;
 pub mod routes;
 pub mod views;
@@ -112,6 +113,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         register(web::scope(API_PREFIX))
             .default_service(web::to(not_found))
+            .wrap(from_fn(position::at_least))
             .wrap(from_fn(require_ready)),
     );
 }

@@ -177,6 +177,37 @@ impl NatsCluster {
         None
     }
 
+    /// The node holding `shard`'s lease in `stream`'s lease bucket now (read from the KV bucket through a
+    /// server that runs), if any holds it.
+    pub fn lease_holder(&self, stream: &str, shard: u32) -> Option<String> {
+        let addrs: Vec<async_nats::ServerAddr> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .filter_map(|n| format!("nats://127.0.0.1:{}", n.client).parse().ok())
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let read = async {
+                let client = async_nats::ConnectOptions::new()
+                    .connect(addrs.as_slice())
+                    .await
+                    .ok()?;
+                let js = async_nats::jetstream::new(client);
+                let kv = js.get_key_value(format!("{stream}-leases")).await.ok()?;
+                let value = kv.get(format!("shard.{shard}")).await.ok()??;
+                Some(String::from_utf8_lossy(&value).into_owned())
+            };
+            tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
     /// How many messages `stream` holds now (from the servers' JetStream monitoring), if a server says.
     pub fn stream_messages(&self, stream: &str) -> Option<u64> {
         let needle = format!("\"name\":\"{stream}\"");

@@ -77,6 +77,12 @@ impl Engine {
     ) -> Result<(ReplayId, u64), EngineError> {
         let w = self.get_webhook(account, webhook)?;
         let started = std::time::Instant::now();
+        if only_failed {
+            // Which deliveries failed is read from the delivery index: it must hold every outcome
+            // committed before this call (on a cluster node, also those other nodes recorded and this
+            // one has applied), as for a deliveries read.
+            self.index_caught_up().await?;
+        }
         let log = self.inner.log.clone();
         let seqs = actix_rt::task::spawn_blocking(move || {
             replay::plan_for(&*log, &w, range, only_failed, |_| {})

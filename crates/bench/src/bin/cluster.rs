@@ -1,0 +1,197 @@
+//! `buildr-bench-cluster`: the driver of `make bench-cluster` (issue 11). Starts a 3-server JetStream
+//! cluster (sync_interval: always) and the counting receiver, measures L-nats, runs S1 and S3 on one sled
+//! node (the same run's reference), then S1 and S3 on 1, 2 and 3 cluster nodes and the recovery after a
+//! node's kill; prints one row per figure, writes `target/bench/cluster.json` and ends with a Markdown
+//! table (docs/SCALING.md). Like `make bench`, it never fails on speed.
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, Result};
+use buildr_bench::api::{self, ReceiverApi};
+use buildr_bench::cluster::{lnats, scenarios as cluster};
+use buildr_bench::procs::{Binaries, Receiver};
+use buildr_bench::report::{self, Row};
+use buildr_bench::scenarios::{self, Baselines, Ctx, Sizes};
+use buildr_bench::{baseline, machine};
+use buildr_cluster::testkit::NatsCluster;
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "buildr-bench-cluster",
+    about = "Cluster-mode benchmarks of the real buildr-webhooks binary (make bench-cluster)"
+)]
+struct Cli {
+    /// Every scenario small: a smoke run that checks the bench still works.
+    #[arg(long)]
+    quick: bool,
+    /// The server's config file.
+    #[arg(long, default_value = "config/bench.toml")]
+    config: PathBuf,
+    #[arg(long, default_value = "target/bench/cluster.json")]
+    out: PathBuf,
+    /// `cluster.lease_ttl` of the recovery scenario, in seconds.
+    #[arg(long, default_value_t = 10)]
+    lease_ttl: u64,
+}
+
+fn beside_me(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this binary's path")?;
+    Ok(exe
+        .parent()
+        .context("this binary has no directory")?
+        .join(name))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let bins = Binaries {
+        server: beside_me("buildr-webhooks")?,
+        receiver: beside_me("buildr-bench-receiver")?,
+        config: cli.config.clone(),
+    };
+    for p in [&bins.server, &bins.receiver, &bins.config] {
+        anyhow::ensure!(
+            p.exists(),
+            "{} is missing (make bench-cluster builds the binaries; run from the repository root)",
+            p.display()
+        );
+    }
+    anyhow::ensure!(
+        buildr_cluster::testkit::nats_server().exists(),
+        "nats-server is missing: run `make nats-server` (make bench-cluster does)"
+    );
+    actix_rt::System::new().block_on(run(cli, bins))
+}
+
+/// Keeps a failed row in the table (with its error) instead of stopping the run.
+fn row_or_error(id: &str, r: Result<Row>) -> Row {
+    r.unwrap_or_else(|e| {
+        eprintln!("{id} failed: {e:#}");
+        Row::new(id, "failed to run", 0.0, "").extra("error", format!("{e:#}"))
+    })
+}
+
+async fn run(cli: Cli, bins: Binaries) -> Result<()> {
+    let mut sizes = if cli.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    sizes.repeats = 1;
+    let mode = if cli.quick { "quick" } else { "full" };
+    let load_start = machine::load_average();
+    let machine = machine::describe();
+    println!("buildr-bench-cluster ({mode}) on {machine}");
+    let work = tempfile::Builder::new()
+        .prefix("buildr-bench-cluster-")
+        .tempdir()
+        .context("cannot make a work dir")?;
+    let receiver_proc = Receiver::start(&bins.receiver, 20_000)?;
+    let receiver = ReceiverApi::new(api::client(8), &receiver_proc.base);
+    println!("starting a 3-server JetStream cluster (sync_interval: always)…");
+    let nats = NatsCluster::start(3);
+    let urls = nats.urls();
+    println!("measuring the limits (L-nats, L-http, L-disk)…");
+    let lnats_messages = if cli.quick { 200 } else { 5_000 };
+    let (batch, clients) = (sizes.s1_batch_size as usize, sizes.clients);
+    let l_nats_batch = lnats::l_nats(&urls, lnats_messages, batch, 4)?;
+    let l_nats_single = lnats::l_nats(&urls, lnats_messages * 4, 1, clients)?;
+    let l_http_one = baseline::l_http(&receiver, sizes.l_http_requests, 32).await?;
+    let l_http_many = baseline::l_http(&receiver, sizes.l_http_requests, 256).await?;
+    let baselines = Baselines {
+        disk_batch: baseline::l_disk(sizes.l_disk_records, batch)?,
+        disk_single: baseline::l_disk(sizes.l_disk_records / 4, clients)?,
+        http_one: l_http_one.rate(),
+        http_many: l_http_many.rate(),
+    };
+    let mut rows = vec![
+        Row::new(
+            "L-nats-batch",
+            &format!("raw JetStream R3 publishes, {batch} records/message, 4 in flight"),
+            l_nats_batch,
+            "records/s",
+        ),
+        Row::new(
+            "L-nats-single",
+            &format!("raw JetStream R3 publishes, 1 record/message, {clients} in flight"),
+            l_nats_single,
+            "records/s",
+        ),
+    ];
+    for r in &rows {
+        println!("{}", r.line());
+    }
+    let ctx = Ctx {
+        bins,
+        receiver,
+        sizes,
+        baselines,
+        work_dir: work.path().to_path_buf(),
+        perf_dir: None,
+        server_env: Vec::new(),
+    };
+    let save = |rows: &[Row]| {
+        report::write_json(
+            &cli.out,
+            &machine,
+            mode,
+            [&load_start, &machine::load_average()],
+            rows,
+        )
+    };
+    // The single-node sled reference of the same run.
+    let mut sled = cluster::Sled::default();
+    for (id, r) in [
+        ("S1-batch", scenarios::s1_batch(&ctx).await),
+        ("S1-single", scenarios::s1_single(&ctx).await),
+        ("S3", scenarios::s3(&ctx).await),
+    ] {
+        let row = row_or_error(id, r);
+        if id == "S3" {
+            let cpu = row.extra.get("server_cpu_s").and_then(|v| v.as_f64());
+            let delivered = row.extra.get("delivered").and_then(|v| v.as_f64());
+            sled.s3_rate = row.ours;
+            if let (Some(cpu), Some(d)) = (cpu, delivered) {
+                sled.s3_cpu_per_1k = cpu / (d.max(1.0) / 1000.0);
+            }
+        }
+        println!("{}", row.line());
+        rows.push(row);
+        save(&rows)?;
+    }
+    for n in 1..=3 {
+        for (id, r) in [
+            (
+                format!("C-S1-batch/{n}"),
+                cluster::s1_batch(&ctx, &nats, n, l_nats_batch).await,
+            ),
+            (
+                format!("C-S1-single/{n}"),
+                cluster::s1_single(&ctx, &nats, n, l_nats_single).await,
+            ),
+            (format!("C-S3/{n}"), cluster::s3(&ctx, &nats, n, sled).await),
+        ] {
+            let row = row_or_error(&id, r);
+            println!("{}", row.line());
+            rows.push(row);
+            save(&rows)?;
+        }
+    }
+    let row = row_or_error(
+        "C-recovery",
+        cluster::recovery(&ctx, &nats, cli.lease_ttl).await,
+    );
+    println!("{}", row.line());
+    rows.push(row);
+    save(&rows)?;
+    drop(nats);
+    drop(receiver_proc);
+    println!("\nresults: {}\n", cli.out.display());
+    println!(
+        "Machine: {machine}; load average at start {load_start}, at end {}\n",
+        machine::load_average()
+    );
+    print!("{}", report::markdown(&rows));
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The cluster rows: S1 (ingest) and S3 (fan-out) on `n` nodes, requests spread over them, and the
+//! recovery after a `kill -9` of one of three nodes. Each row carries the shards every node held.
+
+use super::{balanced, shard_counts, Nodes};
+use crate::load;
+use crate::report::Row;
+use crate::scenarios::{Ctx, NO_RATE_LIMIT};
+use anyhow::Result;
+use buildr_cluster::testkit::NatsCluster;
+use std::time::{Duration, Instant};
+
+/// How long a scenario may wait for its deliveries after publishing.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The single-node sled figures of the same run the cluster rows compare with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sled {
+    pub s3_rate: f64,
+    /// Server CPU seconds per 1,000 S3 deliveries.
+    pub s3_cpu_per_1k: f64,
+}
+
+fn shards_row(row: Row, nodes: &Nodes) -> Row {
+    row.extra("shards_per_node", nodes.shards.clone())
+        .extra("shards_balanced", balanced(&nodes.shards))
+}
+
+/// S1 via `/events/batch` on `n` nodes (64 clients spread over them), against L-nats of batches.
+pub async fn s1_batch(ctx: &Ctx, nats: &NatsCluster, n: usize, l_nats: f64) -> Result<Row> {
+    let sz = &ctx.sizes;
+    let mut nodes = Nodes::start(ctx, nats, &format!("s1b{n}"), n, "10s").await?;
+    let batch = sz.s1_batch_size;
+    let requests = sz.s1_batch_events / batch;
+    let r = load::run(requests, sz.clients, Duration::from_secs(600), |i| {
+        let first = i64::try_from(i * batch).unwrap_or(0);
+        let api = nodes.api(i);
+        async move { api.publish_batch(first..first + batch as i64).await }
+    })
+    .await;
+    nodes.kill_all()?;
+    let rate = r.rate() * batch as f64;
+    let row = Row::new(
+        &format!("C-S1-batch/{n}"),
+        &format!(
+            "{n} node(s): {} events via /events/batch ({batch} per batch), {} clients",
+            sz.s1_batch_events, sz.clients
+        ),
+        rate,
+        "events/s",
+    )
+    .baseline(&format!("L-nats, {batch} records/message"), l_nats)
+    .extra("events", r.ok * batch)
+    .extra("errors", r.errors)
+    .extra("first_error", r.first_error)
+    .extra("seconds", r.elapsed.as_secs_f64());
+    Ok(shards_row(row, &nodes))
+}
+
+/// S1 via `/events` on `n` nodes, against L-nats of one record per message, 64 in flight.
+pub async fn s1_single(ctx: &Ctx, nats: &NatsCluster, n: usize, l_nats: f64) -> Result<Row> {
+    let sz = &ctx.sizes;
+    let mut nodes = Nodes::start(ctx, nats, &format!("s1s{n}"), n, "10s").await?;
+    let r = load::run(
+        sz.s1_single_events,
+        sz.clients,
+        Duration::from_secs(600),
+        |i| {
+            let api = nodes.api(i);
+            async move { api.publish(i64::try_from(i).unwrap_or(0)).await }
+        },
+    )
+    .await;
+    nodes.kill_all()?;
+    let row = Row::new(
+        &format!("C-S1-single/{n}"),
+        &format!(
+            "{n} node(s): {} events via /events, {} clients",
+            sz.s1_single_events, sz.clients
+        ),
+        r.rate(),
+        "events/s",
+    )
+    .baseline(
+        &format!("L-nats, 1 record/message, {} in flight", sz.clients),
+        l_nats,
+    )
+    .extra("events", r.ok)
+    .extra("errors", r.errors)
+    .extra("first_error", r.first_error)
+    .extra("seconds", r.elapsed.as_secs_f64());
+    Ok(shards_row(row, &nodes))
+}
+
+/// Publishes `events` in batches of 100, 4 requests at a time, spread over the nodes.
+async fn publish_spread(nodes: &Nodes, events: u64) -> load::LoadResult {
+    let batches = events.div_ceil(100);
+    load::run(batches, 4, Duration::from_secs(300), |b| {
+        let first = i64::try_from(b * 100).unwrap_or(0);
+        let last = i64::try_from(((b + 1) * 100).min(events)).unwrap_or(0);
+        let api = nodes.api(b);
+        async move { api.publish_batch(first..last).await }
+    })
+    .await
+}
+
+/// S3 (fan-out to `s3_webhooks` webhooks) on `n` nodes: deliveries/s against single-node sled S3 of the
+/// same run, and CPU seconds per 1,000 deliveries, per node and in all, against sled's.
+pub async fn s3(ctx: &Ctx, nats: &NatsCluster, n: usize, sled: Sled) -> Result<Row> {
+    let sz = &ctx.sizes;
+    let mut nodes = Nodes::start(ctx, nats, &format!("s3n{n}"), n, "10s").await?;
+    let hooks = sz.s3_webhooks;
+    let created = load::run(hooks, 16, Duration::from_secs(300), |h| {
+        let api = nodes.api(h);
+        let url = ctx.url("hook", h);
+        async move { api.create_webhook(&url, NO_RATE_LIMIT).await.map(drop) }
+    })
+    .await;
+    anyhow::ensure!(
+        created.ok == hooks,
+        "created {} of {hooks} webhooks: {:?}",
+        created.ok,
+        created.first_error
+    );
+    ctx.receiver.reset().await?;
+    let cpu0 = nodes.cpu()?;
+    let started = Instant::now();
+    let published = publish_spread(&nodes, sz.s3_events).await;
+    let events_in = if published.errors == 0 {
+        sz.s3_events
+    } else {
+        (published.ok * 100).min(sz.s3_events)
+    };
+    let want = events_in * hooks;
+    let (done, delivered) = ctx
+        .receiver
+        .wait_hook(want, started + DELIVERY_DEADLINE)
+        .await?;
+    let cpu: Vec<f64> = nodes
+        .cpu()?
+        .iter()
+        .zip(&cpu0)
+        .map(|(now, before)| now - before)
+        .collect();
+    nodes.kill_all()?;
+    let elapsed = done.unwrap_or_else(Instant::now) - started;
+    let rate = delivered.min(want) as f64 / elapsed.as_secs_f64().max(1e-9);
+    let per_1k = |cpu: f64| cpu / (delivered.max(1) as f64 / 1000.0);
+    let per_node: Vec<f64> = cpu.iter().map(|c| per_1k(*c)).collect();
+    let total = per_1k(cpu.iter().sum());
+    let mut row = Row::new(
+        &format!("C-S3/{n}"),
+        &format!(
+            "{n} node(s): fan-out, {hooks} webhooks x {} events",
+            sz.s3_events
+        ),
+        rate,
+        "deliveries/s",
+    )
+    .baseline("sled S3, same run", sled.s3_rate);
+    if n == 1 {
+        row = row.target(">= 50% of sled S3", rate >= 0.5 * sled.s3_rate);
+    }
+    let row = row
+        .extra("delivered", delivered)
+        .extra("complete", done.is_some())
+        .extra("seconds", elapsed.as_secs_f64())
+        .extra("cpu_s_per_1k_deliveries_per_node", per_node)
+        .extra("cpu_s_per_1k_deliveries_all_nodes", total)
+        .extra("sled_cpu_s_per_1k_deliveries", sled.s3_cpu_per_1k)
+        .extra(
+            "cpu_per_delivery_within_2x_sled",
+            total <= 2.0 * sled.s3_cpu_per_1k,
+        )
+        .extra("errors", published.errors)
+        .extra("first_error", published.first_error);
+    Ok(shards_row(row, &nodes))
+}
+
+/// Recovery: three nodes, every webhook delivered; one node killed (-9), then `s3_events / 10` more
+/// events published on the survivors. The figure is the time from the kill until every one of those
+/// reached every webhook (a third of them had their shard on the dead node, so the lease must expire
+/// and move first); also when the survivors held all the shards between them.
+pub async fn recovery(ctx: &Ctx, nats: &NatsCluster, lease_ttl_s: u64) -> Result<Row> {
+    let sz = &ctx.sizes;
+    let ttl = format!("{lease_ttl_s}s");
+    let mut nodes = Nodes::start(ctx, nats, "recovery", 3, &ttl).await?;
+    let hooks = sz.s3_webhooks;
+    for h in 0..hooks {
+        nodes
+            .api(h)
+            .create_webhook(&ctx.url("hook", h), NO_RATE_LIMIT)
+            .await?;
+    }
+    ctx.receiver.reset().await?;
+    let warm = publish_spread(&nodes, 100).await;
+    let (warmed, _) = ctx
+        .receiver
+        .wait_hook(warm.ok * 100 * hooks, Instant::now() + DELIVERY_DEADLINE)
+        .await?;
+    anyhow::ensure!(warmed.is_some(), "the warm-up was not delivered");
+    // Let the warm-up's attempt outcomes reach the stream: an attempt whose outcome is not recorded when
+    // its node dies is sent again by the next owner (at least once), and would count here.
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    ctx.receiver.reset().await?;
+    let killed = Instant::now();
+    nodes.servers[2].kill9()?;
+    let survivors = Nodes {
+        servers: Vec::new(),
+        apis: nodes.apis[..2].to_vec(),
+        shards: Vec::new(),
+    };
+    let events = (sz.s3_events / 10).max(100);
+    let published = publish_spread(&survivors, events).await;
+    let want = (published.ok * 100).min(events) * hooks;
+    let mut moved = None;
+    let deadline = killed + DELIVERY_DEADLINE;
+    let mut delivered = 0;
+    let mut done = None;
+    while Instant::now() < deadline {
+        if moved.is_none() {
+            let shards = shard_counts(&survivors.apis[0]).await.unwrap_or_default();
+            if shards.len() == 2 && shards.iter().sum::<u64>() == super::SHARDS {
+                moved = Some(killed.elapsed());
+            }
+        }
+        delivered = ctx.receiver.stats().await?.hook;
+        if delivered >= want {
+            done = Some(killed.elapsed());
+            if moved.is_some() {
+                break;
+            }
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodes.kill_all()?;
+    let bound = Duration::from_secs(lease_ttl_s + 5);
+    let secs = done.map_or(f64::NAN, |d| d.as_secs_f64());
+    Ok(Row::new(
+        "C-recovery",
+        &format!(
+            "3 nodes, lease_ttl {ttl}: kill -9 of one, {events} events to {hooks} webhooks after it"
+        ),
+        secs,
+        "s",
+    )
+    .target(
+        &format!("all delivered <= lease_ttl + 5 s ({} s)", bound.as_secs()),
+        done.is_some_and(|d| d <= bound),
+    )
+    .extra("shards_moved_s", moved.map(|d| d.as_secs_f64()))
+    .extra("delivered", delivered)
+    .extra("wanted", want)
+    .extra("errors", published.errors)
+    .extra("first_error", published.first_error))
+}
