@@ -139,17 +139,17 @@ pub fn shards(s: &Server) -> Vec<(String, u64)> {
     parse_shards(&v.to_string())
 }
 
-/// Whether exactly `ids` are alive, holding all 64 shards between them within ±1 of even.
+/// Whether exactly `ids` are alive, holding all 64 shards between them, no node more than one above another.
 fn shards_balanced(got: &[(String, u64)], ids: &[&str]) -> bool {
-    let even = 64 / ids.len().max(1) as u64;
+    let counts = || got.iter().map(|(_, n)| *n);
+    let spread = counts().max().unwrap_or(0) - counts().min().unwrap_or(0);
     got.len() == ids.len()
-        && got
-            .iter()
-            .all(|(id, n)| ids.contains(&id.as_str()) && n.abs_diff(even) <= 1)
-        && got.iter().map(|(_, n)| n).sum::<u64>() == 64
+        && got.iter().all(|(id, _)| ids.contains(&id.as_str()))
+        && counts().sum::<u64>() == 64
+        && spread <= 1
 }
 
-/// Whether `s` sees exactly `ids` alive, holding all 64 shards between them within ±1 of even.
+/// Whether `s` sees exactly `ids` alive, holding all 64 shards between them, no node more than one above another.
 pub fn balanced(s: &Server, ids: &[&str]) -> bool {
     shards_balanced(&shards(s), ids)
 }

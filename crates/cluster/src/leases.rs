@@ -5,7 +5,8 @@
 //! 1. writes its heartbeat (`node.<id>`), so every node knows how many are alive;
 //! 2. renews each lease it holds by compare-and-set on the revision it last wrote (the revision is the
 //!    fencing token: a lease another node took since cannot be renewed, and is dropped at once);
-//! 3. releases leases above its fair share (`ceil(shards / live nodes)`), so a node that joins gets some;
+//! 3. releases leases above its fair share (`shards / live nodes`, one more for the first `shards % live
+//!    nodes` by id), so a node that joins gets some;
 //! 4. takes free shards (no key: never taken, released, or expired with a dead node) up to its share.
 //!
 //! 5. renews or takes the `maintenance` lease: its holder alone runs retention on the stream.
@@ -333,7 +334,7 @@ async fn round(
     nodes
         .entry(state.node.clone())
         .or_insert((0, (state.applied)()));
-    let share = state.shards.div_ceil(nodes.len().max(1) as u32) as usize;
+    let share = fair_share(state.shards, nodes.keys(), &state.node);
     // Above its share: release the highest shards so a newer node can take them.
     let mut mine: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
     mine.sort_unstable();
@@ -382,9 +383,37 @@ async fn round(
     Ok(changed)
 }
 
+/// How many of `shards` the node `me` holds among the live `nodes` (sorted, `me` among them): the first
+/// `shards % n` nodes one more than the rest, so the shares sum to `shards` and differ by at most one.
+fn fair_share<'a>(
+    shards: u32,
+    nodes: impl ExactSizeIterator<Item = &'a String>,
+    me: &str,
+) -> usize {
+    let n = nodes.len().max(1) as u32;
+    let mut nodes = nodes;
+    let rank = nodes.position(|node| node == me).unwrap_or(0) as u32;
+    (shards / n + u32::from(rank < shards % n)) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fair_shares_sum_to_the_shards_and_differ_by_at_most_one() {
+        for count in 1..=7 {
+            let nodes: BTreeMap<String, ()> =
+                (0..count).map(|i| (format!("node-{i}"), ())).collect();
+            let shares: Vec<usize> = nodes
+                .keys()
+                .map(|me| fair_share(64, nodes.keys(), me))
+                .collect();
+            assert_eq!(shares.iter().sum::<usize>(), 64, "{shares:?}");
+            let (min, max) = (shares.iter().min(), shares.iter().max());
+            assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{shares:?}");
+        }
+    }
 
     #[test]
     fn shards_are_stable_and_spread() {
