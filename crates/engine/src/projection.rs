@@ -129,15 +129,14 @@ impl Projection {
         let mut effects = Vec::new();
         match record {
             Record::AccountCreated { id, name, at } => {
-                self.accounts.insert(
-                    id.clone(),
-                    Account {
-                        id: id.clone(),
-                        name: name.clone(),
-                        created_at: *at,
-                        key_prefixes: Vec::new(),
-                    },
-                );
+                // The first creation wins: two nodes of a cluster starting at once may both record the
+                // default account, and a second record must not reset the keys of the first.
+                self.accounts.entry(id.clone()).or_insert_with(|| Account {
+                    id: id.clone(),
+                    name: name.clone(),
+                    created_at: *at,
+                    key_prefixes: Vec::new(),
+                });
             }
             Record::ApiKeyCreated {
                 account,

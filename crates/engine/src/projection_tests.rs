@@ -1,4 +1,4 @@
-//! Unit tests of [`crate::projection`]: how replays of outstanding deliveries restart them.
+//! Unit tests of [`crate::projection`]: how replays of outstanding deliveries restart them, and accounts.
 #![allow(clippy::unwrap_used)]
 
 use super::*;
@@ -129,4 +129,37 @@ fn a_restart_for_one_replay_leaves_a_later_replay_pending() {
     p.apply(7, &attempt(&id, 2, AttemptOutcome::Succeeded));
     assert!(p.webhook_by_id(&id).unwrap().pending.is_empty());
     assert!(p.replays.values().all(|r| r.done() == 1));
+}
+
+/// Two nodes of a cluster starting at once may both record the default account: the second record
+/// changes nothing (it must not forget the keys created in between).
+#[test]
+fn a_second_account_creation_keeps_the_first() {
+    let mut p = Projection::default();
+    let acc = AccountId::default_account();
+    let created = |name: &str, ms| Record::AccountCreated {
+        id: acc.clone(),
+        name: name.into(),
+        at: Timestamp::from_millis(ms),
+    };
+    p.apply(1, &created("Default", 1_000));
+    p.apply(
+        2,
+        &Record::ApiKeyCreated {
+            account: acc.clone(),
+            prefix: "bk_abc".into(),
+            hash: [7; 32],
+            at: Timestamp::from_millis(2_000),
+        },
+    );
+    p.apply(3, &created("Other", 3_000));
+    let a = p.account(&acc).unwrap();
+    assert_eq!(
+        (a.name.as_str(), a.created_at, a.key_prefixes.clone()),
+        (
+            "Default",
+            Timestamp::from_millis(1_000),
+            vec!["bk_abc".to_owned()]
+        )
+    );
 }

@@ -17,10 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The sled log, but the next `lose` appends that carry an attempt outcome are stored and then
-/// answered with an error, their records handed out by `catch_up` instead.
+/// answered with an error, their records handed out by `catch_up` instead; and the next `refuse`
+/// appends of any kind are refused without storing anything (a stream with no leader yet).
 struct AckLost {
     inner: EventLog,
     lose: AtomicUsize,
+    refuse: AtomicUsize,
     lost: Mutex<Vec<(u64, Record)>>,
     notify: Mutex<Option<Notify>>,
 }
@@ -33,6 +35,16 @@ impl LogStore for AckLost {
         self.inner.last_seq()
     }
     fn append_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Appended, Refused> {
+        if self
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Refused {
+                error: LogError::Unavailable("no stream leader yet".into()),
+                records,
+            });
+        }
         let outcome = records
             .iter()
             .any(|r| matches!(r, Record::DeliveryAttempted(_)));
@@ -142,6 +154,7 @@ async fn outcomes_a_lost_acknowledgement_stored_are_not_recorded_twice() {
     let log = Arc::new(AckLost {
         inner,
         lose: AtomicUsize::new(0),
+        refuse: AtomicUsize::new(0),
         lost: Mutex::default(),
         notify: Mutex::default(),
     });
@@ -201,4 +214,43 @@ async fn outcomes_a_lost_acknowledgement_stored_are_not_recorded_twice() {
         *got.lock().unwrap(),
         "recorded attempts = requests received"
     );
+}
+
+/// A storage that refuses the first writes (a cluster's stream still electing its leader when a node
+/// starts) delays the start-up's own first write; it does not fail the start-up.
+#[actix_web::test]
+async fn start_up_waits_for_a_storage_that_refuses_its_first_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, open) = EventLog::open(dir.path()).unwrap();
+    let log = Arc::new(AckLost {
+        inner,
+        lose: AtomicUsize::new(0),
+        refuse: AtomicUsize::new(3),
+        lost: Mutex::default(),
+        notify: Mutex::default(),
+    });
+    let engine = Engine::start_on(
+        EngineConfig::new(dir.path()),
+        log.clone(),
+        open,
+        Arc::new(OwnsAll),
+    )
+    .unwrap();
+    engine.ready().await.unwrap();
+    assert_eq!(
+        log.refuse.load(Ordering::SeqCst),
+        0,
+        "the writes were refused"
+    );
+    let acc = AccountId::default_account();
+    let accounts = engine.list_accounts().unwrap();
+    assert_eq!(
+        accounts.iter().filter(|a| a.id == acc).count(),
+        1,
+        "the default account is recorded once"
+    );
+    let created = (1..=log.last_seq())
+        .filter(|seq| matches!(log.get(*seq), Ok(Some(Record::AccountCreated { .. }))))
+        .count();
+    assert_eq!(created, 1, "one AccountCreated in the log");
 }

@@ -19,7 +19,10 @@ use buildr_log::{EventLog, LogStore, OpenReport};
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long start-up keeps retrying its own first write while the storage refuses writes.
+const BOOT_WRITE_WAIT: Duration = Duration::from_secs(60);
 
 pub use accounts::CreatedKey;
 pub use stats::{StatsPoint, MAX_STATS_BUCKETS, STATS_HISTORY};
@@ -224,18 +227,7 @@ impl Engine {
             indexer,
         });
 
-        if projection
-            .read()
-            .account(&AccountId::default_account())
-            .is_none()
-        {
-            self.submit(vec![Record::AccountCreated {
-                id: AccountId::default_account(),
-                name: "Default".into(),
-                at: Timestamp::now(),
-            }])
-            .await?;
-        }
+        self.create_default_account(&projection).await?;
         {
             let mut report = self.inner.report.write();
             report.replayed_records = replayed;
@@ -251,6 +243,42 @@ impl Engine {
         self.inner.ready.store(true, Ordering::Release);
         self.inner.ready_notify.notify_waiters();
         Ok(())
+    }
+
+    /// Records the default account on a log that has none. A storage that refuses the write for a while
+    /// (a cluster's stream still electing its leader, a full disk) is retried for up to
+    /// [`BOOT_WRITE_WAIT`], as any writer would, instead of failing the start-up at its first refusal.
+    async fn create_default_account(
+        &self,
+        projection: &Arc<RwLock<Projection>>,
+    ) -> Result<(), EngineError> {
+        let deadline = Instant::now() + BOOT_WRITE_WAIT;
+        loop {
+            let exists = || {
+                projection
+                    .read()
+                    .account(&AccountId::default_account())
+                    .is_some()
+            };
+            if exists() {
+                return Ok(());
+            }
+            let created = self
+                .submit(vec![Record::AccountCreated {
+                    id: AccountId::default_account(),
+                    name: "Default".into(),
+                    at: Timestamp::now(),
+                }])
+                .await;
+            match created {
+                Ok(_) => return Ok(()),
+                Err(EngineError::Storage(e)) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "cannot record the default account yet; retrying");
+                    actix_rt::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Waits until start-up replay is done (or has failed).
