@@ -519,6 +519,7 @@ fn killing_the_stream_leader_three_times_loses_nothing_acknowledged() {
     // A node lists what it has copied from the stream: after a leader change its follower may be a few
     // seconds behind (readers who must see their writes at once send `Buildr-Min-Position`). Something
     // acknowledged and still missing after that is lost.
+    let read = std::time::Instant::now();
     for n in &nodes {
         let mut lost = Vec::new();
         let caught_up = wait_until(Duration::from_secs(20), || {
@@ -527,6 +528,11 @@ fn killing_the_stream_leader_three_times_loses_nothing_acknowledged() {
             lost.is_empty()
         });
         assert!(caught_up, "acknowledged but lost: {lost:?}");
+        eprintln!(
+            "{} listed every acknowledged event {:?} after the writers stopped",
+            n.base,
+            read.elapsed()
+        );
     }
     assert!(
         wait_until(Duration::from_secs(30), || {

@@ -105,12 +105,20 @@ impl Default for Nodes {
 
 /// A node of a cluster test: one `buildr-webhooks` on `nats`, stream `e2e`, named `id`.
 pub fn node(nats: &NatsCluster, id: &str) -> Server {
-    Server::builder()
+    node_with(nats, id, &[])
+}
+
+/// [`node`] with more environment (`BUILDR_…` overrides, applied after the defaults).
+pub fn node_with(nats: &NatsCluster, id: &str, env: &[(&str, &str)]) -> Server {
+    let mut b = Server::builder()
         .env("BUILDR_CLUSTER__NATS", &nats.urls().join(","))
         .env("BUILDR_CLUSTER__NODE_ID", id)
         .env("BUILDR_CLUSTER__STREAM", "e2e")
-        .env("BUILDR_CLUSTER__LEASE_TTL", LEASE_TTL)
-        .start()
+        .env("BUILDR_CLUSTER__LEASE_TTL", LEASE_TTL);
+    for (k, v) in env {
+        b = b.env(k, v);
+    }
+    b.start()
 }
 
 /// (node_id, shards) of each node in a `GET /cluster` answer.

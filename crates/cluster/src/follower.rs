@@ -9,6 +9,11 @@ use parking_lot::{Condvar, Mutex};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// How long one request of the follower to JetStream (make a consumer, start reading, stream info) may
+/// take. The client's own timeout is the publish timeout (10 s): during a leader election a request to the
+/// dead leader would hang that long, and the node's writes (which wait for this copy) with it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What the follower has copied, shared with the engine's calls.
 pub(crate) struct Followed {
     /// The last stream seq copied into the local copy (0: none).
@@ -66,27 +71,30 @@ pub(crate) async fn follow_stream(
 ) {
     loop {
         let next = followed.get() + 1;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
+        let consumer = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            stream.create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: subject.clone(),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: next,
                 },
                 ..Default::default()
-            })
-            .await;
-        let mut messages = match consumer {
-            Ok(c) => match c.messages().await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the stream; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            },
+            }),
+        )
+        .await;
+        let messages = match consumer {
+            Ok(Ok(c)) => tokio::time::timeout(REQUEST_TIMEOUT, c.messages())
+                .await
+                .map_err(|_| "no answer".to_owned())
+                .and_then(|m| m.map_err(|e| e.to_string())),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer".to_owned()),
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot follow the stream; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
@@ -100,7 +108,9 @@ pub(crate) async fn follow_stream(
                 Err(_) => {
                     quiet += 1;
                     if quiet.is_multiple_of(5) {
-                        if let Ok(info) = stream.get_info().await {
+                        if let Ok(Ok(info)) =
+                            tokio::time::timeout(REQUEST_TIMEOUT, stream.get_info()).await
+                        {
                             followed.known.fetch_max(
                                 info.state.last_sequence,
                                 std::sync::atomic::Ordering::AcqRel,

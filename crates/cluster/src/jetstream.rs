@@ -23,7 +23,7 @@ use buildr_log::{
     Refused, Reopened, StorageOptions,
 };
 use parking_lot::Mutex;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +50,12 @@ pub struct JetStreamConfig {
 
 /// How long a write waits for the stream's acknowledgement (a leader election takes a few seconds).
 pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write waits for the acknowledgement of a message it sent. A message sent to a leader that
+/// dies before answering is never acknowledged: the write then fails (outcome unknown: `503`, and the
+/// engine's healing writes again only facts the stream does not hold) instead of waiting out
+/// [`PUBLISH_TIMEOUT`], so writes resume soon after a new leader is elected. A healthy stream answers in
+/// milliseconds, fsync included.
+const ACK_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long healing waits for the stream to answer (it tries again soon: see `max_heal_wait`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest wait between two tries to heal: a stream that elected a new leader answers within
@@ -297,8 +303,18 @@ impl JetStreamLog {
                 pending.push(ack);
             }
             let mut acks = Vec::with_capacity(pending.len());
+            let acked = |ack: jetstream::context::PublishAckFuture| async move {
+                tokio::time::timeout(ACK_TIMEOUT, ack.into_future())
+                    .await
+                    .map_err(|_| {
+                        unavailable(
+                            "the stream did not acknowledge",
+                            format!("no acknowledgement within {ACK_TIMEOUT:?}"),
+                        )
+                    })
+            };
             for (m, ack) in messages.iter().zip(pending) {
-                let mut ack = ack.await;
+                let mut ack = acked(ack).await?;
                 // The same dedupe id is being stored by another node right now: once it is, the stream
                 // answers with the first write's seq, as a duplicate. Or no server took the message
                 // ("no stream found": a stream just created, or electing a leader): nothing was stored,
@@ -312,7 +328,7 @@ impl JetStreamLog {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     ack = match send(m).await {
-                        Ok(a) => a.await,
+                        Ok(a) => acked(a).await?,
                         Err(e) => Err(e),
                     };
                 }

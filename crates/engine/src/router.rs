@@ -118,6 +118,12 @@ impl Router {
                     None => {}
                 }
             }
+            Some(entry) if !entry.webhook.disabled && !self.deps.config.paused => {
+                // Another node owns it now: the actor records what it has in flight, then stops.
+                if let Some(running) = self.subs.remove(id) {
+                    running.addr.do_send(crate::subscription::Retire);
+                }
+            }
             _ => {
                 // In-flight attempts of a stopped actor are abandoned and redone from the projection
                 // when it is started again.

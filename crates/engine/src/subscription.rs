@@ -66,6 +66,13 @@ pub struct Configure(pub Webhook);
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// This node no longer owns the webhook (its shard's lease moved, see [`crate::Ownership`]): the actor
+/// sends nothing more, records the outcome of each attempt already in flight when it ends (the new owner
+/// may send those again: at least once, and the delivery records count both), then stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
 /// The permit this actor queued for (see [`crate::permits`]).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -94,6 +101,8 @@ pub struct SubscriptionActor {
     wake: Option<(Instant, SpawnHandle)>,
     /// Set once the actor asked for its webhook to be disabled: it sends nothing more.
     disabling: bool,
+    /// Set by [`Retire`]: sends nothing more, stops once nothing is in flight or being recorded.
+    retiring: bool,
     /// `Enqueue` messages handled (the router stops an idle actor only if it has sent no more than this).
     enqueues: u64,
     /// When the actor last ran out of work (`None` while it has some).
@@ -161,6 +170,7 @@ impl SubscriptionActor {
             failing_since: entry.failing_since,
             wake: None,
             disabling: false,
+            retiring: false,
             enqueues: 0,
             idle_since: None,
             idle_timer: false,
@@ -214,6 +224,12 @@ impl SubscriptionActor {
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.retiring {
+            if self.in_flight.is_empty() && self.committing == 0 {
+                ctx.stop();
+            }
+            return;
+        }
         if self.disabling {
             return;
         }
@@ -575,6 +591,14 @@ impl Handler<Granted> for SubscriptionActor {
         self.pump(ctx);
         // Not needed after all (a retry not due yet, the limiter, disabling): the next waiter's turn.
         self.granted = None;
+    }
+}
+
+impl Handler<Retire> for SubscriptionActor {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.retiring = true;
+        self.pump(ctx);
     }
 }
 

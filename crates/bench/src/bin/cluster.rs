@@ -33,6 +33,9 @@ struct Cli {
     /// `cluster.lease_ttl` of the recovery scenario, in seconds.
     #[arg(long, default_value_t = 10)]
     lease_ttl: u64,
+    /// Only the recovery scenario (C-recovery), e.g. to look at a takeover again.
+    #[arg(long)]
+    recovery_only: bool,
 }
 
 fn beside_me(name: &str) -> Result<PathBuf> {
@@ -140,42 +143,44 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
             rows,
         )
     };
-    // The single-node sled reference of the same run.
     let mut sled = cluster::Sled::default();
-    for (id, r) in [
-        ("S1-batch", scenarios::s1_batch(&ctx).await),
-        ("S1-single", scenarios::s1_single(&ctx).await),
-        ("S3", scenarios::s3(&ctx).await),
-    ] {
-        let row = row_or_error(id, r);
-        if id == "S3" {
-            let cpu = row.extra.get("server_cpu_s").and_then(|v| v.as_f64());
-            let delivered = row.extra.get("delivered").and_then(|v| v.as_f64());
-            sled.s3_rate = row.ours;
-            if let (Some(cpu), Some(d)) = (cpu, delivered) {
-                sled.s3_cpu_per_1k = cpu / (d.max(1.0) / 1000.0);
-            }
-        }
-        println!("{}", row.line());
-        rows.push(row);
-        save(&rows)?;
-    }
-    for n in 1..=3 {
+    if !cli.recovery_only {
+        // The single-node sled reference of the same run.
         for (id, r) in [
-            (
-                format!("C-S1-batch/{n}"),
-                cluster::s1_batch(&ctx, &nats, n, l_nats_batch).await,
-            ),
-            (
-                format!("C-S1-single/{n}"),
-                cluster::s1_single(&ctx, &nats, n, l_nats_single).await,
-            ),
-            (format!("C-S3/{n}"), cluster::s3(&ctx, &nats, n, sled).await),
+            ("S1-batch", scenarios::s1_batch(&ctx).await),
+            ("S1-single", scenarios::s1_single(&ctx).await),
+            ("S3", scenarios::s3(&ctx).await),
         ] {
-            let row = row_or_error(&id, r);
+            let row = row_or_error(id, r);
+            if id == "S3" {
+                let cpu = row.extra.get("server_cpu_s").and_then(|v| v.as_f64());
+                let delivered = row.extra.get("delivered").and_then(|v| v.as_f64());
+                sled.s3_rate = row.ours;
+                if let (Some(cpu), Some(d)) = (cpu, delivered) {
+                    sled.s3_cpu_per_1k = cpu / (d.max(1.0) / 1000.0);
+                }
+            }
             println!("{}", row.line());
             rows.push(row);
             save(&rows)?;
+        }
+        for n in 1..=3 {
+            for (id, r) in [
+                (
+                    format!("C-S1-batch/{n}"),
+                    cluster::s1_batch(&ctx, &nats, n, l_nats_batch).await,
+                ),
+                (
+                    format!("C-S1-single/{n}"),
+                    cluster::s1_single(&ctx, &nats, n, l_nats_single).await,
+                ),
+                (format!("C-S3/{n}"), cluster::s3(&ctx, &nats, n, sled).await),
+            ] {
+                let row = row_or_error(&id, r);
+                println!("{}", row.line());
+                rows.push(row);
+                save(&rows)?;
+            }
         }
     }
     let row = row_or_error(
