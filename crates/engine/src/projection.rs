@@ -492,4 +492,4 @@ impl Projection {
 
 #[cfg(test)]
 #[path = "projection_tests.rs"]
-mod tests;
+pub(crate) mod tests;
