@@ -468,6 +468,7 @@ impl Projection {
         }
         keep.replays.extend(self.replays.keys().cloned());
         keep.webhooks.extend(self.webhooks.keys().cloned());
+        keep.api_keys.extend(self.api_keys.keys().cloned());
         keep
     }
 
