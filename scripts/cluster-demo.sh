@@ -8,9 +8,12 @@ NATS=target/nats-venv/bin/nats-server
 BIN=${BUILDR_BIN:-target/release/buildr-webhooks}
 TOKEN=${BUILDR_ADMIN_TOKEN:-adm_demo_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 pids=()
+# The nodes first (they hand their shard leases back through NATS), then the NATS servers.
 stop() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
 }
 trap stop EXIT INT TERM
 mkdir -p data

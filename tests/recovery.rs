@@ -421,6 +421,20 @@ fn retention_removes_records_nothing_refers_to_any_more() {
         Some(json!({"webhook": {"description": "soon deleted"}})),
     );
     assert_eq!(st, 200);
+    // Two keys of the default account; one is revoked.
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let (st, v) = s.call("POST", "/accounts/acc_default/keys", None);
+        assert_eq!(st, 201, "{v}");
+        keys.push((
+            v["api_key"].as_str().unwrap().to_owned(),
+            v["key_prefix"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let (live_key, live_prefix) = keys[0].clone();
+    let (revoked_key, revoked_prefix) = keys[1].clone();
+    let revoke = format!("/accounts/acc_default/keys/{revoked_prefix}");
+    assert_eq!(s.call("DELETE", &revoke, None).0, 204);
     publish(&s, 1);
     assert!(wait_until(Duration::from_secs(10), || rx.count("/kept")
         == 1
@@ -462,6 +476,21 @@ fn retention_removes_records_nothing_refers_to_any_more() {
         _ => false,
     };
     assert!(!left.iter().any(names_gone), "{left:#?}");
+    let key_records = |prefix: &str| {
+        left.iter()
+            .filter(|r| match r {
+                Record::ApiKeyCreated { prefix: p, .. }
+                | Record::ApiKeyRevoked { prefix: p, .. } => p == prefix,
+                _ => false,
+            })
+            .count()
+    };
+    assert_eq!(
+        key_records(&revoked_prefix),
+        0,
+        "a revoked key's records go"
+    );
+    assert_eq!(key_records(&live_prefix), 1, "a live key's creation stays");
     assert!(
         !left.iter().any(|r| matches!(
             r,
@@ -479,4 +508,11 @@ fn retention_removes_records_nothing_refers_to_any_more() {
     s.start_again();
     assert_eq!(s.call("GET", &format!("/webhooks/{gone}"), None).0, 404);
     assert_eq!(s.call("GET", &format!("/webhooks/{kept}"), None).0, 200);
+    let as_key = |key: &str| s.call_with(key, &[], "GET", "/webhooks", None).0;
+    assert_eq!(as_key(&live_key), 200, "the live key still works");
+    assert_eq!(
+        as_key(&revoked_key),
+        401,
+        "the revoked key is still refused"
+    );
 }

@@ -6,6 +6,9 @@ use async_nats::jetstream::{self, stream};
 use buildr_log::LogError;
 use std::time::Duration;
 
+/// How long one try to get or create the stream waits for an answer.
+const SETUP_TRY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The file in `dir` naming the stream the derived state belongs to.
 const MARKER: &str = "cluster-stream";
 
@@ -46,9 +49,19 @@ pub(crate) async fn connect(
         duplicate_window: cfg.duplicate_window,
         ..Default::default()
     };
-    // Creating a replicated stream needs the JetStream meta leader: retry until there is one.
+    // Creating a replicated stream needs the JetStream meta leader: retry until there is one. A request
+    // sent before it is elected gets no answer at all, so these tries wait 2 s, not a publish's timeout
+    // (a cluster started together comes up in seconds, not in tens of them).
+    let setup = jetstream::ContextBuilder::new()
+        .timeout(SETUP_TRY_TIMEOUT)
+        .build(client.clone());
     let stream = loop {
-        match js.get_or_create_stream(config.clone()).await {
+        // The handle the node keeps (`js`'s) waits as long as a publish for its answers.
+        let tried = match setup.get_or_create_stream(config.clone()).await {
+            Ok(_) => js.get_stream(&cfg.stream).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match tried {
             Ok(s) => break s,
             Err(e) => {
                 tracing::warn!(error = %e, stream = cfg.stream, "cannot get or create the stream yet; retrying");

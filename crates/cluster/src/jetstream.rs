@@ -19,8 +19,8 @@ use crate::message;
 use async_nats::jetstream::{self, stream};
 use buildr_core::{AccountId, Record, Timestamp};
 use buildr_log::{
-    Appended, DeliveryIndex, Entries, EventLog, Group, LogError, LogStore, Notify, OpenReport,
-    Refused, Reopened, StorageOptions,
+    Appended, DeliveryIndex, Entries, EventLog, EventRef, EventRefs, Group, LogError, LogStore,
+    Notify, OpenReport, Refused, Reopened, StorageOptions,
 };
 use parking_lot::Mutex;
 use std::future::{Future, IntoFuture};
@@ -494,8 +494,12 @@ impl LogStore for JetStreamLog {
         account: &AccountId,
         since: Timestamp,
         until: Option<Timestamp>,
-    ) -> Result<Vec<u64>, LogError> {
+    ) -> Result<Vec<EventRef>, LogError> {
         self.copy.account_events_between(account, since, until)
+    }
+
+    fn account_event_refs(&self, account: &AccountId, after_seq: u64) -> EventRefs<'_> {
+        self.copy.account_event_refs(account, after_seq)
     }
 
     /// Reopens the local copy and follows the stream to its end, so the copy holds whatever a failed

@@ -468,6 +468,7 @@ impl Projection {
         }
         keep.replays.extend(self.replays.keys().cloned());
         keep.webhooks.extend(self.webhooks.keys().cloned());
+        keep.api_keys.extend(self.api_keys.keys().cloned());
         keep
     }
 
@@ -492,4 +493,4 @@ impl Projection {
 
 #[cfg(test)]
 #[path = "projection_tests.rs"]
-mod tests;
+pub(crate) mod tests;

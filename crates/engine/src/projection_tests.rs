@@ -6,7 +6,7 @@ use buildr_core::{
     AttemptRecord, EventData, EventId, EventRecord, EventType, ObjectId, Secret, Webhook,
 };
 
-fn webhook() -> Webhook {
+pub(crate) fn webhook() -> Webhook {
     let at = Timestamp::from_millis(1_795_000_000_000);
     Webhook {
         id: WebhookId::generate(),

@@ -6,7 +6,9 @@
 //! more go too once older than the cutoff: the requests of replays the projection has forgotten (see
 //! `ReplaysExpired`, itself removed with them) and every record of a deleted webhook (its creation,
 //! changes, rotations and deletion: a webhook's creation is always older than its deletion, so both go
-//! in the same pass and a replay never brings a deleted webhook back).
+//! in the same pass and a replay never brings a deleted webhook back), and both records of a revoked API
+//! key (its creation and revocation; a creation alone, when the revocation is younger than the cutoff,
+//! changes nothing on a replay: the key is refused either way).
 
 use crate::error::EngineError;
 use buildr_core::{EventId, Record, ReplayId, Timestamp, WebhookId};
@@ -14,13 +16,14 @@ use buildr_log::LogStore;
 use std::collections::HashSet;
 
 /// What must stay whatever its age: undelivered seqs, webhooks failing now, the replays the projection
-/// still serves and the webhooks that exist.
+/// still serves, the webhooks that exist and the API keys that are not revoked (by prefix).
 #[derive(Debug, Default, Clone)]
 pub struct Keep {
     pub pending: HashSet<u64>,
     pub failing: HashSet<WebhookId>,
     pub replays: HashSet<ReplayId>,
     pub webhooks: HashSet<WebhookId>,
+    pub api_keys: HashSet<String>,
 }
 
 /// What a compaction removes.
@@ -76,6 +79,11 @@ pub fn plan(log: &dyn LogStore, cutoff: Timestamp, keep: &Keep) -> Result<Plan, 
             | Record::SecretRotated { id, at, .. }
             | Record::WebhookDeleted { id, at }
                 if at < cutoff && !keep.webhooks.contains(&id) =>
+            {
+                plan.records.push(seq)
+            }
+            Record::ApiKeyCreated { prefix, at, .. } | Record::ApiKeyRevoked { prefix, at, .. }
+                if at < cutoff && !keep.api_keys.contains(&prefix) =>
             {
                 plan.records.push(seq)
             }

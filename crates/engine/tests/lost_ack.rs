@@ -8,8 +8,8 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use buildr_core::{AccountId, EventData, EventType, ObjectId, Record, Timestamp};
 use buildr_engine::{Engine, EngineConfig, NewEvent, NewWebhook, OwnsAll};
 use buildr_log::{
-    Appended, DeliveryIndex, Entries, EventLog, Group, LogError, LogStore, Notify, Refused,
-    Reopened,
+    Appended, DeliveryIndex, Entries, EventLog, EventRef, EventRefs, Group, LogError, LogStore,
+    Notify, Refused, Reopened,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,8 +88,11 @@ impl LogStore for AckLost {
         account: &AccountId,
         since: Timestamp,
         until: Option<Timestamp>,
-    ) -> Result<Vec<u64>, LogError> {
+    ) -> Result<Vec<EventRef>, LogError> {
         self.inner.account_events_between(account, since, until)
+    }
+    fn account_event_refs(&self, account: &AccountId, after_seq: u64) -> EventRefs<'_> {
+        self.inner.account_event_refs(account, after_seq)
     }
     fn reopen(&self) -> Result<Reopened, LogError> {
         self.inner.reopen().map(|r| Reopened {

@@ -34,6 +34,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         "records_at_reads_the_seqs_asked",
         records_at_reads_the_seqs_asked,
     ),
+    (
+        "account_events_are_indexed_with_what_replays_decide_by",
+        account_events_are_indexed_with_what_replays_decide_by,
+    ),
     ("durable_across_reopen", durable_across_reopen),
     ("checkpoint_round_trips", checkpoint_round_trips),
     (
@@ -237,6 +241,67 @@ fn records_at_reads_the_seqs_asked(d: &mut dyn Driver) -> Result<(), String> {
     })?;
     let none = log.records_at(&[]).count();
     ensure(none == 0, || format!("records_at(&[]) gave {none} records"))
+}
+
+fn account_events_are_indexed_with_what_replays_decide_by(
+    d: &mut dyn Driver,
+) -> Result<(), String> {
+    let log = d.fresh()?;
+    follow(&*log, 0)?;
+    let other: AccountId = "acc_driver_other".parse().map_err(err)?;
+    let webhook: buildr_core::WebhookId = "wh_driver_test".parse().map_err(err)?;
+    let types = [EventType::ContactCreate, EventType::CompanyUpdate];
+    let recs: Vec<Record> = (0..6)
+        .map(|n| {
+            let mut r = record(n);
+            if let Record::EventPublished(e) = &mut r {
+                e.event_type = types[n as usize % 2];
+                if n == 3 {
+                    e.account = other.clone();
+                }
+                if n == 4 {
+                    e.only_webhook = Some(webhook.clone());
+                }
+            }
+            r
+        })
+        .collect();
+    let s = append(&*log, &recs, &[0])?.seqs;
+    let want: Vec<crate::EventRef> = s
+        .iter()
+        .zip(&recs)
+        .filter_map(|(seq, r)| match r {
+            Record::EventPublished(e) if e.account == AccountId::default_account() => {
+                Some(crate::EventRef {
+                    seq: *seq,
+                    summary: Some(crate::EventSummary::of(e)),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    let account = AccountId::default_account();
+    let by_time = log
+        .account_events_between(&account, Timestamp::from_millis(0), None)
+        .map_err(err)?;
+    ensure(by_time == want, || {
+        format!("account_events_between gave {by_time:?}, expected {want:?}")
+    })?;
+    let by_seq: Vec<crate::EventRef> = log
+        .account_event_refs(&account, 0)
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    ensure(by_seq == want, || {
+        format!("account_event_refs gave {by_seq:?}, expected {want:?}")
+    })?;
+    let after: Vec<u64> = log
+        .account_event_refs(&account, s[2])
+        .map(|r| r.map(|r| r.seq))
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    ensure(after == vec![s[4], s[5]], || {
+        format!("account_event_refs after {} gave {after:?}", s[2])
+    })
 }
 
 fn durable_across_reopen(d: &mut dyn Driver) -> Result<(), String> {

@@ -6,13 +6,86 @@
 //! before the same flush, together with the seq it has indexed up to. It is derived: on open, the
 //! records past that seq are indexed (all of them for a log written before the index existed).
 //!
-//! Keys: `s` account 0 seq → (); `t` account 0 created_at seq → (); `m indexed` → seq. `created_at` is
-//! milliseconds with the sign bit flipped, so keys sort by time.
+//! Keys: `s` account 0 seq → summary; `t` account 0 created_at seq → summary; `m indexed` → seq.
+//! `created_at` is milliseconds with the sign bit flipped, so keys sort by time. The summary (format 1:
+//! `1`, the event type's length and name, the test event's webhook id or nothing) is what a replay
+//! decides by, so planning one reads no record; an entry written before summaries existed has an empty
+//! value, and its record is read instead.
 
 use crate::LogError;
-use buildr_core::{AccountId, Record, Timestamp};
+use buildr_core::record::EventRecord;
+use buildr_core::{AccountId, EventType, Record, Timestamp, WebhookId};
 
 const INDEXED: &[u8] = b"mindexed";
+const SUMMARY_FORMAT: u8 = 1;
+
+/// One of an account's events as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRef {
+    pub seq: u64,
+    /// `None` for an entry indexed before summaries were kept: read the record to know more.
+    pub summary: Option<EventSummary>,
+}
+
+/// What a replay needs to know of an event besides its account and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSummary {
+    pub event_type: EventType,
+    /// A test event's only webhook.
+    pub only_webhook: Option<WebhookId>,
+}
+
+impl EventSummary {
+    pub fn of(e: &EventRecord) -> Self {
+        Self {
+            event_type: e.event_type,
+            only_webhook: e.only_webhook.clone(),
+        }
+    }
+}
+
+fn summary_value(e: &EventRecord) -> Vec<u8> {
+    let name = e.event_type.as_str().as_bytes();
+    let only = e
+        .only_webhook
+        .as_ref()
+        .map_or("", |w| w.as_str())
+        .as_bytes();
+    let mut v = Vec::with_capacity(2 + name.len() + only.len());
+    v.push(SUMMARY_FORMAT);
+    // Event type names are short ASCII words (at most a few dozen bytes).
+    v.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+    v.extend_from_slice(name);
+    v.extend_from_slice(only);
+    v
+}
+
+/// The summary in an entry's value; `None` for an empty (older) or unreadable one.
+fn parse_summary(v: &[u8]) -> Option<EventSummary> {
+    let (&format, rest) = v.split_first()?;
+    if format != SUMMARY_FORMAT {
+        return None;
+    }
+    let (&len, rest) = rest.split_first()?;
+    let name = rest.get(..usize::from(len))?;
+    let only = rest.get(usize::from(len)..)?;
+    let event_type = std::str::from_utf8(name).ok()?.parse().ok()?;
+    let only_webhook = match only {
+        [] => None,
+        id => Some(std::str::from_utf8(id).ok()?.parse().ok()?),
+    };
+    Some(EventSummary {
+        event_type,
+        only_webhook,
+    })
+}
+
+fn event_ref(k: &[u8], v: &[u8]) -> Result<EventRef, LogError> {
+    Ok(EventRef {
+        seq: trailing_seq(k).ok_or(LogError::BadKey(0))?,
+        summary: parse_summary(v),
+    })
+}
 
 fn account_prefix(tag: u8, account: &AccountId) -> Vec<u8> {
     let mut k = Vec::with_capacity(account.as_str().len() + 18);
@@ -82,8 +155,9 @@ impl EventsIndex {
         let mut last = None;
         for (seq, record) in records {
             if let Record::EventPublished(e) = record {
-                batch.insert(seq_key(&e.account, seq), &[]);
-                batch.insert(time_key(&e.account, e.created_at, seq), &[]);
+                let summary = summary_value(e);
+                batch.insert(seq_key(&e.account, seq), summary.clone());
+                batch.insert(time_key(&e.account, e.created_at, seq), summary);
             }
             last = Some(seq);
         }
@@ -91,6 +165,19 @@ impl EventsIndex {
             batch.insert(INDEXED, &seq.to_be_bytes());
             self.tree.apply_batch(batch)?;
         }
+        Ok(())
+    }
+
+    /// Empties every entry's summary, as an index written before summaries existed (tests).
+    pub(crate) fn forget_summaries(&self) -> Result<(), LogError> {
+        let mut batch = sled::Batch::default();
+        for tag in [b's', b't'] {
+            for item in self.tree.scan_prefix([tag]) {
+                let (k, _) = item?;
+                batch.insert(k, &[]);
+            }
+        }
+        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -110,43 +197,86 @@ impl EventsIndex {
         Ok(())
     }
 
-    /// The seqs of `account`'s events after `after_seq`, in order.
-    pub(crate) fn seqs_after(
+    /// `account`'s events after `after_seq`, in order.
+    pub(crate) fn refs_after(
         &self,
         account: &AccountId,
         after_seq: u64,
-    ) -> impl Iterator<Item = Result<u64, LogError>> {
+    ) -> impl Iterator<Item = Result<EventRef, LogError>> {
         let prefix = account_prefix(b's', account);
         let start = seq_key(account, after_seq.saturating_add(1));
         self.tree.range(start..prefix_end(&prefix)).map(|item| {
-            let (k, _) = item?;
-            trailing_seq(&k).ok_or(LogError::BadKey(0))
+            let (k, v) = item?;
+            event_ref(&k, &v)
         })
     }
 
-    /// The seqs of `account`'s events created in `[since, until)`, in seq order.
-    pub(crate) fn seqs_between(
+    /// `account`'s events created in `[since, until)`, in seq order.
+    pub(crate) fn refs_between(
         &self,
         account: &AccountId,
         since: Timestamp,
         until: Option<Timestamp>,
-    ) -> Result<Vec<u64>, LogError> {
+    ) -> Result<Vec<EventRef>, LogError> {
         let prefix = account_prefix(b't', account);
         let start = time_key(account, since, 0);
         let end = match until {
             Some(u) => time_key(account, u, 0),
             None => prefix_end(&prefix),
         };
-        let mut seqs = self
+        let mut refs = self
             .tree
             .range(start..end)
             .map(|item| {
-                let (k, _) = item?;
-                trailing_seq(&k).ok_or(LogError::BadKey(0))
+                let (k, v) = item?;
+                event_ref(&k, &v)
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Times are not monotonic in log order (clocks, concurrent publishers): order by seq.
-        seqs.sort_unstable();
-        Ok(seqs)
+        refs.sort_unstable_by_key(|r| r.seq);
+        Ok(refs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use buildr_core::{EventData, EventId, ObjectId};
+
+    fn event(event_type: EventType, only: Option<&str>) -> EventRecord {
+        EventRecord {
+            id: EventId::generate(),
+            account: AccountId::default_account(),
+            event_type,
+            data: EventData {
+                id: ObjectId::Int(1),
+                url: "https://x.example/1".into(),
+            },
+            created_at: Timestamp::from_millis(1),
+            only_webhook: only.and_then(|w| w.parse().ok()),
+        }
+    }
+
+    #[test]
+    fn summaries_round_trip_and_older_or_unknown_values_read_as_none() {
+        for t in EventType::ALL {
+            for only in [None, Some("wh_01abc")] {
+                let e = event(t, only);
+                assert_eq!(
+                    parse_summary(&summary_value(&e)),
+                    Some(EventSummary::of(&e))
+                );
+            }
+        }
+        // Written before summaries existed; a later format; cut short; an unknown type; a bad id.
+        for v in [
+            &b""[..],
+            b"\x02\x0econtact.create",
+            b"\x01\x0econtact.cre",
+            b"\x01\x04nope",
+            b"\x01\x0econtact.createxx_1",
+        ] {
+            assert_eq!(parse_summary(v), None, "{v:?}");
+        }
     }
 }

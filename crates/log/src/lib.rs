@@ -17,9 +17,10 @@ mod stats;
 mod store;
 
 pub use codec::{decode, encode, DecodeError, FORMAT_VERSION};
+pub use events_index::{EventRef, EventSummary};
 pub use index::{DeliveryIndex, IndexOp};
 pub use stats::{StatsBucket, StatsRow};
-pub use store::{Appended, Entries, Group, LogStore, Notify, Refused};
+pub use store::{Appended, Entries, EventRefs, Group, LogStore, Notify, Refused};
 
 use buildr_core::{AccountId, Record, Timestamp};
 use events_index::EventsIndex;
@@ -364,7 +365,14 @@ impl EventLog {
         after_seq: u64,
     ) -> impl Iterator<Item = Result<(u64, Record), LogError>> + '_ {
         let (seqs, opened) = match self.main() {
-            Ok(main) => (Some(main.events.seqs_after(account, after_seq)), None),
+            Ok(main) => (
+                Some(
+                    main.events
+                        .refs_after(account, after_seq)
+                        .map(|r| r.map(|r| r.seq)),
+                ),
+                None,
+            ),
             Err(e) => (None, Some(Err(e))),
         };
         let mut seqs = seqs.into_iter().flatten();
@@ -382,14 +390,30 @@ impl EventLog {
         opened.into_iter().chain(chunks.flatten())
     }
 
-    /// The seqs of `account`'s events created in `[since, until)`, in log order.
+    /// `account`'s events created in `[since, until)` as the index knows them (no record read), in log
+    /// order.
     pub fn account_events_between(
         &self,
         account: &AccountId,
         since: Timestamp,
         until: Option<Timestamp>,
-    ) -> Result<Vec<u64>, LogError> {
-        self.main()?.events.seqs_between(account, since, until)
+    ) -> Result<Vec<EventRef>, LogError> {
+        self.main()?.events.refs_between(account, since, until)
+    }
+
+    /// `account`'s events after `after_seq` as the index knows them (no record read), in log order.
+    pub fn account_event_refs(&self, account: &AccountId, after_seq: u64) -> EventRefs<'_> {
+        match self.main() {
+            Ok(main) => Box::new(main.events.refs_after(account, after_seq)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
+    /// Makes the events index look as an older version wrote it, without summaries (tests of the
+    /// readers' fallback to the records).
+    #[doc(hidden)]
+    pub fn forget_event_summaries(&self) -> Result<(), LogError> {
+        self.main()?.events.forget_summaries()
     }
 
     /// Removes records (retention). Never the last one: the next seq must stay above every seq ever
@@ -627,22 +651,20 @@ mod tests {
             assert_eq!(seqs(&log, &small, 4), vec![6]);
             assert_eq!(seqs(&log, &busy, 0), vec![1, 2, 3, 5]);
             let t = Timestamp::from_millis;
-            assert_eq!(
-                log.account_events_between(&busy, t(5), Some(t(21)))?,
-                vec![1, 2, 5]
-            );
-            assert_eq!(log.account_events_between(&busy, t(20), None)?, vec![2, 3]);
-            assert_eq!(
-                log.account_events_between(&small, t(0), Some(t(40)))?,
-                vec![4]
-            );
+            let between = |account, since, until| -> Result<Vec<u64>, LogError> {
+                Ok(log
+                    .account_events_between(account, since, until)?
+                    .into_iter()
+                    .map(|r| r.seq)
+                    .collect())
+            };
+            assert_eq!(between(&busy, t(5), Some(t(21)))?, vec![1, 2, 5]);
+            assert_eq!(between(&busy, t(20), None)?, vec![2, 3]);
+            assert_eq!(between(&small, t(0), Some(t(40)))?, vec![4]);
             // Retention drops index entries with the records.
             assert_eq!(log.remove(&[2])?, 1);
             assert_eq!(seqs(&log, &busy, 0), vec![1, 3, 5]);
-            assert_eq!(
-                log.account_events_between(&busy, t(0), None)?,
-                vec![1, 3, 5]
-            );
+            assert_eq!(between(&busy, t(0), None)?, vec![1, 3, 5]);
             // A log written before the index existed: the tree is gone on the next open.
             log.main()?.db.drop_tree("events_by_account")?;
         }

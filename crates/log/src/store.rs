@@ -13,6 +13,9 @@ use buildr_core::{AccountId, Record, Timestamp};
 /// Records in log order with their seqs.
 pub type Entries<'a> = Box<dyn Iterator<Item = Result<(u64, Record), LogError>> + 'a>;
 
+/// An account's events as the events index knows them (see [`LogStore::account_event_refs`]).
+pub type EventRefs<'a> = Box<dyn Iterator<Item = Result<crate::EventRef, LogError>> + 'a>;
+
 /// An atomic group of an append: the records from `start` to the next group's start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
@@ -136,13 +139,18 @@ pub trait LogStore: Send + Sync {
     /// `account`'s events after `after_seq`, in log order (found by an index, without scanning the log).
     fn account_events(&self, account: &AccountId, after_seq: u64) -> Entries<'_>;
 
-    /// The seqs of `account`'s events created in `[since, until)`, in log order.
+    /// `account`'s events created in `[since, until)`, in log order, as the index knows them: their seqs
+    /// and (unless indexed by an older version) what a replay decides by, without reading the records.
     fn account_events_between(
         &self,
         account: &AccountId,
         since: Timestamp,
         until: Option<Timestamp>,
-    ) -> Result<Vec<u64>, LogError>;
+    ) -> Result<Vec<crate::EventRef>, LogError>;
+
+    /// `account`'s events after `after_seq`, in log order, as the index knows them (see
+    /// [`Self::account_events_between`]).
+    fn account_event_refs(&self, account: &AccountId, after_seq: u64) -> EventRefs<'_>;
 
     /// Reopens this node's storage after a write error (the writer heals by itself: see the LogActor).
     /// Afterwards the log's readable records include everything a failed append stored after all (the
@@ -240,8 +248,12 @@ impl LogStore for crate::EventLog {
         account: &AccountId,
         since: Timestamp,
         until: Option<Timestamp>,
-    ) -> Result<Vec<u64>, LogError> {
+    ) -> Result<Vec<crate::EventRef>, LogError> {
         crate::EventLog::account_events_between(self, account, since, until)
+    }
+
+    fn account_event_refs(&self, account: &AccountId, after_seq: u64) -> EventRefs<'_> {
+        crate::EventLog::account_event_refs(self, account, after_seq)
     }
 
     fn reopen(&self) -> Result<Reopened, LogError> {
