@@ -58,6 +58,13 @@ pub struct AttemptResult {
     pub duration: Duration,
 }
 
+/// An idle pooled connection to a receiver is reused only within this time, then a new one is made.
+/// Receivers commonly close idle connections after 5 s (Node.js, actix-web); awc's default (15 s) made
+/// the client send on connections the receiver was closing at that moment, and such an attempt fails
+/// ("connector has been disconnected") and waits for its retry: seen after a takeover in cluster mode,
+/// when a node's connections had idled while the lease moved.
+const IDLE_CONNECTION_REUSE: Duration = Duration::from_secs(3);
+
 /// Sends attempts. Cheap to clone; lives on the arbiter thread of the subscription actors (awc is !Send).
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -90,6 +97,7 @@ impl Dispatcher {
         let connector = awc::Connector::new()
             .connector(tcp)
             .timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .conn_keep_alive(IDLE_CONNECTION_REUSE)
             .limit(4096);
         let client = awc::Client::builder()
             .connector(connector)

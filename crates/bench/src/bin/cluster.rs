@@ -98,8 +98,14 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
     println!("measuring the limits (L-nats, L-http, L-disk)…");
     let lnats_messages = if cli.quick { 200 } else { 5_000 };
     let (batch, clients) = (sizes.s1_batch_size as usize, sizes.clients);
-    let l_nats_batch = lnats::l_nats(&urls, lnats_messages, batch, 4)?;
-    let l_nats_single = lnats::l_nats(&urls, lnats_messages * 4, 1, clients)?;
+    let (l_nats_batch, l_nats_single) = if cli.recovery_only {
+        (0.0, 0.0)
+    } else {
+        (
+            lnats::l_nats(&urls, lnats_messages, batch, 4)?,
+            lnats::l_nats(&urls, lnats_messages * 4, 1, clients)?,
+        )
+    };
     let l_http_one = baseline::l_http(&receiver, sizes.l_http_requests, 32).await?;
     let l_http_many = baseline::l_http(&receiver, sizes.l_http_requests, 256).await?;
     let baselines = Baselines {

@@ -185,11 +185,14 @@ pub async fn recovery(ctx: &Ctx, nats: &NatsCluster, lease_ttl_s: u64) -> Result
     let ttl = format!("{lease_ttl_s}s");
     let mut nodes = Nodes::start(ctx, nats, "recovery", 3, &ttl).await?;
     let hooks = sz.s3_webhooks;
+    let mut ids = Vec::new();
     for h in 0..hooks {
-        nodes
-            .api(h)
-            .create_webhook(&ctx.url("hook", h), NO_RATE_LIMIT)
-            .await?;
+        ids.push(
+            nodes
+                .api(h)
+                .create_webhook(&ctx.url("hook", h), NO_RATE_LIMIT)
+                .await?,
+        );
     }
     ctx.receiver.reset().await?;
     let warm = publish_spread(&nodes, 100).await;
@@ -232,6 +235,7 @@ pub async fn recovery(ctx: &Ctx, nats: &NatsCluster, lease_ttl_s: u64) -> Result
         }
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
+    let (retried, first_retry_error) = retried_deliveries(&survivors.apis[0], &ids).await;
     nodes.kill_all()?;
     let bound = Duration::from_secs(lease_ttl_s + 5);
     let secs = done.map_or(f64::NAN, |d| d.as_secs_f64());
@@ -248,8 +252,37 @@ pub async fn recovery(ctx: &Ctx, nats: &NatsCluster, lease_ttl_s: u64) -> Result
         done.is_some_and(|d| d <= bound),
     )
     .extra("shards_moved_s", moved.map(|d| d.as_secs_f64()))
+    .extra("deliveries_retried", retried)
+    .extra("first_retry_error", first_retry_error)
     .extra("delivered", delivered)
     .extra("wanted", want)
     .extra("errors", published.errors)
     .extra("first_error", published.first_error))
+}
+
+/// How many deliveries of `hooks` took more than one attempt (as `api`'s node records them), and the
+/// error of the first failed attempt found: a takeover should make none fail.
+async fn retried_deliveries(api: &crate::api::Api, hooks: &[String]) -> (u64, Option<String>) {
+    let mut retried = 0;
+    let mut first = None;
+    for hook in hooks {
+        let path = format!("/webhooks/{hook}/deliveries?limit=250");
+        let Ok((200, body)) = api.send(awc::http::Method::GET, &path, None).await else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        for d in v["deliveries"].as_array().into_iter().flatten() {
+            if d["attempts"].as_u64().unwrap_or(0) > 1 || d["status"] != "succeeded" {
+                retried += 1;
+                if first.is_none() {
+                    let event = d["event_id"].as_str().unwrap_or_default();
+                    let path = format!("/webhooks/{hook}/deliveries/{event}/attempts");
+                    if let Ok((200, a)) = api.send(awc::http::Method::GET, &path, None).await {
+                        first = Some(String::from_utf8_lossy(&a).chars().take(600).collect());
+                    }
+                }
+            }
+        }
+    }
+    (retried, first)
 }
