@@ -260,8 +260,8 @@ pub async fn recovery(ctx: &Ctx, nats: &NatsCluster, lease_ttl_s: u64) -> Result
     .extra("first_error", published.first_error))
 }
 
-/// How many deliveries of `hooks` took more than one attempt (as `api`'s node records them), and the
-/// error of the first failed attempt found: a takeover should make none fail.
+/// How many deliveries of `hooks` took more than one attempt or failed (as `api`'s node records them),
+/// and the error of the first failed attempt found: a takeover should make none fail.
 async fn retried_deliveries(api: &crate::api::Api, hooks: &[String]) -> (u64, Option<String>) {
     let mut retried = 0;
     let mut first = None;
@@ -272,7 +272,11 @@ async fn retried_deliveries(api: &crate::api::Api, hooks: &[String]) -> (u64, Op
         };
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         for d in v["deliveries"].as_array().into_iter().flatten() {
-            if d["attempts"].as_u64().unwrap_or(0) > 1 || d["status"] != "succeeded" {
+            // Pending ones may just not be recorded on this node yet (the other survivor's outcomes).
+            if d["attempts"].as_u64().unwrap_or(0) > 1
+                || d["status"] == "retrying"
+                || d["status"] == "failed"
+            {
                 retried += 1;
                 if first.is_none() {
                     let event = d["event_id"].as_str().unwrap_or_default();
