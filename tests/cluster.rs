@@ -206,7 +206,18 @@ fn killing_nodes_moves_their_shards_and_every_acknowledged_event_is_delivered() 
     };
     assert!(
         wait_until(Duration::from_secs(20), all_delivered),
-        "not every acknowledged event reached every webhook"
+        "not every acknowledged event reached every webhook: missing per webhook {:?}; shards {:?}",
+        (0..hooks.len())
+            .map(|i| {
+                let got: BTreeSet<String> = rx
+                    .at(&format!("/h{i}"))
+                    .iter()
+                    .map(|r| r.header("webhook-id").to_owned())
+                    .collect();
+                ids.difference(&got).count()
+            })
+            .collect::<Vec<_>>(),
+        shards(&nodes[2])
     );
     let verified = svix_verify(SECRET, false, &rx.all());
     assert!(verified.iter().all(Result::is_ok));

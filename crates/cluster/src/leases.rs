@@ -11,8 +11,11 @@
 //!
 //! 5. renews or takes the `maintenance` lease: its holder alone runs retention on the stream.
 //!
-//! A node that has not renewed for `2/3 × lease_ttl` drops all its leases locally (stops its actors)
-//! before they can expire and be taken by another: two nodes never deliver one shard knowingly at once.
+//! A lease this node has not renewed for `2/3 × lease_ttl` (counted from the start of the round that last
+//! wrote it) is dropped locally (its actors stop) before it can expire and be taken by another: two nodes
+//! never deliver one shard knowingly at once. Each lease is judged alone, and a renewal that got no answer
+//! is not a loss (the next round finds out: see `renew`). A round's writes go out together, so it takes
+//! about one replicated write's time however many leases the node holds.
 
 use async_nats::jetstream::{self, kv};
 use parking_lot::RwLock;
@@ -203,24 +206,24 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
     };
     let tick = (cfg.ttl / 3).max(Duration::from_millis(100));
     let fence = cfg.ttl * 2 / 3;
-    let mut renewed = Instant::now();
+    let mut renewed = Renewed::default();
     loop {
-        match tokio::time::timeout(tick * 2, round(&store, &stream, &state)).await {
-            Ok(Ok(changed)) => {
-                renewed = Instant::now();
-                if changed {
-                    state.notify();
-                }
-            }
+        let started = Instant::now();
+        match tokio::time::timeout(
+            tick * 2,
+            round(&store, &stream, &state, started, &mut renewed),
+        )
+        .await
+        {
+            Ok(Ok(true)) => state.notify(),
+            Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "lease round failed"),
             Err(_) => tracing::warn!("lease round timed out"),
         }
-        if renewed.elapsed() >= fence && !state.held.read().is_empty() {
+        if renewed.fence(&state, fence) {
             tracing::warn!(
-                "cannot renew shard leases; stopping this node's deliveries until it can"
+                "cannot renew shard leases; stopping this node's deliveries for them until it can"
             );
-            state.held.write().clear();
-            state.set_maintenance(None);
             state.notify();
         }
         tokio::select! {
@@ -230,6 +233,41 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
                 return;
             }
         }
+    }
+}
+
+/// When this node last renewed (or took) each lease it holds: the start of the round that wrote it, since
+/// a lease's TTL runs from the write, which may be anywhere in the round.
+#[derive(Default)]
+struct Renewed {
+    shards: HashMap<u32, Instant>,
+    maintenance: Option<Instant>,
+}
+
+impl Renewed {
+    /// Drops, on this node, every lease not renewed for `fence`: it may expire and be taken by another
+    /// node any moment, so its actors stop now. Each lease is judged alone, so one slow renewal costs
+    /// one shard, not all of them. Returns whether a shard was dropped.
+    fn fence(&mut self, state: &State, fence: Duration) -> bool {
+        let fresh = |at: Option<&Instant>| at.is_some_and(|t| t.elapsed() < fence);
+        let stale: Vec<u32> = state
+            .held
+            .read()
+            .keys()
+            .filter(|s| !fresh(self.shards.get(s)))
+            .copied()
+            .collect();
+        {
+            let mut held = state.held.write();
+            for shard in &stale {
+                held.remove(shard);
+            }
+            self.shards.retain(|s, _| held.contains_key(s));
+        }
+        if state.maintenance.read().is_some() && !fresh(self.maintenance.as_ref()) {
+            state.set_maintenance(None);
+        }
+        !stale.is_empty()
     }
 }
 
@@ -259,78 +297,138 @@ async fn release(store: &kv::Store, state: &State) {
 
 type RoundError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One round; returns whether this node's leases changed.
+/// What came of renewing one lease.
+enum Renewal {
+    Renewed(u64),
+    /// Another node holds it now (or it expired): stop using it at once.
+    Lost(kv::UpdateError),
+    /// No answer (e.g. a timeout under load): the lease may still be ours; the fence decides.
+    Unknown(kv::UpdateError),
+}
+
+/// Renews `key` by compare-and-set on `revision`. A renewal whose answer was lost may still have been
+/// stored, so the next one finds a newer revision: the lease is still this node's when the key names it
+/// (another node taking it writes its own id), and is renewed from that revision.
+async fn renew(store: &kv::Store, node: &str, key: String, revision: u64) -> Renewal {
+    use kv::UpdateErrorKind::WrongLastRevision;
+    let value = || bytes::Bytes::copy_from_slice(node.as_bytes());
+    match store.update(&key, value(), revision).await {
+        Ok(r) => Renewal::Renewed(r),
+        Err(e) if e.kind() == WrongLastRevision => match store.entry(&key).await {
+            Ok(Some(entry))
+                if entry.operation == kv::Operation::Put && entry.value == node.as_bytes() =>
+            {
+                match store.update(&key, value(), entry.revision).await {
+                    Ok(r) => Renewal::Renewed(r),
+                    Err(e) if e.kind() == WrongLastRevision => Renewal::Lost(e),
+                    Err(e) => Renewal::Unknown(e),
+                }
+            }
+            _ => Renewal::Lost(e),
+        },
+        Err(e) => Renewal::Unknown(e),
+    }
+}
+
+/// How many requests of a round's reads are in flight at once.
+const READS_IN_FLIGHT: usize = 16;
+
+/// One round; returns whether this node's leases changed. The heartbeat and every renewal go out at once
+/// (one round trip, not one per lease: each is a replicated, fsynced write), then the bucket is read
+/// with [`READS_IN_FLIGHT`] requests at a time.
 async fn round(
     store: &kv::Store,
     stream: &jetstream::stream::Stream,
     state: &State,
+    started: Instant,
+    renewed: &mut Renewed,
 ) -> Result<bool, RoundError> {
+    use futures_util::StreamExt;
     let mut changed = false;
-    store
-        .put(
-            format!("node.{}", state.node),
-            (state.applied)().to_string().into(),
-        )
-        .await?;
-    // Renew by compare-and-set: the revision is the fencing token.
     let held: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
-    for (shard, revision) in held {
-        match store
-            .update(shard_key(shard), state.node.clone().into(), revision)
-            .await
-        {
-            Ok(r) => {
+    let heartbeat = store.put(
+        format!("node.{}", state.node),
+        (state.applied)().to_string().into(),
+    );
+    let renewals =
+        futures_util::future::join_all(held.iter().map(|&(shard, revision)| async move {
+            (
+                shard,
+                renew(store, &state.node, shard_key(shard), revision).await,
+            )
+        }));
+    let maintenance = *state.maintenance.read();
+    let maintenance = async {
+        match maintenance {
+            Some(revision) => match renew(store, &state.node, MAINTENANCE.into(), revision).await {
+                Renewal::Renewed(r) => Some(Some(r)),
+                Renewal::Lost(e) => {
+                    tracing::warn!(error = %e, "lost the maintenance lease");
+                    Some(None)
+                }
+                Renewal::Unknown(_) => None,
+            },
+            // The maintenance lease (retention) is taken when free.
+            None => Some(
+                store
+                    .create(MAINTENANCE, state.node.clone().into())
+                    .await
+                    .ok(),
+            ),
+        }
+    };
+    let (heartbeat, renewals, maintenance) = tokio::join!(heartbeat, renewals, maintenance);
+    heartbeat?;
+    for (shard, renewal) in renewals {
+        match renewal {
+            Renewal::Renewed(r) => {
                 state.held.write().insert(shard, r);
+                renewed.shards.insert(shard, started);
             }
-            Err(e) => {
+            Renewal::Lost(e) => {
                 tracing::warn!(shard, error = %e, "lost a shard lease");
                 state.held.write().remove(&shard);
+                renewed.shards.remove(&shard);
                 changed = true;
             }
+            Renewal::Unknown(e) => tracing::debug!(shard, error = %e, "renewal unanswered"),
         }
     }
-    // The maintenance lease (retention): renewed like a shard's, or taken when free.
-    let maintenance = *state.maintenance.read();
-    let maintenance = match maintenance {
-        Some(revision) => store
-            .update(MAINTENANCE, state.node.clone().into(), revision)
-            .await
-            .inspect_err(|e| tracing::warn!(error = %e, "lost the maintenance lease"))
-            .ok(),
-        None => store
-            .create(MAINTENANCE, state.node.clone().into())
-            .await
-            .ok(),
-    };
-    state.set_maintenance(maintenance);
+    if let Some(maintenance) = maintenance {
+        if maintenance.is_some() {
+            renewed.maintenance = Some(started);
+        }
+        state.set_maintenance(maintenance);
+    }
     // Who is alive, and who holds what.
-    let mut nodes: BTreeMap<String, (u32, u64)> = BTreeMap::new();
-    let mut owners: HashMap<u32, String> = HashMap::new();
-    let mut keys = store.keys().await?;
-    use futures_util::StreamExt;
     let mut names = Vec::new();
+    let mut keys = store.keys().await?;
     while let Some(k) = keys.next().await {
         names.push(k?);
     }
-    for key in names {
+    let mut entries = futures_util::stream::iter(names)
+        .map(|key| async move {
+            let entry = store.entry(key.clone()).await;
+            (key, entry)
+        })
+        .buffer_unordered(READS_IN_FLIGHT);
+    let mut nodes: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+    let mut owners: HashMap<u32, String> = HashMap::new();
+    while let Some((key, entry)) = entries.next().await {
+        let Some(entry) = entry?.filter(|e| e.operation == kv::Operation::Put) else {
+            continue;
+        };
         if let Some(node) = key.strip_prefix("node.") {
-            if let Some(entry) = store.entry(key.clone()).await? {
-                if entry.operation == kv::Operation::Put {
-                    let applied = std::str::from_utf8(&entry.value)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    nodes.insert(node.to_owned(), (0, applied));
-                }
-            }
+            let applied = std::str::from_utf8(&entry.value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            nodes.insert(node.to_owned(), (0, applied));
         } else if let Some(shard) = key.strip_prefix("shard.").and_then(|s| s.parse().ok()) {
-            if let Some(entry) = store.entry(key.clone()).await? {
-                if entry.operation == kv::Operation::Put {
-                    owners.insert(shard, String::from_utf8_lossy(&entry.value).into_owned());
-                }
-            }
+            owners.insert(shard, String::from_utf8_lossy(&entry.value).into_owned());
         }
     }
+    drop(entries);
     nodes
         .entry(state.node.clone())
         .or_insert((0, (state.applied)()));
@@ -343,6 +441,7 @@ async fn round(
             break;
         };
         state.held.write().remove(&shard);
+        renewed.shards.remove(&shard);
         changed = true;
         if let Err(e) = store
             .delete_expect_revision(shard_key(shard), Some(revision))
@@ -352,20 +451,24 @@ async fn round(
         }
         owners.remove(&shard);
     }
-    // Below it: take free shards.
-    for shard in 0..state.shards {
-        if state.held.read().len() >= share {
-            break;
-        }
-        if owners.contains_key(&shard) {
-            continue;
-        }
-        if let Ok(revision) = store
+    // Below it: take free shards, all wanted at once.
+    let want = share.saturating_sub(state.held.read().len());
+    let free: Vec<u32> = (0..state.shards)
+        .filter(|s| !owners.contains_key(s))
+        .take(want)
+        .collect();
+    let taken = futures_util::future::join_all(free.iter().map(|&shard| async move {
+        let created = store
             .create(shard_key(shard), state.node.clone().into())
-            .await
-        {
+            .await;
+        (shard, created)
+    }))
+    .await;
+    for (shard, created) in taken {
+        if let Ok(revision) = created {
             state.held.write().insert(shard, revision);
             state.taken_at.write().insert(shard, Instant::now());
+            renewed.shards.insert(shard, started);
             owners.insert(shard, state.node.clone());
             changed = true;
         }

@@ -177,9 +177,12 @@ impl NatsCluster {
         None
     }
 
-    /// The node holding `shard`'s lease in `stream`'s lease bucket now (read from the KV bucket through a
-    /// server that runs), if any holds it.
-    pub fn lease_holder(&self, stream: &str, shard: u32) -> Option<String> {
+    /// Runs `f` on `stream`'s lease bucket through the servers that run (at most 5 s).
+    fn with_lease_bucket<T, F, Fut>(&self, stream: &str, f: F) -> Option<T>
+    where
+        F: FnOnce(async_nats::jetstream::kv::Store) -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
         let addrs: Vec<async_nats::ServerAddr> = self
             .nodes
             .iter()
@@ -191,20 +194,37 @@ impl NatsCluster {
             .build()
             .ok()?;
         rt.block_on(async {
-            let read = async {
+            let run = async {
                 let client = async_nats::ConnectOptions::new()
                     .connect(addrs.as_slice())
                     .await
                     .ok()?;
                 let js = async_nats::jetstream::new(client);
                 let kv = js.get_key_value(format!("{stream}-leases")).await.ok()?;
-                let value = kv.get(format!("shard.{shard}")).await.ok()??;
-                Some(String::from_utf8_lossy(&value).into_owned())
+                f(kv).await
             };
-            tokio::time::timeout(Duration::from_secs(5), read)
+            tokio::time::timeout(Duration::from_secs(5), run)
                 .await
                 .ok()
                 .flatten()
+        })
+    }
+
+    /// The node holding `shard`'s lease in `stream`'s lease bucket now (read from the KV bucket through a
+    /// server that runs), if any holds it.
+    pub fn lease_holder(&self, stream: &str, shard: u32) -> Option<String> {
+        self.with_lease_bucket(stream, |kv| async move {
+            let value = kv.get(format!("shard.{shard}")).await.ok()??;
+            Some(String::from_utf8_lossy(&value).into_owned())
+        })
+    }
+
+    /// Writes `value` to `shard`'s lease key in `stream`'s lease bucket (a plain put: a new revision), as
+    /// a renewal whose answer was lost would (`value` the holder's id) or another node taking it would.
+    pub fn put_lease(&self, stream: &str, shard: u32, value: &str) -> Option<u64> {
+        let value = value.to_owned();
+        self.with_lease_bucket(stream, |kv| async move {
+            kv.put(format!("shard.{shard}"), value.into()).await.ok()
         })
     }
 
