@@ -184,37 +184,46 @@ fn a_killed_nodes_webhooks_get_their_pending_events_soon_and_no_attempt_fails_fo
     );
 }
 
-#[test]
-fn an_attempt_in_flight_when_the_lease_moves_is_recorded_by_the_node_that_made_it() {
-    let _one = exclusive();
-    let nats = NatsCluster::start(3);
-    // One shard, so exactly one node owns the webhook; a receiver that answers after 6 s (the nodes wait
-    // up to 20 s for it).
-    let start = |id: &str| {
-        node_with(
-            &nats,
-            id,
-            &[
-                ("BUILDR_CLUSTER__SHARDS", "1"),
-                ("BUILDR_DELIVERY__TIMEOUT", "20s"),
-            ],
-        )
-    };
-    // node-b first: it takes the shard; node-a (first by id) joining takes it over, so node-b gives the
-    // lease back while its attempt is in flight.
-    let b = start("node-b");
-    assert!(wait_until(Duration::from_secs(10), || shards(&b)
-        .iter()
-        .any(|(id, n)| id == "node-b" && *n == 1)));
+/// A node with one shard (so exactly one node owns every webhook) and the delivery timeout given.
+fn one_shard_node(nats: &NatsCluster, id: &str, delivery_timeout: &str) -> Server {
+    node_with(
+        nats,
+        id,
+        &[
+            ("BUILDR_CLUSTER__SHARDS", "1"),
+            ("BUILDR_DELIVERY__TIMEOUT", delivery_timeout),
+        ],
+    )
+}
+
+/// A receiver whose path `/slow` answers 200 after `delay`.
+fn slow_receiver(delay: Duration) -> Receiver {
     let rx = Receiver::start();
     rx.answer_path(
         "/slow",
         buildr_e2e::receiver::Reply {
             status: 200,
             retry_after: None,
-            delay: Some(Duration::from_secs(6)),
+            delay: Some(delay),
         },
     );
+    rx
+}
+
+#[test]
+fn an_attempt_in_flight_when_the_lease_moves_is_recorded_by_the_node_that_made_it() {
+    let _one = exclusive();
+    let nats = NatsCluster::start(3);
+    // One shard, so exactly one node owns the webhook; a receiver that answers after 6 s (the nodes wait
+    // up to 20 s for it).
+    let start = |id: &str| one_shard_node(&nats, id, "20s");
+    // node-b first: it takes the shard; node-a (first by id) joining takes it over, so node-b gives the
+    // lease back while its attempt is in flight.
+    let b = start("node-b");
+    assert!(wait_until(Duration::from_secs(10), || shards(&b)
+        .iter()
+        .any(|(id, n)| id == "node-b" && *n == 1)));
+    let rx = slow_receiver(Duration::from_secs(6));
     let hook = b.create_webhook(&rx.url("/slow"), json!({"secret": SECRET}));
     let event = b.publish("contact.create", json!("in-flight"));
     let event_id = event["id"].as_str().unwrap().to_owned();
@@ -248,4 +257,55 @@ fn an_attempt_in_flight_when_the_lease_moves_is_recorded_by_the_node_that_made_i
         recorded(&a),
         recorded(&b)
     );
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_records_its_attempt_in_flight_before_handing_over_so_it_is_not_sent_again(
+) {
+    let _one = exclusive();
+    let nats = NatsCluster::start(3);
+    // One shard, so exactly one node owns the webhook; a receiver that answers after 3 s (the nodes wait
+    // up to 10 s for it).
+    let start = |id: &str| one_shard_node(&nats, id, "10s");
+    let mut nodes = [start("node-a"), start("node-b")];
+    let owner = |nodes: &[Server]| {
+        shards(&nodes[0])
+            .into_iter()
+            .find(|(_, n)| *n == 1)
+            .and_then(|(id, _)| IDS.iter().position(|i| *i == id))
+    };
+    assert!(wait_until(Duration::from_secs(10), || owner(&nodes).is_some()));
+    let owning = owner(&nodes).unwrap();
+    let other = 1 - owning;
+    let rx = slow_receiver(Duration::from_secs(3));
+    let hook = nodes[other].create_webhook(&rx.url("/slow"), json!({"secret": SECRET}));
+    let event = nodes[other].publish("contact.create", json!("in-flight-at-stop"));
+    let event_id = event["id"].as_str().unwrap().to_owned();
+    assert!(wait_until(Duration::from_secs(10), || rx.count("/slow") == 1));
+    // SIGTERM while the attempt is in flight: the node waits for the answer, records it, then hands over.
+    nodes[owning].stop();
+    let survivor = &nodes[other];
+    assert!(
+        wait_until(Duration::from_secs(10), || shards(survivor)
+            .iter()
+            .any(|(_, n)| *n == 1)),
+        "the shard did not move: {:?}",
+        shards(survivor)
+    );
+    let recorded = || {
+        deliveries(survivor, &hook)
+            .into_iter()
+            .find(|d| d.0 == event_id)
+            .map(|d| (d.1, d.2))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || recorded()
+            == Some(("succeeded".to_owned(), 1))),
+        "the stopped node's attempt is not recorded: {:?}",
+        recorded()
+    );
+    // The new owner's takeover hold (about 2 s here) has passed: it did not send the event again.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(rx.count("/slow"), 1, "sent again after a clean hand-over");
+    assert_eq!(recorded(), Some(("succeeded".to_owned(), 1)));
 }

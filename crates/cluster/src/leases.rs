@@ -58,6 +58,9 @@ struct State {
     /// mirrored in `maintains` for the log.
     maintenance: RwLock<Option<u64>>,
     maintains: Arc<AtomicBool>,
+    /// Set by [`Leases::quiesce`]: this node is stopping. It owns nothing any more (its actors finish what
+    /// is in flight and stop) but keeps renewing its leases, and takes none, until they are released.
+    quiescing: AtomicBool,
     changed: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Asks the lease task to release everything and end (a clean stop).
     stop: tokio::sync::Notify,
@@ -111,6 +114,7 @@ impl Leases {
             members: RwLock::new(Membership::default()),
             maintenance: RwLock::new(None),
             maintains,
+            quiescing: AtomicBool::new(false),
             changed: OnceLock::new(),
             stop: tokio::sync::Notify::new(),
             released: tokio::sync::watch::Sender::new(false),
@@ -123,12 +127,23 @@ impl Leases {
         self.state.shards
     }
 
-    /// Whether this node holds the lease of the shard `webhook_id` hashes into.
+    /// Whether this node holds the lease of the shard `webhook_id` hashes into (and is not stopping).
     pub fn owns(&self, webhook_id: &str) -> bool {
-        self.state
-            .held
-            .read()
-            .contains_key(&shard_of(webhook_id, self.state.shards))
+        !self.state.quiescing.load(Ordering::Acquire)
+            && self
+                .state
+                .held
+                .read()
+                .contains_key(&shard_of(webhook_id, self.state.shards))
+    }
+
+    /// The first step of a clean stop: from now on this node owns no webhook (the engine's actors send
+    /// nothing more, finish and record the attempts they have in flight, and stop), while its leases are
+    /// still renewed so no other node sends for its shards before those outcomes are in the stream. Then
+    /// [`Leases::release_all`] gives them back.
+    pub fn quiesce(&self) {
+        self.state.quiescing.store(true, Ordering::Release);
+        self.state.notify();
     }
 
     /// When this node took the lease of the shard `webhook_id` hashes into (if it holds it).
@@ -451,8 +466,12 @@ async fn round(
         }
         owners.remove(&shard);
     }
-    // Below it: take free shards, all wanted at once.
-    let want = share.saturating_sub(state.held.read().len());
+    // Below it: take free shards, all wanted at once (none when stopping).
+    let want = if state.quiescing.load(Ordering::Acquire) {
+        0
+    } else {
+        share.saturating_sub(state.held.read().len())
+    };
     let free: Vec<u32> = (0..state.shards)
         .filter(|s| !owners.contains_key(s))
         .take(want)

@@ -108,6 +108,27 @@ pub fn copy_of_stream(cfg: &Config, dir: &std::path::Path) -> Result<JetStreamLo
     Ok(log)
 }
 
+/// Waits (at most `bound`) until no delivery attempt is under way; whether none is. An attempt's permit is
+/// freed just before its outcome is handed to the log writer, so a short settle follows the last one.
+pub async fn wait_for_attempts_in_flight(
+    engine: &buildr_engine::Engine,
+    bound: std::time::Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        if engine.attempts_in_flight().unwrap_or(0) == 0 {
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+            if engine.attempts_in_flight().unwrap_or(0) == 0 {
+                return true;
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A node delivers the webhooks of the shards it leases.
 struct LeaseOwnership {
     leases: Leases,

@@ -161,6 +161,9 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
                 .default_service(web::to(buildr_api::not_found))
         })
         .shutdown_timeout(5)
+        // SIGTERM/SIGINT are handled below (`stop_on_signal`): a cluster node hands its shards over before
+        // the server stops, and actix-server's own handling would stop the delivery threads at once.
+        .disable_signals()
         .keep_alive(match server_cfg.keep_alive.0 {
             d if d.is_zero() => actix_web::http::KeepAlive::Disabled,
             d => actix_web::http::KeepAlive::Timeout(d),
@@ -214,7 +217,11 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
                 handle.stop(false).await;
             }
         });
+        actix_rt::spawn(stop_on_signal(server.handle(), engine.clone(), leases.clone()));
         server.await.context("server error")?;
+        // The delivery threads stop here (attempts still in flight are abandoned: sent again after the
+        // next start, or by the next owner), before the checkpoint.
+        actix_rt::System::current().stop();
         if let Some(e) = failure.take() {
             anyhow::bail!("start-up failed: {e}");
         }
@@ -232,6 +239,43 @@ fn serve(config_path: Option<PathBuf>) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Waits for SIGTERM or SIGINT, then stops the server cleanly. A cluster node first hands its shards over:
+/// it sends nothing more, waits (at most `delivery.timeout` + 2 s) for the attempts in flight to end and
+/// their outcomes to be recorded, so the next owner does not send them again; its leases are given back
+/// after the checkpoint (in `serve`). The HTTP server keeps answering meanwhile.
+async fn stop_on_signal(
+    server: actix_web::dev::ServerHandle,
+    engine: Engine,
+    leases: Option<buildr_cluster::Leases>,
+) {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    let (term, int) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    let (Ok(mut term), Ok(mut int)) = (term, int) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; stopping"),
+        _ = int.recv() => tracing::info!("SIGINT received; stopping"),
+    }
+    if let (Some(leases), true) = (&leases, engine.is_ready()) {
+        leases.quiesce();
+        let bound = engine.config().delivery.timeout + std::time::Duration::from_secs(2);
+        if cluster::wait_for_attempts_in_flight(&engine, bound).await {
+            tracing::info!("attempts in flight finished and recorded; handing the shards over");
+        } else {
+            tracing::warn!(
+                ?bound,
+                "attempts still in flight at the stop; the next owner sends them again"
+            );
+        }
+    }
+    server.stop(true).await;
 }
 
 /// A tiny write-once slot (std only).

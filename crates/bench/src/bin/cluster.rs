@@ -36,6 +36,10 @@ struct Cli {
     /// Only the recovery scenario (C-recovery), e.g. to look at a takeover again.
     #[arg(long)]
     recovery_only: bool,
+    /// Only the fan-out rows (sled S3, then C-S3 on 1, 2 and 3 nodes): CPU per delivery, e.g. to compare
+    /// two builds.
+    #[arg(long)]
+    fan_out_only: bool,
 }
 
 fn beside_me(name: &str) -> Result<PathBuf> {
@@ -98,7 +102,7 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
     println!("measuring the limits (L-nats, L-http, L-disk)…");
     let lnats_messages = if cli.quick { 200 } else { 5_000 };
     let (batch, clients) = (sizes.s1_batch_size as usize, sizes.clients);
-    let (l_nats_batch, l_nats_single) = if cli.recovery_only {
+    let (l_nats_batch, l_nats_single) = if cli.recovery_only || cli.fan_out_only {
         (0.0, 0.0)
     } else {
         (
@@ -152,11 +156,13 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
     let mut sled = cluster::Sled::default();
     if !cli.recovery_only {
         // The single-node sled reference of the same run.
-        for (id, r) in [
-            ("S1-batch", scenarios::s1_batch(&ctx).await),
-            ("S1-single", scenarios::s1_single(&ctx).await),
-            ("S3", scenarios::s3(&ctx).await),
-        ] {
+        let mut sled_rows = Vec::new();
+        if !cli.fan_out_only {
+            sled_rows.push(("S1-batch", scenarios::s1_batch(&ctx).await));
+            sled_rows.push(("S1-single", scenarios::s1_single(&ctx).await));
+        }
+        sled_rows.push(("S3", scenarios::s3(&ctx).await));
+        for (id, r) in sled_rows {
             let row = row_or_error(id, r);
             if id == "S3" {
                 let cpu = row.extra.get("server_cpu_s").and_then(|v| v.as_f64());
@@ -171,23 +177,31 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
             save(&rows)?;
         }
         for n in 1..=3 {
-            for (id, r) in [
-                (
+            let mut cluster_rows = Vec::new();
+            if !cli.fan_out_only {
+                cluster_rows.push((
                     format!("C-S1-batch/{n}"),
                     cluster::s1_batch(&ctx, &nats, n, l_nats_batch).await,
-                ),
-                (
+                ));
+                cluster_rows.push((
                     format!("C-S1-single/{n}"),
                     cluster::s1_single(&ctx, &nats, n, l_nats_single).await,
-                ),
-                (format!("C-S3/{n}"), cluster::s3(&ctx, &nats, n, sled).await),
-            ] {
+                ));
+            }
+            cluster_rows.push((format!("C-S3/{n}"), cluster::s3(&ctx, &nats, n, sled).await));
+            for (id, r) in cluster_rows {
                 let row = row_or_error(&id, r);
                 println!("{}", row.line());
                 rows.push(row);
                 save(&rows)?;
             }
         }
+    }
+    if cli.fan_out_only {
+        drop(nats);
+        drop(receiver_proc);
+        print!("{}", report::markdown(&rows));
+        return Ok(());
     }
     let row = row_or_error(
         "C-recovery",

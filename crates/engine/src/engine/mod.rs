@@ -355,6 +355,17 @@ impl Engine {
             .map_err(|_| EngineError::Stopped)
     }
 
+    /// How many delivery attempts are under way now (sent, not yet answered).
+    pub fn attempts_in_flight(&self) -> Result<usize, EngineError> {
+        self.running()?;
+        Ok(self
+            .inner
+            .metrics
+            .permits
+            .get()
+            .map_or(0, |p| p.usage().in_flight))
+    }
+
     /// How many subscription actors run: one per enabled webhook with work (an idle one stops, see
     /// [`crate::subscription::SubscriptionActor::idle_stop_after`]).
     pub async fn active_subscriptions(&self) -> Result<usize, EngineError> {
