@@ -4,6 +4,7 @@
 //! deterministic, so a full replay of the log always rebuilds the same state, and it returns the
 //! [`Effect`]s the live actors must act on.
 
+pub use crate::pending::PendingMap;
 use buildr_core::{
     AccountId, AttemptOutcome, IdempotencyRecord, Record, ReplayId, Timestamp, Webhook, WebhookId,
 };
@@ -81,7 +82,7 @@ impl Pending {
 pub struct WebhookEntry {
     pub webhook: Webhook,
     /// Undelivered events by seq.
-    pub pending: BTreeMap<u64, Pending>,
+    pub pending: PendingMap,
     /// The first failed attempt since the last success (for `disable_after`).
     pub failing_since: Option<Timestamp>,
 }
@@ -182,7 +183,7 @@ impl Projection {
                     w.id.clone(),
                     WebhookEntry {
                         webhook: w.clone(),
-                        pending: BTreeMap::new(),
+                        pending: PendingMap::new(),
                         failing_since: None,
                     },
                 );
@@ -279,13 +280,11 @@ impl Projection {
                     for &s in seqs {
                         // An undelivered event is sent once more too (after an attempt in flight): the
                         // actor that holds it hears of the replay and restarts it.
-                        match e.pending.entry(s) {
-                            std::collections::btree_map::Entry::Vacant(v) => {
-                                v.insert(Pending::queued(seq));
+                        match e.pending.get_mut(&s) {
+                            None => {
+                                e.pending.insert(s, Pending::queued(seq));
                             }
-                            std::collections::btree_map::Entry::Occupied(mut o) => {
-                                o.get_mut().replayed = Some(seq);
-                            }
+                            Some(p) => p.replayed = Some(seq),
                         }
                         effects.push(Effect::Deliver {
                             webhook: webhook.clone(),
