@@ -22,7 +22,7 @@ pub fn ops(seq: u64, record: &Record, effects: &[Effect], out: &mut Vec<IndexOp>
         Record::DeliveryAttempted(a) => {
             out.push(IndexOp::Attempt {
                 record_seq: seq,
-                attempt: a.clone(),
+                attempt: Box::new(a.clone()),
             });
             None
         }
@@ -66,7 +66,7 @@ pub fn catch_up(
         ops(seq, record, effects, &mut pending);
         last = seq;
         if pending.len() >= 10_000 {
-            if let Err(e) = index.apply(&pending, seq, |s| event_at(log, s)) {
+            if let Err(e) = apply_in_parts(log, &mut pending, seq) {
                 pending_err = Some(e);
             }
             pending.clear();
@@ -76,7 +76,7 @@ pub fn catch_up(
         return Err(e.into());
     }
     if !pending.is_empty() {
-        index.apply(&pending, last, |s| event_at(log, s))?;
+        apply_in_parts(log, &mut pending, last)?;
     }
     Ok(result)
 }
@@ -117,6 +117,16 @@ pub struct IndexBehind {
 /// At most this many ops are merged into one index batch (sled's batch lock is process-wide: a huge index
 /// batch would hold up the log's own appends).
 const MAX_MERGED_OPS: usize = 5_000;
+
+/// A batch of more than this many ops (a large fan-out) is written in parts: its fresh rows
+/// [`MAX_FRESH_ROWS`] to a sled batch, so a fan-out to 100,000 webhooks is not one batch of 100,000 rows
+/// (sled holds a batch's node splits in memory until it is done: S5's peak was ~700 MB written whole,
+/// ~340 MB in parts). Smaller batches are written whole, as before: splitting S3's 10,000-row batches
+/// (100 events to 100 webhooks) cost ~20 % more server CPU there.
+const SPLIT_ABOVE: usize = 16_384;
+
+/// The fresh rows of a batch written in parts go this many to a sled batch.
+const MAX_FRESH_ROWS: usize = 4_096;
 
 /// How long the writer gathers batches before writing them. Most deliveries are queued and attempted
 /// within this time, so their row is written once, with its outcome, instead of twice (and never read
@@ -205,14 +215,11 @@ impl Writer<'_> {
         }
     }
 
-    fn write(&mut self, ops: Vec<IndexOp>, seq: u64) {
+    fn write(&mut self, mut ops: Vec<IndexOp>, seq: u64) {
         if seq <= self.rebuilt_up_to {
             return;
         }
-        let written = self
-            .log
-            .index()
-            .and_then(|ix| ix.apply(&ops, seq, |s| event_at(self.log, s)));
+        let written = apply_in_parts(self.log, &mut ops, seq);
         self.journal.push((ops, seq));
         match written {
             Ok(()) => self.progress.written.send_modify(|w| *w = (*w).max(seq)),
@@ -292,10 +299,64 @@ impl Writer<'_> {
         // Each batch went in atomically with the seq it reached: the reopened index has a prefix of them.
         let on_disk = index.applied_seq()?;
         for (ops, seq) in self.journal.iter().filter(|(_, seq)| *seq > on_disk) {
-            index.apply(ops, *seq, |s| event_at(self.log, s))?;
+            apply_parts(self.log, &index, ops, *seq, on_disk)?;
         }
         self.log.flush_index()
     }
+}
+
+/// A row of a freshly published event: written for the first time, so writing it again is harmless as
+/// long as nothing later about it is in the index (its attempts come in later batches).
+fn fresh(op: &IndexOp) -> bool {
+    matches!(op, IndexOp::Queued { event: Some(_), .. })
+}
+
+/// Writes `ops` (the changes of the log up to `seq`, in log order) to the index. A batch of more than
+/// [`SPLIT_ABOVE`] ops is written in parts: first the fresh rows it creates ([`fresh`]; they move ahead of
+/// the rest, which never refers to them), [`MAX_FRESH_ROWS`] at a time with the index's position left
+/// where it was,
+/// then the rest as one batch that moves it to `seq`. A crash between the parts leaves the index at its
+/// old position, and start-up applies the whole batch again: the fresh rows are written once more, the
+/// same, and the rest (attempt counts, requeues) only once. `ops` is left in the order written (the
+/// journal rewrites it so after a storage error).
+fn apply_in_parts(
+    log: &dyn LogStore,
+    ops: &mut Vec<IndexOp>,
+    seq: u64,
+) -> Result<(), buildr_log::LogError> {
+    let index = log.index()?;
+    if ops.len() <= SPLIT_ABOVE {
+        return index.apply(ops, seq, |s| event_at(log, s));
+    }
+    // Reordered only when a fresh row comes after another op (a fan-out alone needs no copy).
+    if ops.iter().skip_while(|op| fresh(op)).any(fresh) {
+        let (mut first, rest): (Vec<IndexOp>, Vec<IndexOp>) =
+            std::mem::take(ops).into_iter().partition(fresh);
+        first.extend(rest);
+        *ops = first;
+    }
+    let at = index.applied_seq()?;
+    apply_parts(log, &index, ops, seq, at)
+}
+
+/// Writes `ops`, whose fresh rows come first, as [`apply_in_parts`] does; `at` is the index's position.
+fn apply_parts(
+    log: &dyn LogStore,
+    index: &buildr_log::DeliveryIndex,
+    ops: &[IndexOp],
+    seq: u64,
+    at: u64,
+) -> Result<(), buildr_log::LogError> {
+    let mut ops = ops;
+    if ops.len() <= SPLIT_ABOVE {
+        return index.apply(ops, seq, |s| event_at(log, s));
+    }
+    while ops.len() > MAX_FRESH_ROWS && ops[..MAX_FRESH_ROWS].iter().all(fresh) {
+        let (part, more) = ops.split_at(MAX_FRESH_ROWS);
+        index.apply(part, at.min(seq), |s| event_at(log, s))?;
+        ops = more;
+    }
+    index.apply(ops, seq, |s| event_at(log, s))
 }
 
 /// The index writer: one thread, applying batches in log order.
@@ -382,5 +443,46 @@ impl IndexWriter {
         if self.tx.send(Job::Sync(done)).is_ok() {
             let _ = wait.recv();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use buildr_core::WebhookId;
+
+    /// A fan-out larger than [`SPLIT_ABOVE`], behind an op that is not a fresh row: its fresh rows go
+    /// first, in parts, and the index reaches the batch's seq with every row in it.
+    #[test]
+    fn a_large_fan_out_is_written_in_parts_and_reaches_its_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) =
+            buildr_log::EventLog::open_with(dir.path(), buildr_log::StorageOptions::default())
+                .unwrap();
+        let event: EventId = "evt_01HZY0000000000000000000AA".parse().unwrap();
+        let hooks: Vec<WebhookId> = (0..SPLIT_ABOVE + 100)
+            .map(|n| format!("wh_01HZY{n:021}").parse().unwrap())
+            .collect();
+        // A requeue of a row that does not exist (its event is not in the log): not fresh, written last.
+        let mut ops = vec![IndexOp::Queued {
+            webhook: hooks[0].clone(),
+            seq: 3,
+            event: None,
+        }];
+        ops.extend(hooks.iter().map(|w| IndexOp::Queued {
+            webhook: w.clone(),
+            seq: 5,
+            event: Some((event.clone(), EventType::ContactCreate)),
+        }));
+        apply_in_parts(&log, &mut ops, 9).unwrap();
+        assert!(fresh(&ops[0]), "fresh rows moved ahead");
+        assert!(!fresh(&ops[ops.len() - 1]));
+        let index = log.index().unwrap();
+        assert_eq!(index.applied_seq().unwrap(), 9);
+        for w in [&hooks[0], &hooks[MAX_FRESH_ROWS], &hooks[hooks.len() - 1]] {
+            assert!(index.delivery(w, 5).unwrap().is_some(), "{w} has its row");
+        }
+        assert!(index.delivery(&hooks[0], 3).unwrap().is_none());
     }
 }

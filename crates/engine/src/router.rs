@@ -5,16 +5,27 @@
 //!
 //! An actor is started when its webhook gets work (or has a backlog at start-up) and stopped when it
 //! reports itself idle and nothing was sent to it since: an idle webhook costs no actor.
+//!
+//! An actor is started only with a permit for its first attempt (see [`crate::permits`]): when none is
+//! free the webhook waits for one in the permits' queue, in turn with the actors already running, and
+//! its actor is made (from the projection, which holds its backlog) when the permit is granted. So a
+//! burst to 100,000 webhooks runs about as many actors as attempts may be in flight, not 100,000. Those
+//! actors stop as soon as they run out of work while many are running, and the router keeps the state of
+//! a stopped actor's rate limiter until it is full again, for the webhook's next actor.
 
 use crate::dispatcher::Outgoing;
+use crate::limiter::LimiterState;
 use crate::ownership::Ownership;
+use crate::permits::Permit;
 use crate::projection::{Effect, Projection};
 use crate::subscription::{Configure, Enqueue, Queued, SubscriptionActor, SubscriptionDeps};
 use actix::prelude::*;
 use buildr_core::WebhookId;
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What a log batch asks of the actors, with the bodies of the events it published (by seq); `upto` is
 /// the batch's last seq.
@@ -33,7 +44,21 @@ pub struct Effects {
 pub struct Idle {
     pub webhook: WebhookId,
     pub enqueues: u64,
+    /// Its rate limiter's state, when not full again yet.
+    pub limiter: Option<LimiterState>,
 }
+
+/// The permit a webhook without an actor waited for: its actor can start.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StartGranted {
+    webhook: WebhookId,
+    permit: Permit,
+}
+
+/// At most this many event bodies are kept for webhooks waiting to start (the newest); the others read
+/// theirs from the log when due.
+const KEPT_BODIES: usize = 1024;
 
 struct Running {
     addr: Addr<SubscriptionActor>,
@@ -58,6 +83,15 @@ pub struct Router {
     arbiters: Vec<actix::ArbiterHandle>,
     next_arbiter: usize,
     subs: HashMap<WebhookId, Running>,
+    /// Webhooks with work and no actor, waiting for a permit to start one (their grant is queued in
+    /// the permits).
+    starting: HashSet<WebhookId>,
+    /// Bodies of recent events for the webhooks in `starting`, by seq (at most [`KEPT_BODIES`]).
+    bodies: BTreeMap<u64, Arc<Outgoing>>,
+    /// The limiter state of stopped actors whose limiter was not full again yet: the next actor of the
+    /// webhook continues from it. Entries past their time are dropped when the map has doubled.
+    limiters: HashMap<WebhookId, LimiterState>,
+    prune_limiters_at: usize,
 }
 
 impl Router {
@@ -74,6 +108,47 @@ impl Router {
             arbiters,
             next_arbiter: 0,
             subs: HashMap::new(),
+            starting: HashSet::new(),
+            bodies: BTreeMap::new(),
+            limiters: HashMap::new(),
+            prune_limiters_at: 1024,
+        }
+    }
+
+    /// Keeps `bodies` for webhooks that wait to start (the newest [`KEPT_BODIES`]).
+    fn keep_bodies(&mut self, bodies: HashMap<u64, Arc<Outgoing>>) {
+        self.bodies.extend(bodies);
+        while self.bodies.len() > KEPT_BODIES {
+            self.bodies.pop_first();
+        }
+    }
+
+    /// Notes how many actors run, for the actors' [`SubscriptionActor`] idle rule and metrics.
+    fn count_live(&mut self) {
+        self.deps.live.store(self.subs.len(), Ordering::Relaxed);
+        // A burst's worth of entries is not kept once it is over.
+        if self.subs.is_empty() && self.subs.capacity() > 1024 {
+            self.subs.shrink_to(64);
+        }
+        if self.starting.is_empty() {
+            if self.starting.capacity() > 1024 {
+                self.starting.shrink_to(64);
+            }
+            self.bodies.clear();
+        }
+    }
+
+    /// Stops the actor of `id` (it reported itself idle), keeping its limiter's state if it is not full.
+    fn keep_limiter(&mut self, id: WebhookId, state: LimiterState) {
+        let now = Instant::now();
+        if state <= now {
+            return;
+        }
+        self.limiters.insert(id, state);
+        if self.limiters.len() >= self.prune_limiters_at {
+            self.limiters.retain(|_, at| *at > now);
+            self.limiters.shrink_to_fit();
+            self.prune_limiters_at = (self.limiters.len() * 2).max(1024);
         }
     }
 
@@ -85,7 +160,8 @@ impl Router {
         bodies: HashMap<u64, Arc<Outgoing>>,
         ctx: &mut Context<Self>,
     ) {
-        let projection = self.projection.read();
+        let shared = self.projection.clone();
+        let projection = shared.read();
         match projection.webhook_by_id(id) {
             Some(entry)
                 if !entry.webhook.disabled && !self.deps.config.paused && self.owner.owns(id) =>
@@ -93,27 +169,25 @@ impl Router {
                 match self.subs.get(id) {
                     Some(running) => running.addr.do_send(Configure(entry.webhook.clone())),
                     None if !entry.pending.is_empty() => {
-                        let actor =
-                            SubscriptionActor::new(entry, bodies, self.deps.clone(), ctx.address())
-                                .hold_after_takeover(self.owner.taken_over_at(id));
-                        let addr = match self
-                            .arbiters
-                            .get(self.next_arbiter % self.arbiters.len().max(1))
-                        {
-                            Some(arbiter) => {
-                                self.next_arbiter += 1;
-                                SubscriptionActor::start_in_arbiter(arbiter, move |_| actor)
+                        if self.starting.contains(id) {
+                            // Already waiting for a permit; the actor takes the backlog as it is then.
+                            drop(projection);
+                            return self.keep_bodies(bodies);
+                        }
+                        let host = crate::permits::host_of(&entry.webhook.url);
+                        let me = ctx.address();
+                        let waiter = id.clone();
+                        let permit = self.deps.permits.acquire_or_wait(&host, move || {
+                            Box::new(move |permit| grant(&me, waiter, permit))
+                        });
+                        drop(projection);
+                        match permit {
+                            Some(permit) => self.start(id, bodies, permit, ctx),
+                            None => {
+                                self.starting.insert(id.clone());
+                                self.keep_bodies(bodies);
                             }
-                            None => actor.start(),
-                        };
-                        self.subs.insert(
-                            id.clone(),
-                            Running {
-                                addr,
-                                enqueues: 0,
-                                from_seq: projection.last_seq,
-                            },
-                        );
+                        }
                     }
                     None => {}
                 }
@@ -122,6 +196,7 @@ impl Router {
                 // Another node owns it now: the actor records what it has in flight, then stops.
                 if let Some(running) = self.subs.remove(id) {
                     running.addr.do_send(crate::subscription::Retire);
+                    self.count_live();
                 }
             }
             _ => {
@@ -129,9 +204,67 @@ impl Router {
                 // when it is started again.
                 if let Some(running) = self.subs.remove(id) {
                     running.addr.do_send(crate::subscription::Stop);
+                    self.count_live();
                 }
             }
         }
+    }
+
+    /// Starts the actor of `id` with `permit` for its first attempt, if the webhook still has work it may
+    /// deliver (otherwise the permit goes to the next waiter).
+    fn start(
+        &mut self,
+        id: &WebhookId,
+        mut bodies: HashMap<u64, Arc<Outgoing>>,
+        permit: Permit,
+        ctx: &mut Context<Self>,
+    ) {
+        let projection = self.projection.read();
+        let Some(entry) = projection.webhook_by_id(id) else {
+            return;
+        };
+        if self.subs.contains_key(id)
+            || entry.pending.is_empty()
+            || entry.webhook.disabled
+            || self.deps.config.paused
+            || !self.owner.owns(id)
+        {
+            return;
+        }
+        // Bodies kept while it waited, for the seqs it has.
+        if let (Some(first), Some(last)) =
+            (entry.pending.keys().next(), entry.pending.keys().last())
+        {
+            for (seq, body) in self.bodies.range(*first..=*last) {
+                if entry.pending.contains_key(seq) {
+                    bodies.entry(*seq).or_insert_with(|| body.clone());
+                }
+            }
+        }
+        let actor = SubscriptionActor::new(entry, bodies, self.deps.clone(), ctx.address())
+            .hold_after_takeover(self.owner.taken_over_at(id))
+            .resume_limiter(self.limiters.remove(id))
+            .with_permit(Some(permit));
+        let addr = match self
+            .arbiters
+            .get(self.next_arbiter % self.arbiters.len().max(1))
+        {
+            Some(arbiter) => {
+                self.next_arbiter += 1;
+                SubscriptionActor::start_in_arbiter(arbiter, move |_| actor)
+            }
+            None => actor.start(),
+        };
+        self.subs.insert(
+            id.clone(),
+            Running {
+                addr,
+                enqueues: 0,
+                from_seq: projection.last_seq,
+            },
+        );
+        drop(projection);
+        self.count_live();
     }
 
     /// Hands `seqs` (from the batch ending at `upto`) to the actor of `id`, starting it if needed.
@@ -240,11 +373,19 @@ impl Handler<Effects> for Router {
                     queued_at,
                 } => {
                     let body = msg.bodies.get(&seq).cloned();
-                    deliveries.entry(webhook).or_default().push(Queued {
+                    let queued = Queued {
                         seq,
                         queued_at,
                         body,
-                    })
+                    };
+                    if self.subs.contains_key(&webhook) {
+                        deliveries.entry(webhook).or_default().push(queued);
+                    } else {
+                        // No actor: one is started (or waits for a permit) with the backlog the
+                        // projection holds, so nothing needs gathering for it (a fan-out to many
+                        // webhooks builds no map here).
+                        self.enqueue(&webhook, vec![queued], msg.upto, ctx);
+                    }
                 }
                 // The actor restarted it itself (it is what asked, or what held the attempt).
                 Effect::Restarted { .. } => {}
@@ -282,7 +423,34 @@ impl Handler<Idle> for Router {
         {
             if let Some(running) = self.subs.remove(&msg.webhook) {
                 running.addr.do_send(crate::subscription::Stop);
+                self.count_live();
+                if let Some(state) = msg.limiter {
+                    self.keep_limiter(msg.webhook, state);
+                }
             }
         }
+    }
+}
+
+impl Handler<StartGranted> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: StartGranted, ctx: &mut Context<Self>) {
+        if self.starting.remove(&msg.webhook) {
+            self.start(&msg.webhook, HashMap::new(), msg.permit, ctx);
+            self.count_live();
+        }
+    }
+}
+
+/// Hands a permit granted to `webhook` (waiting to start) to the router; gives it back if the router is
+/// gone. Never refused for a full mailbox: the webhook's turn would be lost.
+fn grant(router: &Addr<Router>, webhook: WebhookId, permit: Permit) -> Result<(), Permit> {
+    match router.try_send(StartGranted { webhook, permit }) {
+        Ok(()) => Ok(()),
+        Err(SendError::Full(msg)) => {
+            router.do_send(msg);
+            Ok(())
+        }
+        Err(SendError::Closed(msg)) => Err(msg.permit),
     }
 }

@@ -10,6 +10,7 @@
 use crate::backlog::Backlog;
 use crate::config::DeliveryConfig;
 use crate::dispatcher::{AttemptClass, AttemptResult, Dispatcher, Outgoing};
+use crate::limiter::{burst, Limiter, LimiterState};
 use crate::log_actor::{LogActor, RecordFacts, Submit};
 use crate::permits::{Permit, Permits};
 use crate::projection::WebhookEntry;
@@ -20,10 +21,8 @@ use buildr_core::{
     Timestamp, Webhook, WebhookChanges,
 };
 use buildr_log::LogStore;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +35,10 @@ pub struct SubscriptionDeps {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The bound on attempts in flight per destination host and in all (see [`crate::permits`]).
     pub permits: Arc<Permits>,
+    /// How many subscription actors are running (kept by the router). Above
+    /// `delivery.max_in_flight_total` an actor that runs out of work stops at once (see
+    /// [`SubscriptionActor::crowded`]).
+    pub live: AtomicUsize,
 }
 
 /// Deliver these seqs, with the body to send when the router has it (freshly published events); otherwise
@@ -82,7 +85,7 @@ pub struct SubscriptionActor {
     webhook: Webhook,
     deps: Arc<SubscriptionDeps>,
     router: Addr<Router>,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     /// The keys that sign now (the current secret, and the previous one during a rotation overlap), and
     /// when that set changes next.
     keys: (Arc<[Secret]>, Option<Timestamp>),
@@ -120,18 +123,6 @@ pub struct SubscriptionActor {
     granted: Option<Permit>,
 }
 
-/// The limiter's burst for `rate_limit` per minute: ⌈rate_limit/60⌉ (at least 1).
-fn burst(rate_limit: u32) -> u32 {
-    rate_limit.div_ceil(60).max(1)
-}
-
-/// The limiter for `rate_limit` per minute: evenly spaced, with a burst of [`burst`].
-pub fn limiter(rate_limit: u32) -> DefaultDirectRateLimiter {
-    let rate = NonZeroU32::new(rate_limit.max(1)).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst(rate_limit)).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(Quota::per_minute(rate).allow_burst(burst))
-}
-
 /// The keys that sign a message sent at `now`, and when that changes (the end of a rotation overlap).
 fn signing_keys(webhook: &Webhook, now: Timestamp) -> (Arc<[Secret]>, Option<Timestamp>) {
     let keys: Arc<[Secret]> = webhook.signing_secrets(now).into_iter().cloned().collect();
@@ -158,7 +149,7 @@ impl SubscriptionActor {
         let now = Timestamp::now();
         let mut actor = Self {
             webhook: entry.webhook.clone(),
-            limiter: limiter(entry.webhook.rate_limit),
+            limiter: Limiter::per_minute(entry.webhook.rate_limit),
             keys: signing_keys(&entry.webhook, now),
             deps,
             router,
@@ -180,7 +171,7 @@ impl SubscriptionActor {
             granted: None,
         };
         let mut restarted = Vec::new();
-        for (&seq, p) in &entry.pending {
+        for (&seq, p) in entry.pending.iter() {
             actor
                 .backlog
                 .hold(seq, p.queued_at, p.attempts, p.next_at, now);
@@ -256,8 +247,7 @@ impl SubscriptionActor {
             let Some(permit) = self.permit(ctx) else {
                 break;
             };
-            if let Err(not_until) = self.limiter.check() {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+            if let Err(wait) = self.limiter.check() {
                 self.wake_in(ctx, wait);
                 break;
             }
@@ -296,6 +286,27 @@ impl SubscriptionActor {
         self
     }
 
+    /// Continues the rate limiter of the webhook's previous actor, stopped before its limiter was full
+    /// again (the router kept its state): a restarted actor never gets a fresh burst.
+    pub fn resume_limiter(mut self, state: Option<LimiterState>) -> Self {
+        self.limiter = self.limiter.resume(state);
+        self
+    }
+
+    /// Starts with `permit` (the router waited for it before starting the actor): its first attempt
+    /// uses it. One for another destination (the URL changed meanwhile) is handed on at once.
+    pub fn with_permit(mut self, permit: Option<Permit>) -> Self {
+        self.granted = permit.filter(|p| p.host() == &*self.host);
+        self
+    }
+
+    /// More actors are running than attempts may be in flight in all: an actor that runs out of work
+    /// stops at once (its limiter's state kept by the router) rather than after `idle_stop`, so a burst
+    /// to many webhooks holds about as many actors as it has attempts in flight.
+    fn crowded(&self) -> bool {
+        self.deps.live.load(Ordering::Relaxed) > self.deps.config.max_in_flight_total
+    }
+
     /// How long the actor must have been idle before it may stop: long enough for its limiter to have
     /// refilled its whole burst (so the next actor's fresh limiter allows nothing more), and at least
     /// `delivery.idle_stop`.
@@ -317,8 +328,20 @@ impl SubscriptionActor {
             return;
         }
         self.idle_since = Some(Instant::now());
+        if self.crowded() {
+            return self.report_idle();
+        }
         let after = Self::idle_stop_after(self.webhook.rate_limit, self.deps.config.idle_stop);
         self.check_idle_in(after, ctx);
+    }
+
+    /// Tells the router the actor is idle, with its limiter's state (`None` once full again).
+    fn report_idle(&self) {
+        self.router.do_send(Idle {
+            webhook: self.webhook.id.clone(),
+            enqueues: self.enqueues,
+            limiter: self.limiter.state(Instant::now()),
+        });
     }
 
     /// Checks after `d` whether the actor has been idle for its whole idle time; if it has been busy
@@ -336,10 +359,7 @@ impl SubscriptionActor {
             let after = Self::idle_stop_after(act.webhook.rate_limit, act.deps.config.idle_stop);
             match after.checked_sub(since.elapsed()) {
                 Some(left) if !left.is_zero() => act.check_idle_in(left, ctx),
-                _ => act.router.do_send(Idle {
-                    webhook: act.webhook.id.clone(),
-                    enqueues: act.enqueues,
-                }),
+                _ => act.report_idle(),
             }
         });
     }
@@ -532,6 +552,8 @@ impl Actor for SubscriptionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         self.pump(ctx);
+        // The permit the router started it with, if the first pump did not need it: the next waiter's.
+        self.granted = None;
     }
 }
 
@@ -569,7 +591,7 @@ impl Handler<Configure> for SubscriptionActor {
     type Result = ();
     fn handle(&mut self, msg: Configure, ctx: &mut Context<Self>) {
         if msg.0.rate_limit != self.webhook.rate_limit {
-            self.limiter = limiter(msg.0.rate_limit);
+            self.limiter = Limiter::per_minute(msg.0.rate_limit);
         }
         if msg.0.url != self.webhook.url {
             self.host = crate::permits::host_of(&msg.0.url);
@@ -606,24 +628,5 @@ impl Handler<Stop> for SubscriptionActor {
     type Result = ();
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limiter_allows_the_burst_then_spaces_evenly() {
-        let l = limiter(120); // 2 per second, burst 2
-        assert!(l.check().is_ok());
-        assert!(l.check().is_ok());
-        assert!(
-            l.check().is_err(),
-            "third in the same instant exceeds the burst"
-        );
-        let l = limiter(60);
-        assert!(l.check().is_ok());
-        assert!(l.check().is_err());
     }
 }

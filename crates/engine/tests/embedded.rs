@@ -10,8 +10,11 @@ use std::time::Duration;
 mod parking_lot_free {
     use std::sync::{Arc, Mutex};
     #[derive(Clone, Default)]
-    /// Every request received: its `webhook-id` and its path.
-    pub struct Log(pub Arc<Mutex<Vec<(String, String)>>>);
+    /// Every request received: its `webhook-id` and its path; and its path with when it arrived.
+    pub struct Log(
+        pub Arc<Mutex<Vec<(String, String)>>>,
+        pub Arc<Mutex<Vec<(String, std::time::Instant)>>>,
+    );
     impl Log {
         pub fn ids(&self) -> Vec<String> {
             self.0
@@ -37,6 +40,8 @@ async fn receiver(log: Log) -> String {
                     .to_str()
                     .unwrap()
                     .to_owned();
+                let at = std::time::Instant::now();
+                log.1.lock().unwrap().push((req.path().to_owned(), at));
                 log.0.lock().unwrap().push((id, req.path().to_owned()));
                 HttpResponse::Ok().finish()
             }
@@ -240,4 +245,68 @@ async fn a_fan_out_to_thousands_of_new_actors_delivers_exactly_once_each() {
     let distinct: std::collections::HashSet<_> = received.iter().collect();
     assert_eq!(distinct.len(), 3 * HOOKS);
     assert_eq!(received.len(), 3 * HOOKS, "nothing was sent twice");
+}
+
+/// When more actors run than attempts may be in flight in all, an actor that runs out of work stops at
+/// once instead of after `idle_stop`, and the router keeps its rate limiter's state: the webhook's next
+/// actor continues it, so stopping and starting an actor never gives a fresh burst.
+#[actix_web::test]
+async fn a_crowded_idle_actor_stops_at_once_and_its_next_actor_keeps_the_rate_limit() {
+    // One attempt in flight in all: the webhooks' actors start one after the other, each with the
+    // permit the previous one freed, and more than one running is a crowd.
+    let (_dir, engine, log, url) = started(|c| c.delivery.max_in_flight_total = 1).await;
+    let acc = AccountId::default_account();
+    const HOOKS: usize = 3;
+    for n in 0..HOOKS {
+        // One a second, burst 1.
+        engine
+            .create_webhook(
+                &acc,
+                webhook(&format!("{url}/{n}"), EventType::ContactCreate, 60),
+            )
+            .await
+            .unwrap();
+    }
+    engine
+        .publish(&acc, vec![event(EventType::ContactCreate, 1)], None, true)
+        .await
+        .unwrap();
+    assert!(wait_for(&log, HOOKS).await);
+    // The first actor may wait out `idle_stop` (60 s): it was alone when it ran out of work. The ones
+    // started while it still ran were a crowd and stop at once.
+    let mut thinned = false;
+    for _ in 0..100 {
+        if engine.active_subscriptions().await.unwrap() < HOOKS {
+            thinned = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        thinned,
+        "idle actors in a crowd stop without waiting for idle_stop"
+    );
+
+    // The next event at once: each webhook's second delivery waits for its limiter (1 s after its first
+    // one), whether its actor kept running or was stopped and started again.
+    engine
+        .publish(&acc, vec![event(EventType::ContactCreate, 2)], None, true)
+        .await
+        .unwrap();
+    assert!(wait_for(&log, 2 * HOOKS).await);
+    let times = log.1.lock().unwrap().clone();
+    for n in 0..HOOKS {
+        let path = format!("/h/{n}");
+        let at: Vec<_> = times
+            .iter()
+            .filter(|(p, _)| *p == path)
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(at.len(), 2, "{path}: each event once");
+        let gap = at[1].duration_since(at[0]);
+        assert!(
+            gap >= Duration::from_millis(900),
+            "{path}: the second delivery {gap:?} after the first, inside the limiter's second"
+        );
+    }
 }

@@ -48,10 +48,11 @@ pub enum IndexOp {
         seq: u64,
         event: Option<(EventId, EventType)>,
     },
-    /// An attempt, recorded at `record_seq`.
+    /// An attempt, recorded at `record_seq` (boxed: an attempt record is large, and a fan-out's
+    /// `Queued` ops, by far the most numerous, need not be that size).
     Attempt {
         record_seq: u64,
-        attempt: AttemptRecord,
+        attempt: Box<AttemptRecord>,
     },
     /// The webhook is gone: its rows go too.
     WebhookDeleted(WebhookId),
@@ -201,7 +202,7 @@ impl DeliveryIndex {
                         self.row(&mut rows, row_key(&attempt.webhook, attempt.seq))?
                     {
                         if row.delivery.attempts == 0 {
-                            row.first_attempt = Some((*record_seq, attempt.clone()));
+                            row.first_attempt = Some((*record_seq, (**attempt).clone()));
                         } else {
                             // More than one attempt: all of them get their own key.
                             if let Some((first_seq, first)) = row.first_attempt.take() {
@@ -476,7 +477,7 @@ mod tests {
             queued(&w, 7),
             IndexOp::Attempt {
                 record_seq: 8,
-                attempt: first.clone(),
+                attempt: Box::new(first.clone()),
             },
         ];
         ix.apply(&ops, 8, |_| None).unwrap();
@@ -491,7 +492,7 @@ mod tests {
         let second = attempt(&w, 7, 2, AttemptOutcome::Succeeded);
         let ops = [IndexOp::Attempt {
             record_seq: 9,
-            attempt: second.clone(),
+            attempt: Box::new(second.clone()),
         }];
         ix.apply(&ops, 9, |_| None).unwrap();
         assert_eq!(ix.attempts(&w, 7).unwrap(), vec![first, second]);
@@ -529,7 +530,7 @@ mod tests {
         };
         let op = |n, outcome| IndexOp::Attempt {
             record_seq: 10 + u64::from(n),
-            attempt: attempt(&w, 7, n, outcome),
+            attempt: Box::new(attempt(&w, 7, n, outcome)),
         };
         ix.apply(&[queued(&w, 7), op(1, retry)], 11, |_| None)
             .unwrap();

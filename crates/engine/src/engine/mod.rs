@@ -197,6 +197,7 @@ impl Engine {
             config: cfg.delivery.clone(),
             metrics: self.inner.metrics.clone(),
             permits: permits.clone(),
+            live: Default::default(),
         });
         // One delivery arbiter (thread) per core; the actors of the webhooks are spread over them so one
         // thread's CPU is not the ceiling for all deliveries.
