@@ -141,12 +141,12 @@ impl Router {
     /// Stops the actor of `id` (it reported itself idle), keeping its limiter's state if it is not full.
     fn keep_limiter(&mut self, id: WebhookId, state: LimiterState) {
         let now = Instant::now();
-        if state.full_at() <= now {
+        if state <= now {
             return;
         }
         self.limiters.insert(id, state);
         if self.limiters.len() >= self.prune_limiters_at {
-            self.limiters.retain(|_, kept| kept.full_at() > now);
+            self.limiters.retain(|_, at| *at > now);
             self.limiters.shrink_to_fit();
             self.prune_limiters_at = (self.limiters.len() * 2).max(1024);
         }
