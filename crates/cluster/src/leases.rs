@@ -393,7 +393,7 @@ async fn round(
         }
     };
     let (heartbeat, renewals, maintenance) = tokio::join!(heartbeat, renewals, maintenance);
-    heartbeat?;
+    // The renewals that were stored count even when the heartbeat was not.
     for (shard, renewal) in renewals {
         match renewal {
             Renewal::Renewed(r) => {
@@ -415,6 +415,7 @@ async fn round(
         }
         state.set_maintenance(maintenance);
     }
+    heartbeat?;
     // Who is alive, and who holds what.
     let mut names = Vec::new();
     let mut keys = store.keys().await?;

@@ -206,6 +206,25 @@ async fn subscription_actors_start_with_work_and_stop_when_idle() {
     assert_eq!(ids.iter().filter(|i| *i == &ids[5]).count(), 3);
 }
 
+/// Webhooks `{url}/0` … `{url}/{count - 1}` for contact.create at `rate_limit` per minute.
+async fn create_webhooks(
+    engine: &Engine,
+    acc: &AccountId,
+    url: &str,
+    count: usize,
+    rate_limit: u32,
+) {
+    for n in 0..count {
+        engine
+            .create_webhook(
+                acc,
+                webhook(&format!("{url}/{n}"), EventType::ContactCreate, rate_limit),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// Events fanned out to thousands of webhooks whose actors all start at once (none is running before):
 /// every webhook gets each exactly once. A new actor takes its backlog from the projection and the router
 /// must not hand it the same seqs again (one that finished meanwhile would be sent twice). That race needs
@@ -216,15 +235,7 @@ async fn a_fan_out_to_thousands_of_new_actors_delivers_exactly_once_each() {
     let (_dir, engine, log, url) = started(|_| {}).await;
     let acc = AccountId::default_account();
     const HOOKS: usize = 3_000;
-    for n in 0..HOOKS {
-        engine
-            .create_webhook(
-                &acc,
-                webhook(&format!("{url}/{n}"), EventType::ContactCreate, 60_000),
-            )
-            .await
-            .unwrap();
-    }
+    create_webhooks(&engine, &acc, &url, HOOKS, 60_000).await;
     for i in 0..3 {
         engine
             .publish(&acc, vec![event(EventType::ContactCreate, i)], None, true)
@@ -257,16 +268,8 @@ async fn a_crowded_idle_actor_stops_at_once_and_its_next_actor_keeps_the_rate_li
     let (_dir, engine, log, url) = started(|c| c.delivery.max_in_flight_total = 1).await;
     let acc = AccountId::default_account();
     const HOOKS: usize = 3;
-    for n in 0..HOOKS {
-        // One a second, burst 1.
-        engine
-            .create_webhook(
-                &acc,
-                webhook(&format!("{url}/{n}"), EventType::ContactCreate, 60),
-            )
-            .await
-            .unwrap();
-    }
+    // One a second, burst 1.
+    create_webhooks(&engine, &acc, &url, HOOKS, 60).await;
     engine
         .publish(&acc, vec![event(EventType::ContactCreate, 1)], None, true)
         .await
