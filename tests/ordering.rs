@@ -51,6 +51,9 @@ fn fifo_delivers_500_events_in_publish_order_through_random_delays_and_two_kill_
     publish_range(&s, 1..=200);
     assert!(wait_until(Duration::from_secs(60), || rx.count("/fifo") >= 80));
     s.kill9();
+    // The killed process's last request may still be in the receiver's random delay; the next process
+    // would send that event again while it is: two at once at the receiver, from two processes.
+    assert!(wait_until(Duration::from_secs(5), || rx.open_now("/fifo") == 0));
     s.start_again();
     assert_eq!(webhook(&s, &id)["ordering"], "fifo");
     publish_range(&s, 201..=500);
@@ -58,6 +61,7 @@ fn fifo_delivers_500_events_in_publish_order_through_random_delays_and_two_kill_
         &rx, "/fifo"
     ) >= 300));
     s.kill9();
+    assert!(wait_until(Duration::from_secs(5), || rx.open_now("/fifo") == 0));
     s.start_again();
     assert!(
         wait_until(Duration::from_secs(120), || distinct(&rx, "/fifo") == 500),

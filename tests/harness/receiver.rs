@@ -160,6 +160,12 @@ impl Receiver {
             .map_or(0, |&(_, most)| most)
     }
 
+    /// Requests to `path` being answered now (a request whose sender died is counted until its answer
+    /// is done).
+    pub fn open_now(&self, path: &str) -> usize {
+        self.shared.open.lock().get(path).map_or(0, |&(now, _)| now)
+    }
+
     /// The most requests being answered at the same time, over every path (and the receivers counting
     /// with this one).
     pub fn most_at_once_total(&self) -> usize {
