@@ -126,7 +126,7 @@ const MAX_MERGED_OPS: usize = 5_000;
 const SPLIT_ABOVE: usize = 16_384;
 
 /// The fresh rows of a batch written in parts go this many to a sled batch.
-const MAX_FRESH_ROWS: usize = 4_096;
+const MAX_FRESH_ROWS: usize = 1_024;
 
 /// How long the writer gathers batches before writing them. Most deliveries are queued and attempted
 /// within this time, so their row is written once, with its outcome, instead of twice (and never read

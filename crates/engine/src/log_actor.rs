@@ -106,6 +106,8 @@ pub struct LogActor {
     flush_requested: bool,
     checkpointing: bool,
     checkpointed_seq: u64,
+    /// The size of the last checkpoint encoded (the next one's buffer starts about that large).
+    checkpoint_len: usize,
     /// Records applied since the last checkpoint (seqs need not be contiguous, so they are counted).
     uncheckpointed: u64,
     /// A `CatchUp` is in the mailbox.
@@ -147,6 +149,7 @@ impl LogActor {
             flush_requested: false,
             checkpointing: false,
             checkpointed_seq,
+            checkpoint_len: 0,
             uncheckpointed,
             catch_up_requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             compacting: false,
@@ -434,7 +437,9 @@ impl LogActor {
             if p.last_seq == self.checkpointed_seq {
                 (p.last_seq, None)
             } else {
-                (p.last_seq, Some(checkpoint::encode(&p)))
+                let bytes = checkpoint::encode(&p, self.checkpoint_len);
+                self.checkpoint_len = bytes.len();
+                (p.last_seq, Some(bytes))
             }
         };
         self.checkpointing = true;
