@@ -9,8 +9,11 @@ use buildr_log::LogStore;
 /// Bumped whenever the projection's shape changes; older checkpoints are then ignored.
 const CHECKPOINT_FORMAT: u8 = 4;
 
-pub fn encode(p: &Projection) -> Vec<u8> {
-    let mut out = vec![CHECKPOINT_FORMAT];
+/// `p` encoded; `size_hint` is what the last checkpoint took (a buffer grown by doubling from nothing
+/// would take up to twice the checkpoint's size, and a copy of it at each step).
+pub fn encode(p: &Projection, size_hint: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size_hint.saturating_add(size_hint / 16).max(1));
+    out.push(CHECKPOINT_FORMAT);
     // Plain data into a Vec cannot fail; an empty payload would simply not decode later.
     let _ = bincode::serde::encode_into_std_write(p, &mut out, bincode::config::standard());
     out

@@ -125,8 +125,10 @@ const MAX_MERGED_OPS: usize = 5_000;
 /// (100 events to 100 webhooks) cost ~20 % more server CPU there.
 const SPLIT_ABOVE: usize = 16_384;
 
-/// The fresh rows of a batch written in parts go this many to a sled batch.
-const MAX_FRESH_ROWS: usize = 4_096;
+/// The fresh rows of a batch written in parts go this many to a sled batch. The node copies a sled batch
+/// replaces can only be freed once it is done (`buildr_log::reclaim`): ~3 KB per row at a fan-out, so a
+/// part of 4,096 rows held ~11 MB of them at once.
+const MAX_FRESH_ROWS: usize = 1_024;
 
 /// How long the writer gathers batches before writing them. Most deliveries are queued and attempted
 /// within this time, so their row is written once, with its outcome, instead of twice (and never read

@@ -108,6 +108,8 @@ pub struct LogActor {
     linger_armed: bool,
     checkpointing: bool,
     checkpointed_seq: u64,
+    /// The size of the last checkpoint encoded (the next one's buffer starts about that large).
+    checkpoint_len: usize,
     /// Records applied since the last checkpoint (seqs need not be contiguous, so they are counted).
     uncheckpointed: u64,
     /// A `CatchUp` is in the mailbox.
@@ -160,6 +162,7 @@ impl LogActor {
             linger_armed: false,
             checkpointing: false,
             checkpointed_seq,
+            checkpoint_len: 0,
             uncheckpointed,
             catch_up_requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             compacting: false,
@@ -447,7 +450,9 @@ impl LogActor {
             if p.last_seq == self.checkpointed_seq {
                 (p.last_seq, None)
             } else {
-                (p.last_seq, Some(checkpoint::encode(&p)))
+                let bytes = checkpoint::encode(&p, self.checkpoint_len);
+                self.checkpoint_len = bytes.len();
+                (p.last_seq, Some(bytes))
             }
         };
         self.checkpointing = true;

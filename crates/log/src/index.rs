@@ -13,20 +13,31 @@
 
 use crate::stats::{StatsBucket, StatsRow};
 use crate::LogError;
-use buildr_core::{AttemptRecord, Delivery, DeliveryStatus, EventId, EventType, WebhookId};
+use buildr_core::{
+    AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus, EventId, EventType, WebhookId,
+};
 use std::collections::HashMap;
 
 const APPLIED: &[u8] = b"mapplied";
 const FORMAT_KEY: &[u8] = b"mformat";
 /// The layout of the rows; an index in another layout is cleared and rebuilt from the log.
-const FORMAT: u8 = 3;
+const FORMAT: u8 = 4;
 
-/// A delivery row: the delivery as the API shows it, and its first attempt while it is the only one
-/// (with the seq of its record).
+/// A delivery row: the delivery as the API shows it, and its first attempt while it is the only one.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Row {
     delivery: Delivery,
-    first_attempt: Option<(u64, AttemptRecord)>,
+    first_attempt: Option<FirstAttempt>,
+}
+
+/// What a delivery's only attempt has beyond the delivery itself: the delivery records the time,
+/// response, error and duration of its last attempt, and its key the webhook and the event's seq.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct FirstAttempt {
+    /// The seq of the attempt's record.
+    record_seq: u64,
+    attempt: u32,
+    outcome: AttemptOutcome,
 }
 
 impl Row {
@@ -35,6 +46,28 @@ impl Row {
             delivery: Delivery::queued(id, t),
             first_attempt: None,
         }
+    }
+
+    /// The inline first attempt as its record, with the seq of the record. Only while the delivery has
+    /// had that one attempt (a replay's requeue changes its status, not the last attempt's fields).
+    fn first(&self, webhook: &WebhookId, seq: u64) -> Option<(u64, AttemptRecord)> {
+        let first = self.first_attempt.as_ref()?;
+        let d = &self.delivery;
+        Some((
+            first.record_seq,
+            AttemptRecord {
+                webhook: webhook.clone(),
+                seq,
+                event_id: d.event_id.clone(),
+                attempt: first.attempt,
+                at: d.last_attempt_at?,
+                response_status: d.response_status,
+                response_body: d.response_body.clone(),
+                error: d.error.clone(),
+                duration_ms: d.duration_ms.unwrap_or_default(),
+                outcome: first.outcome,
+            },
+        ))
     }
 }
 
@@ -63,11 +96,47 @@ pub struct DeliveryIndex {
     tree: sled::Tree,
 }
 
+/// Crockford's base32 as ULIDs are written in generated ids (lower case).
+const ULID_DIGITS: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+/// `id` (the part after its prefix) as it is written into a key, so that no key is a prefix of another
+/// id's: a generated id (a ULID in lower case, 26 digits) as `1` and its 16 bytes, which makes a key short
+/// enough for sled to keep inline (a key of at most 22 bytes after the part its node shares needs no
+/// allocation of its own); any other id as `2`, its text and `0` (ids never contain a `0` byte).
+pub(crate) fn push_id(k: &mut Vec<u8>, id: &str) {
+    if let Some(n) = ulid_value(id) {
+        k.push(1);
+        k.extend_from_slice(&n.to_be_bytes());
+    } else {
+        k.push(2);
+        k.extend_from_slice(id.as_bytes());
+        k.push(0);
+    }
+}
+
+/// The value of a ULID written as generated ids write it (26 lower-case digits, the first at most `7`),
+/// `None` for anything else (so a value stands for exactly one text).
+fn ulid_value(text: &str) -> Option<u128> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 26 || bytes[0] > b'7' {
+        return None;
+    }
+    bytes.iter().try_fold(0u128, |n, b| {
+        let digit = ULID_DIGITS.iter().position(|d| d == b)?;
+        Some((n << 5) | digit as u128)
+    })
+}
+
 fn prefix(tag: u8, webhook: &WebhookId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(webhook.as_str().len() + 18);
+    let mut k = Vec::with_capacity(28);
     k.push(tag);
-    k.extend_from_slice(webhook.as_str().as_bytes());
-    k.push(0);
+    push_id(
+        &mut k,
+        webhook
+            .as_str()
+            .strip_prefix(WebhookId::PREFIX)
+            .unwrap_or_default(),
+    );
     k
 }
 
@@ -85,8 +154,14 @@ fn attempt_key(webhook: &WebhookId, seq: u64, record_seq: u64) -> Vec<u8> {
 }
 
 fn event_key(id: &EventId) -> Vec<u8> {
-    let mut k = vec![b'e'];
-    k.extend_from_slice(id.as_str().as_bytes());
+    let mut k = Vec::with_capacity(18);
+    k.push(b'e');
+    push_id(
+        &mut k,
+        id.as_str()
+            .strip_prefix(EventId::PREFIX)
+            .unwrap_or_default(),
+    );
     k
 }
 
@@ -202,15 +277,22 @@ impl DeliveryIndex {
                         self.row(&mut rows, row_key(&attempt.webhook, attempt.seq))?
                     {
                         if row.delivery.attempts == 0 {
-                            row.first_attempt = Some((*record_seq, (**attempt).clone()));
+                            row.first_attempt = Some(FirstAttempt {
+                                record_seq: *record_seq,
+                                attempt: attempt.attempt,
+                                outcome: attempt.outcome,
+                            });
                         } else {
                             // More than one attempt: all of them get their own key.
-                            if let Some((first_seq, first)) = row.first_attempt.take() {
+                            if let Some((first_seq, first)) =
+                                row.first(&attempt.webhook, attempt.seq)
+                            {
                                 batch.insert(
                                     attempt_key(&first.webhook, first.seq, first_seq),
                                     enc(&first),
                                 );
                             }
+                            row.first_attempt = None;
                             batch.insert(
                                 attempt_key(&attempt.webhook, attempt.seq, *record_seq),
                                 enc(attempt),
@@ -256,6 +338,8 @@ impl DeliveryIndex {
         }
         batch.insert(APPLIED, &applied_seq.to_be_bytes());
         self.tree.apply_batch(batch)?;
+        // A row and two statistics rows per op at most (a deletion's removals are few by comparison).
+        crate::reclaim(ops.len() * 3);
         Ok(())
     }
 
@@ -360,7 +444,7 @@ impl DeliveryIndex {
             .tree
             .get(row_key(webhook, seq))?
             .and_then(|v| dec::<Row>(&v))
-            .and_then(|r| r.first_attempt);
+            .and_then(|r| r.first(webhook, seq));
         if let Some((_, first)) = inline {
             return Ok(vec![first]);
         }
@@ -500,6 +584,65 @@ mod tests {
         assert_eq!(row.attempts, 2);
         assert_eq!(row.status, DeliveryStatus::Succeeded);
         assert_eq!(ix.applied_seq().unwrap(), 9);
+    }
+
+    #[test]
+    fn generated_ids_are_16_bytes_in_keys_and_no_id_s_key_is_a_prefix_of_another_s() {
+        let generated = "01kbq3v0c8x9m2n4p6r8s0t2vw";
+        let mut k = Vec::new();
+        push_id(&mut k, generated);
+        assert_eq!(k.len(), 17);
+        // Not the canonical text of a ULID (upper case, too short or long, a letter ULIDs skip, too
+        // large): written as text.
+        let texts = [
+            "01KBQ3V0C8X9M2N4P6R8S0T2VW",
+            "01kbq3v0c8x9m2n4p6r8s0t2v",
+            "01kbq3v0c8x9m2n4p6r8s0t2vwx",
+            "01kbq3v0c8x9m2n4p6r8s0t2vu",
+            "81kbq3v0c8x9m2n4p6r8s0t2vw",
+            "a",
+            "a_b",
+        ];
+        let mut keys = vec![k];
+        for t in texts {
+            let mut k = Vec::new();
+            push_id(&mut k, t);
+            assert_eq!(k, [&[2u8][..], t.as_bytes(), &[0]].concat(), "{t}");
+            keys.push(k);
+        }
+        for a in &keys {
+            for b in &keys {
+                assert!(a == b || !b.starts_with(a), "{a:?} is a prefix of {b:?}");
+            }
+        }
+        // Distinct ULIDs stay distinct and keep their order.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        push_id(&mut a, "01kbq3v0c8x9m2n4p6r8s0t2vw");
+        push_id(&mut b, "01kbq3v0c8x9m2n4p6r8s0t2vx");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn a_first_attempt_is_read_back_whole_from_its_row() {
+        let ix = index();
+        let w: WebhookId = "wh_01kbq3v0c8x9m2n4p6r8s0t2vw".parse().unwrap();
+        let mut first = attempt(&w, 7, 1, AttemptOutcome::Succeeded);
+        first.response_body = "ok".into();
+        first.error = Some("none".into());
+        first.duration_ms = 42;
+        ix.apply(
+            &[
+                queued(&w, 7),
+                IndexOp::Attempt {
+                    record_seq: 8,
+                    attempt: Box::new(first.clone()),
+                },
+            ],
+            8,
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(ix.attempts(&w, 7).unwrap(), vec![first]);
     }
 
     #[test]

@@ -134,10 +134,15 @@ impl StatsRow {
 }
 
 pub(crate) fn prefix(bucket: StatsBucket, webhook: &WebhookId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(webhook.as_str().len() + 10);
+    let mut k = Vec::with_capacity(26);
     k.push(bucket.tag());
-    k.extend_from_slice(webhook.as_str().as_bytes());
-    k.push(0);
+    crate::index::push_id(
+        &mut k,
+        webhook
+            .as_str()
+            .strip_prefix(WebhookId::PREFIX)
+            .unwrap_or_default(),
+    );
     k
 }
 
