@@ -406,9 +406,10 @@ impl EventLog {
         // Indexed before the flush that makes the batch durable; a crash in between is caught up on open.
         main.events.add((first..).zip(records.iter()))?;
         main.db.flush()?;
-        reclaim(records.len() * 2);
         self.next_seq
             .store(first + records.len() as u64, Ordering::Release);
+        // After the batch is readable: freeing what it replaced need not hold up readers.
+        reclaim(records.len() * 2);
         Ok(first)
     }
 
