@@ -42,8 +42,10 @@ pub fn sample_record(id: i64) -> Vec<u8> {
 /// A sled database in a fresh temp dir and its `records` tree (the dir lives as long as the guard).
 fn temp_tree() -> Result<(tempfile::TempDir, sled::Db, sled::Tree)> {
     let dir = tempfile::tempdir().context("cannot make a temp dir for L-disk")?;
+    // Flushed as the server's log is (`fdatasync`, `StorageOptions::sync_data`).
     let db = sled::Config::new()
         .path(dir.path())
+        .sync_data(true)
         .open()
         .context("L-disk: cannot open sled")?;
     let tree = db

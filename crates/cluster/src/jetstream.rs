@@ -134,7 +134,12 @@ impl JetStreamLog {
         let (client, js, stream) = run(&handle, cfg.connect_timeout, connect(cfg.clone()))?;
         let info = stream.cached_info().clone();
         check_marker(cfg, info.created.unix_timestamp_nanos())?;
-        let (copy, report) = EventLog::open_with(&cfg.dir, cfg.storage)?;
+        // The copy is derived (rebuilt from the stream when lost): its writes need no `fdatasync`.
+        let storage = buildr_log::StorageOptions {
+            sync_data: false,
+            ..cfg.storage
+        };
+        let (copy, report) = EventLog::open_with(&cfg.dir, storage)?;
         let copy = Arc::new(copy);
         let followed = Arc::new(Followed::new(message::stream_seq(copy.last_seq())));
         let subject = format!("{}.log", cfg.stream);

@@ -24,6 +24,7 @@ impl JetStreamDriver {
             dir: self.base.path().join(format!("{}-{node}", self.made)),
             storage: StorageOptions {
                 cache_bytes: 16 << 20,
+                ..Default::default()
             },
             connect_timeout: Duration::from_secs(20),
             duplicate_window: Duration::from_secs(120),

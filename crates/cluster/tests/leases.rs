@@ -41,6 +41,7 @@ fn a_lost_renewal_answer_keeps_the_lease_and_a_lease_taken_by_another_is_dropped
         dir: dir.path().join("node-a"),
         storage: StorageOptions {
             cache_bytes: 16 << 20,
+            ..Default::default()
         },
         connect_timeout: Duration::from_secs(20),
         duplicate_window: Duration::from_secs(120),

@@ -144,6 +144,10 @@ fn seq_of(k: &[u8]) -> Option<u64> {
 pub struct StorageOptions {
     /// The most memory sled may use to cache each database (the log's and the delivery index's).
     pub cache_bytes: u64,
+    /// Each flush of the log's database ends with `fdatasync` (the device's cache flushed, a grown
+    /// file's size committed), not only `sync_file_range`: what a `202` promises. Off only for a log
+    /// whose truth is elsewhere (cluster mode's copy of the stream).
+    pub sync_data: bool,
 }
 
 impl Default for StorageOptions {
@@ -151,6 +155,7 @@ impl Default for StorageOptions {
     fn default() -> Self {
         Self {
             cache_bytes: 1 << 30,
+            sync_data: true,
         }
     }
 }
@@ -193,6 +198,7 @@ impl LogDb {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_bytes)
+            .sync_data(options.sync_data)
             .open()?;
         let records = db.open_tree("records")?;
         let checkpoints = db.open_tree("checkpoints")?;

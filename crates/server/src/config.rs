@@ -419,6 +419,7 @@ impl Config {
             retention_interval: self.retention.interval.0.max(Duration::from_millis(100)),
             storage: buildr_log::StorageOptions {
                 cache_bytes: self.storage.cache_mb.saturating_mul(1 << 20),
+                ..Default::default()
             },
         }
     }

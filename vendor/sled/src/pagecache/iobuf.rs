@@ -728,7 +728,13 @@ impl IoBufs {
         {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
-            if !self.config.temporary {
+            if !self.config.temporary && self.config.sync_data {
+                // buildr-webhooks: `fdatasync` when asked for (`Config::sync_data`): Linux's
+                // `sync_file_range` below neither flushes the device's write cache nor commits a
+                // grown file's size, so a flushed write could be lost to a power cut or a kernel
+                // crash until the next periodic `fsync` (`flush_every_ms`).
+                f.sync_data()?;
+            } else if !self.config.temporary {
                 #[cfg(target_os = "linux")]
                 {
                     use std::os::unix::io::AsRawFd;
