@@ -127,16 +127,13 @@ fn ulid_value(text: &str) -> Option<u128> {
     })
 }
 
-fn prefix(tag: u8, webhook: &WebhookId) -> Vec<u8> {
+/// `tag` and `webhook`'s id as keys hold it: the start of every key of one webhook (rows, attempts and,
+/// in `stats.rs`, statistics).
+pub(crate) fn prefix(tag: u8, webhook: &WebhookId) -> Vec<u8> {
     let mut k = Vec::with_capacity(28);
     k.push(tag);
-    push_id(
-        &mut k,
-        webhook
-            .as_str()
-            .strip_prefix(WebhookId::PREFIX)
-            .unwrap_or_default(),
-    );
+    let id = webhook.as_str();
+    push_id(&mut k, id.strip_prefix(WebhookId::PREFIX).unwrap_or(id));
     k
 }
 
@@ -156,12 +153,8 @@ fn attempt_key(webhook: &WebhookId, seq: u64, record_seq: u64) -> Vec<u8> {
 fn event_key(id: &EventId) -> Vec<u8> {
     let mut k = Vec::with_capacity(18);
     k.push(b'e');
-    push_id(
-        &mut k,
-        id.as_str()
-            .strip_prefix(EventId::PREFIX)
-            .unwrap_or_default(),
-    );
+    let id = id.as_str();
+    push_id(&mut k, id.strip_prefix(EventId::PREFIX).unwrap_or(id));
     k
 }
 

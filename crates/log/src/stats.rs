@@ -134,16 +134,7 @@ impl StatsRow {
 }
 
 pub(crate) fn prefix(bucket: StatsBucket, webhook: &WebhookId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(26);
-    k.push(bucket.tag());
-    crate::index::push_id(
-        &mut k,
-        webhook
-            .as_str()
-            .strip_prefix(WebhookId::PREFIX)
-            .unwrap_or_default(),
-    );
-    k
+    crate::index::prefix(bucket.tag(), webhook)
 }
 
 pub(crate) fn key(bucket: StatsBucket, webhook: &WebhookId, n: i64) -> Vec<u8> {

@@ -211,7 +211,6 @@ impl LogStore for crate::EventLog {
     /// One fsync for all groups; each group is stored all or nothing (`EventLog::append_groups`).
     fn append_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Appended, Refused> {
         let starts: Vec<usize> = groups.iter().map(|g| g.start).collect();
-        let starts = if starts.is_empty() { vec![0] } else { starts };
         let first = match self.append_groups(&records, &starts) {
             Ok(first) => first,
             Err(error) => return Err(Refused { error, records }),
