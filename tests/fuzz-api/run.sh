@@ -25,7 +25,16 @@ bin=target/debug/buildr-webhooks
 data=$(mktemp -d)
 out=$(mktemp)
 pid=""
-trap '[ -z "$pid" ] || kill $pid 2>/dev/null || true; rm -rf "$data" "$out"' EXIT
+# On exit, stop the server and wait for it before removing its folder: a stopping server still writes its
+# checkpoint there, and removing the folder under it fails the run.
+cleanup() {
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$data" "$out"
+}
+trap cleanup EXIT
 
 # start <allow private targets>: starts the server on $data, sets $pid and $base.
 start() {
