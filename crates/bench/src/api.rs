@@ -43,6 +43,31 @@ impl ServerMetrics {
         let count = self.get(&format!("{name}_count"))?;
         (count > 0.0).then(|| self.get(&format!("{name}_sum")).map(|s| s / count))?
     }
+
+    /// The upper bound of the histogram bucket that holds its `q` quantile (e.g. 0.99): an upper
+    /// estimate, as coarse as the buckets. `None` without samples or above the last finite bucket.
+    pub fn quantile_bound(&self, name: &str, q: f64) -> Option<f64> {
+        let count = self.get(&format!("{name}_count"))?;
+        let prefix = format!("{name}_bucket{{le=\"");
+        let mut buckets: Vec<(f64, f64)> = self
+            .0
+            .iter()
+            .filter_map(|(k, v)| {
+                let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+                Some((le.parse::<f64>().ok()?, *v))
+            })
+            .filter(|(le, _)| le.is_finite())
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        (count > 0.0)
+            .then(|| {
+                buckets
+                    .iter()
+                    .find(|(_, cumulative)| *cumulative >= q * count)
+                    .map(|(le, _)| *le)
+            })
+            .flatten()
+    }
 }
 
 /// The server's public API.
@@ -185,7 +210,7 @@ impl Api {
         Ok(ServerMetrics(
             String::from_utf8_lossy(&body)
                 .lines()
-                .filter(|l| !l.starts_with('#') && !l.contains("_bucket{"))
+                .filter(|l| !l.starts_with('#'))
                 .filter_map(|l| {
                     let (name, value) = l.rsplit_once(' ')?;
                     Some((name.to_owned(), value.trim().parse().ok()?))

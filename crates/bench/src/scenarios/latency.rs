@@ -87,7 +87,13 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
     let flush_mean_ms = metrics
         .mean("buildr_log_flush_duration_seconds")
         .map(|s| s * 1e3);
+    let flush_p99_bound_ms = metrics
+        .quantile_bound("buildr_log_flush_duration_seconds", 0.99)
+        .map(|s| s * 1e3);
     let batch_mean = metrics.mean("buildr_log_batch_records");
+    let attempt_p99_bound_ms = metrics
+        .quantile_bound("buildr_delivery_attempt_duration_seconds", 0.99)
+        .map(|s| s * 1e3);
     let attempt_mean_ms = metrics
         .mean("buildr_delivery_attempt_duration_seconds")
         .map(|s| s * 1e3);
@@ -121,6 +127,8 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
     .extra("server_flush_mean_ms", flush_mean_ms)
     .extra("server_batch_mean_records", batch_mean)
     .extra("server_attempt_mean_ms", attempt_mean_ms)
+    .extra("server_flush_p99_bucket_ms", flush_p99_bound_ms)
+    .extra("server_attempt_p99_bucket_ms", attempt_p99_bound_ms)
     .extra("server_cpu_s", cpu.process)
     .extra(
         "server_cpu_s_per_1000_events",
