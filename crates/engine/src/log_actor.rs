@@ -1,9 +1,15 @@
-//! The LogActor: the only writer of the log on this node. It gathers what arrives while the previous
-//! flush runs and appends it as one durable batch (group commit: one fsync on sled, one replicated
-//! message on JetStream), then applies what the log hands back (the batch, and on a shared log what other
-//! nodes appended before it) to the projection in log order, answers the callers (a `202` is only ever
-//! sent after this), and hands the effects to the router. Records other nodes append while this one is
-//! idle are applied the same way when the log says it has them ([`CatchUp`]).
+//! The LogActor: the only writer of the log on this node. It gathers what arrives in its mailbox and
+//! writes it as one batch (group commit), then applies what the log hands back once it is durable (the
+//! batch, and on a shared log what other nodes appended before it) to the projection in log order,
+//! answers the callers (a `202` is only ever sent after this), and hands the effects to the router.
+//! Records other nodes append while this one is idle are applied the same way when the log says it has
+//! them ([`CatchUp`]).
+//!
+//! On sled a batch is written in place and made durable by a `log-sync` thread ([`LogStore::sync`]: one
+//! write and `fdatasync`), so this thread never waits for the disk: it writes the next batches, routes
+//! and applies while the sync runs, and the next sync covers everything written meanwhile. Batches are
+//! applied and answered strictly in log order, each only after a sync that covers it. On JetStream the
+//! append itself waits for the stream's acknowledgement ([`Written::Durable`]).
 
 use crate::checkpoint;
 use crate::dispatcher::Outgoing;
@@ -14,9 +20,9 @@ use crate::projection::{Effect, IdempotencyEntry, Projection};
 use crate::router::{Effects, Router};
 use actix::prelude::*;
 use buildr_core::{AccountId, Record, Timestamp};
-use buildr_log::{Group, LogStore};
+use buildr_log::{Appended, Group, LogStore, Written};
 use parking_lot::RwLock;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -77,6 +83,23 @@ struct Pending {
     reply: Option<oneshot::Sender<Result<Submitted, SubmitError>>>,
 }
 
+/// A submission in a written batch: where its records are in the batch, who waits for it.
+struct Caller {
+    offset: usize,
+    len: usize,
+    reply: Option<oneshot::Sender<Result<Submitted, SubmitError>>>,
+    guard: Option<IdempotencyGuard>,
+}
+
+/// A batch written to the log but not durable yet: applied and answered once a sync covers `last_seq`.
+struct UnsyncedBatch {
+    appended: Appended,
+    /// One above the last durable record when it was written (see [`LogActor::finish`]).
+    unacknowledged_from: u64,
+    last_seq: u64,
+    callers: Vec<Caller>,
+}
+
 /// The LogActor's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct LogSettings {
@@ -122,6 +145,16 @@ pub struct LogActor {
     /// Storage refused a write: until a reopen and a probe write succeed, callers get `503` at once and
     /// facts nobody waits for (attempt outcomes) wait in the queue. The wait before the next try.
     healing: Option<Duration>,
+    /// Batches written and waiting for a sync, oldest first.
+    unsynced: VecDeque<UnsyncedBatch>,
+    /// The idempotency keys of `unsynced` batches (a second use waits until the first is applied).
+    unsynced_keys: HashSet<(AccountId, String)>,
+    /// Makes written batches durable; started with the first batch that needs it.
+    syncer: Option<Syncer>,
+    /// A sync is running (its [`Synced`] is on the way).
+    syncing: bool,
+    /// When the last sync ended (see [`QUIET_GAP`]).
+    last_sync_end: std::time::Instant,
     /// The facts nobody waits for of the batch whose append failed, and the seq that batch would have
     /// started at: written again after healing, unless the batch turns out to be on disk.
     held: Option<(u64, Vec<Pending>)>,
@@ -133,6 +166,12 @@ pub struct LogActor {
 /// costs what losing an attempt in flight costs: the delivery is sent again, with the same
 /// `webhook-id`.
 const FACT_LINGER: Duration = Duration::from_millis(5);
+
+/// A batch written at least this long after the last sync ended, with nothing else waiting for a sync,
+/// is synced on the writer's own thread: at a low rate there is nothing to overlap the sync with, and
+/// handing it to the sync thread and back costs two thread switches. Busier, the writer never waits
+/// for the disk.
+const QUIET_GAP: Duration = Duration::from_millis(1);
 
 /// Facts nobody waits for that are flushed at once, without waiting out [`FACT_LINGER`].
 const FACT_LINGER_MAX: usize = 1024;
@@ -171,6 +210,11 @@ impl LogActor {
             metrics,
             healing: None,
             held: None,
+            unsynced: VecDeque::new(),
+            unsynced_keys: HashSet::new(),
+            syncer: None,
+            syncing: false,
+            last_sync_end: std::time::Instant::now(),
         }
     }
 
@@ -191,11 +235,10 @@ impl LogActor {
         let cutoff = self.cutoff();
         let mut to_write = Vec::new();
         let mut groups = Vec::new();
-        let mut committed = Vec::new();
+        let mut callers = Vec::new();
         let mut deferred = Vec::new();
         {
             let projection = self.projection.read();
-            let mut keys_in_batch = HashSet::new();
             for p in self.queue.drain(..) {
                 if let Some(g) = &p.guard {
                     if let Some(entry) = projection
@@ -207,11 +250,14 @@ impl LogActor {
                         }
                         continue;
                     }
-                    // A second use of a key in this same batch waits for the first to be applied.
-                    if !keys_in_batch.insert((g.account.clone(), g.key.clone())) {
+                    // A second use of a key in this batch, or in one waiting for its sync, waits for the
+                    // first to be applied.
+                    let key = (g.account.clone(), g.key.clone());
+                    if self.unsynced_keys.contains(&key) {
                         deferred.push(p);
                         continue;
                     }
+                    self.unsynced_keys.insert(key);
                 }
                 let offset = to_write.len();
                 let len = p.records.len();
@@ -220,85 +266,212 @@ impl LogActor {
                     dedupe_id: p.guard.as_ref().map(IdempotencyGuard::dedupe_id),
                 });
                 to_write.extend(p.records);
-                committed.push((offset, len, p.reply, p.guard));
+                callers.push(Caller {
+                    offset,
+                    len,
+                    reply: p.reply,
+                    guard: p.guard,
+                });
             }
         }
         self.queue = deferred;
         // Nothing to write: every submission was a repeat of a used idempotency key (a deferred second use
-        // always comes with the first use in `to_write`).
+        // always comes with the first use in this batch or an unsynced one).
         if to_write.is_empty() {
             return self.after_flush(ctx);
         }
-        // The LogActor has its own thread: it blocks on the append (batch + fsync) right here, and
-        // everything that arrives meanwhile waits in its mailbox for the next batch.
         let started = std::time::Instant::now();
-        let first_seq = self.log.last_seq() + 1;
         let written = to_write.len();
-        let mut written_records = Vec::new();
-        let mut duplicates = Vec::new();
-        let outcome = match self.log.append_batch(to_write, &groups) {
-            Ok(appended) => {
+        let unacknowledged_from = self.log.last_seq() + 1;
+        match self.log.write_batch(to_write, &groups) {
+            Ok(Written::Durable(appended)) => {
                 self.record_stats(written, started.elapsed());
-                self.apply(appended.entries);
-                duplicates = appended.duplicates;
-                Ok(appended.seqs)
+                self.forget_keys(&callers);
+                self.finish(callers, Ok(appended), unacknowledged_from, ctx);
             }
-            Err(refused) => {
-                written_records = refused.records;
-                Err(SubmitError::Storage(refused.error.to_string()))
-            }
-        };
-        {
-            let failed = outcome.is_err();
-            for (group, (offset, len, reply, guard)) in committed.into_iter().enumerate() {
-                match reply {
-                    // Another node stored this idempotency key first (a shared log): its answer.
-                    Some(reply) if duplicates.contains(&group) => {
-                        let first = guard.and_then(|g| {
-                            self.projection
-                                .read()
-                                .idempotency(&g.account, &g.key)
-                                .cloned()
-                        });
-                        let _ = reply.send(first.map(Submitted::AlreadyUsed).ok_or_else(|| {
-                            SubmitError::Storage(
-                                "the first use of this Idempotency-Key is not applied yet".into(),
-                            )
-                        }));
-                    }
-                    // A group's records have consecutive seqs: its first seq numbers them all.
-                    Some(reply) => {
-                        let _ = reply.send(match &outcome {
-                            Ok(seqs) => seqs
-                                .get(offset)
-                                .map(|&first_seq| Submitted::Committed { first_seq })
-                                .ok_or_else(|| SubmitError::Storage("the log lost a seq".into())),
-                            Err(e) => Err(e.clone()),
-                        });
-                    }
-                    // Facts nobody waits for are not lost: they are written once storage heals
-                    // (unless the failed batch reached the disk after all: see `reopen_and_probe`).
-                    None if failed => self
-                        .held
-                        .get_or_insert_with(|| (first_seq, Vec::new()))
-                        .1
-                        .push(Pending {
-                            records: written_records[offset..offset + len].to_vec(),
-                            guard: None,
-                            reply: None,
-                        }),
-                    None => {}
+            Ok(Written::Unsynced(appended)) => {
+                let last_seq = appended.seqs.iter().copied().max().unwrap_or(0);
+                self.unsynced.push_back(UnsyncedBatch {
+                    appended,
+                    unacknowledged_from,
+                    last_seq,
+                    callers,
+                });
+                let quiet = self.last_sync_end.elapsed() >= QUIET_GAP;
+                if !self.syncing && self.unsynced.len() == 1 && quiet {
+                    let started = std::time::Instant::now();
+                    let result = self.log.sync().map_err(|e| e.to_string());
+                    self.metrics
+                        .log_flush_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.last_sync_end = std::time::Instant::now();
+                    self.synced(result, ctx);
+                } else {
+                    self.request_sync(ctx);
                 }
             }
-            if let Err(SubmitError::Storage(e)) = &outcome {
-                return self.start_healing(e, ctx);
+            Err(refused) => {
+                self.forget_keys(&callers);
+                let error = refused.error.to_string();
+                self.finish(
+                    callers,
+                    Err((error, refused.records)),
+                    unacknowledged_from,
+                    ctx,
+                );
             }
-            // Second uses of an idempotency key deferred from this batch go in the next one.
-            if !self.queue.is_empty() {
-                self.flush_soon(ctx);
-            }
-            self.after_flush(ctx);
         }
+    }
+
+    /// Asks the sync thread to make what is written durable, unless a sync is already running (its
+    /// [`Synced`] asks for the next one).
+    fn request_sync(&mut self, ctx: &mut Context<Self>) {
+        if self.syncing || self.unsynced.is_empty() {
+            return;
+        }
+        if self.syncer.is_none() {
+            match Syncer::start(self.log.clone(), ctx.address().downgrade()) {
+                Ok(syncer) => self.syncer = Some(syncer),
+                Err(e) => {
+                    return self
+                        .synced(Err(format!("cannot start the log's sync thread: {e}")), ctx)
+                }
+            }
+        }
+        if self.syncer.as_ref().is_some_and(Syncer::request) {
+            self.syncing = true;
+        } else {
+            self.syncer = None;
+            self.synced(Err("the log's sync thread has stopped".into()), ctx);
+        }
+    }
+
+    /// A sync ended: the batches it covers are durable and are applied and answered, in order; if it
+    /// failed, whether the batches waiting for it are stored is unknown, and they are treated as a failed
+    /// append (callers get `503`, facts are held until storage heals).
+    fn synced(&mut self, result: Result<u64, String>, ctx: &mut Context<Self>) {
+        match result {
+            Ok(through) => {
+                let mut records = 0;
+                while self.unsynced.front().is_some_and(|b| b.last_seq <= through) {
+                    let Some(batch) = self.unsynced.pop_front() else {
+                        break;
+                    };
+                    records += batch.appended.seqs.len();
+                    self.forget_keys(&batch.callers);
+                    self.finish(
+                        batch.callers,
+                        Ok(batch.appended),
+                        batch.unacknowledged_from,
+                        ctx,
+                    );
+                }
+                if records > 0 {
+                    self.metrics.log_batch_records.observe(records as f64);
+                }
+            }
+            Err(error) => {
+                while let Some(batch) = self.unsynced.pop_front() {
+                    self.forget_keys(&batch.callers);
+                    let records = batch.appended.entries.into_iter().map(|(_, r)| r).collect();
+                    self.finish(
+                        batch.callers,
+                        Err((error.clone(), records)),
+                        batch.unacknowledged_from,
+                        ctx,
+                    );
+                }
+            }
+        }
+        self.request_sync(ctx);
+    }
+
+    /// The idempotency keys of `callers` are no longer in a batch waiting for its sync.
+    fn forget_keys(&mut self, callers: &[Caller]) {
+        for g in callers.iter().filter_map(|c| c.guard.as_ref()) {
+            self.unsynced_keys
+                .remove(&(g.account.clone(), g.key.clone()));
+        }
+    }
+
+    /// A batch's outcome: applies a stored batch and answers its callers; for a failed one answers
+    /// `503`, holds its facts until storage heals and starts healing. `unacknowledged_from`: one above
+    /// the last durable record when the batch was written: after healing, the log is searched from
+    /// there for a failed batch's facts, which may be stored after all.
+    fn finish(
+        &mut self,
+        callers: Vec<Caller>,
+        outcome: Result<Appended, (String, Vec<Record>)>,
+        unacknowledged_from: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let (seqs, duplicates, failed) = match outcome {
+            Ok(appended) => {
+                self.apply(appended.entries);
+                (appended.seqs, appended.duplicates, None)
+            }
+            Err(failed) => (Vec::new(), Vec::new(), Some(failed)),
+        };
+        for (group, caller) in callers.into_iter().enumerate() {
+            let Caller {
+                offset,
+                len,
+                reply,
+                guard,
+            } = caller;
+            match (reply, &failed) {
+                // Another node stored this idempotency key first (a shared log): its answer.
+                (Some(reply), None) if duplicates.contains(&group) => {
+                    let first = guard.and_then(|g| {
+                        self.projection
+                            .read()
+                            .idempotency(&g.account, &g.key)
+                            .cloned()
+                    });
+                    let _ = reply.send(first.map(Submitted::AlreadyUsed).ok_or_else(|| {
+                        SubmitError::Storage(
+                            "the first use of this Idempotency-Key is not applied yet".into(),
+                        )
+                    }));
+                }
+                // A group's records have consecutive seqs: its first seq numbers them all.
+                (Some(reply), None) => {
+                    let _ = reply.send(
+                        seqs.get(offset)
+                            .map(|&first_seq| Submitted::Committed { first_seq })
+                            .ok_or_else(|| SubmitError::Storage("the log lost a seq".into())),
+                    );
+                }
+                (Some(reply), Some((error, _))) => {
+                    let _ = reply.send(Err(SubmitError::Storage(error.clone())));
+                }
+                // Facts nobody waits for are not lost: they are written once storage heals
+                // (unless the failed batch reached the disk after all: see `reopen_and_probe`).
+                (None, Some((_, records))) => {
+                    let held = self
+                        .held
+                        .get_or_insert_with(|| (unacknowledged_from, Vec::new()));
+                    held.0 = held.0.min(unacknowledged_from);
+                    held.1.push(Pending {
+                        records: records
+                            .get(offset..offset + len)
+                            .map(<[Record]>::to_vec)
+                            .unwrap_or_default(),
+                        guard: None,
+                        reply: None,
+                    });
+                }
+                (None, None) => {}
+            }
+        }
+        if let Some((error, _)) = &failed {
+            return self.start_healing(error, ctx);
+        }
+        // Second uses of an idempotency key deferred from this batch go in the next one.
+        if !self.queue.is_empty() {
+            self.flush_soon(ctx);
+        }
+        self.after_flush(ctx);
     }
 
     /// Storage refused a write: reopen it with backoff until a probe write succeeds.
@@ -330,6 +503,11 @@ impl LogActor {
     /// queued facts are written and callers are served again, without a restart.
     fn heal(&mut self, ctx: &mut Context<Self>) {
         let Some(wait) = self.healing else { return };
+        // A sync still running holds the database; its outcome comes first.
+        if self.syncing || !self.unsynced.is_empty() {
+            ctx.run_later(wait, |act, ctx| act.heal(ctx));
+            return;
+        }
         match self.reopen_and_probe() {
             Ok(()) => {
                 self.healing = None;
@@ -431,11 +609,12 @@ impl LogActor {
         }
     }
 
-    /// Writes a checkpoint when one is due (or when stopping). Appends are synchronous on this actor's
-    /// thread, so nothing is being written when this runs.
+    /// Writes a checkpoint when one is due, or when stopping once every written batch is applied. The
+    /// checkpoint covers what is applied (durable) only; batches waiting for their sync are not in it.
     fn after_flush(&mut self, ctx: &mut Context<Self>) {
         let due = self.uncheckpointed >= self.settings.checkpoint.every_records;
-        if due || !self.stopping.is_empty() {
+        let stop = !self.stopping.is_empty() && self.unsynced.is_empty();
+        if due || stop {
             self.checkpoint(ctx);
         }
     }
@@ -482,7 +661,7 @@ impl LogActor {
                 Ok(Err(e)) => tracing::warn!(error = %e, "saving a projection checkpoint failed"),
                 Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
             }
-            if !act.stopping.is_empty() && act.queue.is_empty() {
+            if !act.stopping.is_empty() && act.queue.is_empty() && act.unsynced.is_empty() {
                 for done in act.stopping.drain(..) {
                     let _ = done.send(());
                 }
@@ -607,9 +786,8 @@ impl LogActor {
 }
 
 impl LogActor {
-    /// Starts the LogActor on a thread of its own, in an actix system of its own: it blocks on each append
-    /// (batch + fsync) while the next batch gathers in its mailbox, without holding up the router or the
-    /// HTTP workers; and a SIGTERM, which makes actix-web stop the main system and all its arbiters,
+    /// Starts the LogActor on a thread of its own, in an actix system of its own: its writes (and, on a
+    /// log without a separate sync, its waits for each append) never hold up the HTTP workers; and a SIGTERM, which makes actix-web stop the main system and all its arbiters,
     /// cannot stop it before the clean stop has written what is queued and saved a checkpoint. The thread
     /// ends when the actor stops (every address dropped). Also returns the thread's arbiter, where the
     /// router runs: a batch's effects reach it without waking another thread.
@@ -741,6 +919,58 @@ impl Handler<RecordFacts> for LogActor {
                 }
             });
         }
+    }
+}
+
+/// The thread that makes written batches durable ([`LogStore::sync`]) while the LogActor goes on writing:
+/// one request at a time, each answered with a [`Synced`]. It ends when the LogActor drops it.
+struct Syncer {
+    requests: std::sync::mpsc::Sender<()>,
+}
+
+impl Syncer {
+    fn start(log: Arc<dyn LogStore>, actor: actix::WeakAddr<LogActor>) -> std::io::Result<Self> {
+        let (requests, asked) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("log-sync".into())
+            .spawn(move || {
+                while asked.recv().is_ok() {
+                    let started = std::time::Instant::now();
+                    let result = log.sync().map_err(|e| e.to_string());
+                    let took = started.elapsed();
+                    match actor.upgrade() {
+                        Some(actor) => actor.do_send(Synced { result, took }),
+                        None => return,
+                    }
+                }
+            })?;
+        Ok(Self { requests })
+    }
+
+    /// `false` if the thread has ended.
+    fn request(&self) -> bool {
+        self.requests.send(()).is_ok()
+    }
+}
+
+/// A sync ended: with the seq of the last record now durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Synced {
+    result: Result<u64, String>,
+    took: Duration,
+}
+
+impl Handler<Synced> for LogActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Synced, ctx: &mut Context<Self>) {
+        self.syncing = false;
+        self.last_sync_end = std::time::Instant::now();
+        self.metrics
+            .log_flush_seconds
+            .observe(msg.took.as_secs_f64());
+        self.synced(msg.result, ctx);
     }
 }
 

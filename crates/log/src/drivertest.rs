@@ -4,7 +4,7 @@
 //!
 //! Each check returns `Err` with what was wrong, so a failure names the property and the implementation.
 
-use crate::store::{Appended, Group, LogStore};
+use crate::store::{Appended, Group, LogStore, Written};
 use buildr_core::{
     AccountId, EventData, EventId, EventRecord, EventType, ObjectId, Record, Timestamp,
 };
@@ -39,6 +39,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         account_events_are_indexed_with_what_replays_decide_by,
     ),
     ("durable_across_reopen", durable_across_reopen),
+    (
+        "written_batches_are_durable_after_sync",
+        written_batches_are_durable_after_sync,
+    ),
     ("checkpoint_round_trips", checkpoint_round_trips),
     (
         "remove_keeps_order_and_the_last",
@@ -342,6 +346,102 @@ fn durable_across_reopen(d: &mut dyn Driver) -> Result<(), String> {
             next.entries.len()
         )
     })
+}
+
+/// Batches written without waiting ([`LogStore::write_batch`]) while a sync runs on another thread:
+/// seqs follow the write order, `last_seq` never counts an unsynced batch, a sync covers every batch
+/// written before it, and after a reopen everything synced is there in order.
+fn written_batches_are_durable_after_sync(d: &mut dyn Driver) -> Result<(), String> {
+    let first = record(-1);
+    let recs: Vec<Record> = (0..30).map(record).collect();
+    let mut written = Vec::new();
+    {
+        let log: Arc<dyn LogStore> = Arc::from(d.fresh()?);
+        follow(&*log, 0)?;
+        // Alone first: an unsynced batch is not counted until a sync.
+        match log.write_batch(vec![first.clone()], &[Group::at(0)]) {
+            Ok(Written::Unsynced(a)) => {
+                ensure(log.last_seq() < a.seqs[0], || {
+                    "last_seq counts a batch nobody synced".into()
+                })?;
+                ensure(log.sync().map_err(err)? >= a.seqs[0], || {
+                    "a sync does not cover the batch written before it".into()
+                })?;
+                ensure(log.last_seq() >= a.seqs[0], || {
+                    "last_seq does not count a synced batch".into()
+                })?;
+                written.extend(a.seqs);
+            }
+            Ok(Written::Durable(a)) => written.extend(a.seqs),
+            Err(r) => return Err(r.error.to_string()),
+        }
+        let syncer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|_| log.sync().map_err(err))
+                    .collect::<Result<Vec<u64>, String>>()
+            })
+        };
+        let mut last_written = 0;
+        for chunk in recs.chunks(3) {
+            let groups = [Group::at(0), Group::at(2)];
+            let (unsynced, a) = match log.write_batch(chunk.to_vec(), &groups) {
+                Ok(Written::Durable(a)) => (false, a),
+                Ok(Written::Unsynced(a)) => (true, a),
+                Err(r) => return Err(r.error.to_string()),
+            };
+            ensure(a.seqs.len() == chunk.len(), || {
+                format!("{} seqs for {} records", a.seqs.len(), chunk.len())
+            })?;
+            ensure(a.seqs.windows(2).all(|w| w[0] < w[1]), || {
+                format!("seqs {:?} do not increase", a.seqs)
+            })?;
+            ensure(a.seqs[0] > last_written, || {
+                format!("batch starts at {} after {last_written}", a.seqs[0])
+            })?;
+            last_written = a.seqs[chunk.len() - 1];
+            if !unsynced {
+                ensure(log.last_seq() >= last_written, || {
+                    "a durable batch is not counted by last_seq".into()
+                })?;
+            }
+            written.extend(a.seqs);
+        }
+        let synced = syncer
+            .join()
+            .map_err(|_| "the syncing thread panicked".to_owned())??;
+        ensure(synced.windows(2).all(|w| w[0] <= w[1]), || {
+            format!("sync went backwards: {synced:?}")
+        })?;
+        let through = log.sync().map_err(err)?;
+        ensure(
+            through >= last_written && log.last_seq() >= last_written,
+            || {
+                format!(
+                "after the last sync: through {through}, last_seq {}, written up to {last_written}",
+                log.last_seq()
+            )
+            },
+        )?;
+    }
+    let log = d.reopen()?;
+    let read = all(&*log)?;
+    ensure(
+        read.iter().map(|(s, _)| *s).eq(written.iter().copied()),
+        || {
+            format!(
+                "after reopening: seqs {:?}, written {written:?}",
+                read.iter().map(|(s, _)| s).collect::<Vec<_>>()
+            )
+        },
+    )?;
+    ensure(
+        read.iter()
+            .map(|(_, r)| r)
+            .eq(std::iter::once(&first).chain(&recs)),
+        || "after reopening the records differ".into(),
+    )
 }
 
 fn checkpoint_round_trips(d: &mut dyn Driver) -> Result<(), String> {

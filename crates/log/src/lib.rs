@@ -20,7 +20,7 @@ pub use codec::{decode, encode, DecodeError, FORMAT_VERSION};
 pub use events_index::{EventRef, EventSummary};
 pub use index::{DeliveryIndex, IndexOp};
 pub use stats::{StatsBucket, StatsRow};
-pub use store::{Appended, Entries, EventRefs, Group, LogStore, Notify, Refused};
+pub use store::{Appended, Entries, EventRefs, Group, LogStore, Notify, Refused, Written};
 
 use buildr_core::{AccountId, Record, Timestamp};
 use events_index::EventsIndex;
@@ -87,7 +87,11 @@ pub struct EventLog {
     options: StorageOptions,
     main: RwLock<Option<LogDb>>,
     index: RwLock<Option<IndexDb>>,
+    /// One above the last durable record: what [`EventLog::last_seq`] reports.
     next_seq: AtomicU64,
+    /// The seq the next write gets: one above every record written, durable or not (see
+    /// [`EventLog::write_groups`] and [`EventLog::sync`]).
+    written: AtomicU64,
 }
 
 /// Where versions before [`CHECKPOINT_FILE`] kept the checkpoint (a key of the log's database).
@@ -298,6 +302,7 @@ impl EventLog {
             main: RwLock::new(Some(main)),
             index: RwLock::new(Some(index)),
             next_seq: AtomicU64::new(report.last_seq + 1),
+            written: AtomicU64::new(report.last_seq + 1),
         };
         Ok((log, report))
     }
@@ -322,8 +327,9 @@ impl EventLog {
         let acknowledged = self.last_seq();
         let unapplied =
             (report.last_seq > acknowledged).then(|| acknowledged + 1..=report.last_seq);
-        self.next_seq
-            .store(acknowledged.max(report.last_seq) + 1, Ordering::Release);
+        let next = acknowledged.max(report.last_seq) + 1;
+        self.written.store(next, Ordering::Release);
+        self.next_seq.store(next, Ordering::Release);
         Ok(Reopened {
             unapplied,
             truncated: report.truncated,
@@ -377,13 +383,24 @@ impl EventLog {
 
     /// Appends `records` durably, each group (`starts`: where each begins, ascending, the first at 0)
     /// all or nothing; returns the seq of the first. Only one writer may call it.
+    pub fn append_groups(&self, records: &[Record], starts: &[usize]) -> Result<u64, LogError> {
+        let first = self.write_groups(records, starts)?;
+        self.sync()?;
+        Ok(first)
+    }
+
+    /// Writes `records` after everything written before, each group (`starts`: where each begins,
+    /// ascending, the first at 0) all or nothing, and returns the seq of the first; they are durable once
+    /// a later [`EventLog::sync`] returns (until then [`EventLog::last_seq`] does not count them, and
+    /// nobody may be told they are stored). Only one writer may call it; `sync` may run meanwhile on
+    /// another thread.
     ///
     /// A group of one record is a plain insert; only a larger group is a sled batch, which costs sled
     /// two more log writes (its manifest, in a buffer of its own). sled recovers a prefix of its log, so
-    /// a crash before the flush keeps a prefix of the groups, never part of one; none was acknowledged.
-    pub fn append_groups(&self, records: &[Record], starts: &[usize]) -> Result<u64, LogError> {
+    /// a crash before the sync keeps a prefix of the groups, never part of one; none was acknowledged.
+    pub fn write_groups(&self, records: &[Record], starts: &[usize]) -> Result<u64, LogError> {
         let main = self.main()?;
-        let first = self.next_seq.load(Ordering::Acquire);
+        let first = self.written.load(Ordering::Acquire);
         // Every record in exactly one group, whatever `starts` holds.
         let mut bounds: Vec<usize> = starts
             .iter()
@@ -409,14 +426,24 @@ impl EventLog {
                 }
             }
         }
-        // Indexed before the flush that makes the batch durable; a crash in between is caught up on open.
+        // Indexed before the sync that makes the batch durable; a crash in between is caught up on open.
         main.events.add((first..).zip(records.iter()))?;
-        main.db.flush()?;
-        self.next_seq
+        self.written
             .store(first + records.len() as u64, Ordering::Release);
-        // After the batch is readable: freeing what it replaced need not hold up readers.
+        // On the writing thread, whose epoch holds what the inserts replaced.
         reclaim(records.len() * 2);
         Ok(first)
+    }
+
+    /// Makes every record [`EventLog::write_groups`] wrote before this call durable (one flush of the
+    /// log's database: a write and an `fdatasync` of what is not on disk yet) and returns the seq of the
+    /// last one, which [`EventLog::last_seq`] reports from then on. Runs beside the writer: records
+    /// written while it flushes wait for the next call.
+    pub fn sync(&self) -> Result<u64, LogError> {
+        let through = self.written.load(Ordering::Acquire) - 1;
+        self.main()?.db.flush()?;
+        self.next_seq.fetch_max(through + 1, Ordering::AcqRel);
+        Ok(through)
     }
 
     /// `account`'s events after `after_seq`, in log order (test events included: the caller decides).
@@ -519,6 +546,7 @@ impl EventLog {
         main.records.apply_batch(batch)?;
         main.events.add(decoded.iter().map(|(s, r)| (*s, r)))?;
         reclaim(entries.len() * 2);
+        self.written.fetch_max(last + 1, Ordering::AcqRel);
         self.next_seq.fetch_max(last + 1, Ordering::AcqRel);
         Ok(())
     }
@@ -527,9 +555,10 @@ impl EventLog {
     #[doc(hidden)]
     pub fn append_raw_for_tests(&self, bytes: &[u8]) -> Result<u64, LogError> {
         let main = self.main()?;
-        let seq = self.next_seq.load(Ordering::Acquire);
+        let seq = self.written.load(Ordering::Acquire);
         main.records.insert(key(seq), bytes)?;
         main.db.flush()?;
+        self.written.store(seq + 1, Ordering::Release);
         self.next_seq.store(seq + 1, Ordering::Release);
         Ok(seq)
     }

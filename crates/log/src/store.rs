@@ -50,6 +50,17 @@ pub struct Appended {
     pub entries: Vec<(u64, Record)>,
 }
 
+/// What [`LogStore::write_batch`] did with a batch.
+#[derive(Debug)]
+pub enum Written {
+    /// Durable already: the log has no separate sync step (what [`LogStore::append_batch`] returns).
+    Durable(Appended),
+    /// Written after everything written before, with its seqs, but durable only once a later
+    /// [`LogStore::sync`] returns a seq at or past the batch's last: until then nobody may be told it
+    /// is stored, nor be handed its records.
+    Unsynced(Appended),
+}
+
 /// An append that failed, with the records handed back (the caller may want to write some again).
 #[derive(Debug)]
 pub struct Refused {
@@ -90,6 +101,21 @@ pub trait LogStore: Send + Sync {
     /// outcome of each group is unknown to the caller (a shared log may have stored some): the records
     /// that were stored are handed out later like any other.
     fn append_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Appended, Refused>;
+
+    /// Writes a batch like [`Self::append_batch`], but may return before it is durable
+    /// ([`Written::Unsynced`]), so that the writer goes on writing the next batches while
+    /// [`Self::sync`] makes this one durable on another thread (one write and `fdatasync` then covers
+    /// every batch written meanwhile). By default the whole append, durable on return.
+    fn write_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Written, Refused> {
+        self.append_batch(records, groups).map(Written::Durable)
+    }
+
+    /// Makes every batch [`Self::write_batch`] wrote before this call durable and returns the seq of the
+    /// last record now durable. Runs on a thread other than the writer's, one call at a time, while the
+    /// writer writes.
+    fn sync(&self) -> Result<u64, LogError> {
+        Ok(self.last_seq())
+    }
 
     /// Records appended by other writers that this caller has not been handed yet, in log order (always
     /// empty on a log with one writer). With `to_end`, first waits until everything the log held when
@@ -210,18 +236,36 @@ impl LogStore for crate::EventLog {
 
     /// One fsync for all groups; each group is stored all or nothing (`EventLog::append_groups`).
     fn append_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Appended, Refused> {
+        let written = match LogStore::write_batch(self, records, groups)? {
+            Written::Durable(appended) | Written::Unsynced(appended) => appended,
+        };
+        match crate::EventLog::sync(self) {
+            Ok(_) => Ok(written),
+            Err(error) => Err(Refused {
+                error,
+                records: written.entries.into_iter().map(|(_, r)| r).collect(),
+            }),
+        }
+    }
+
+    /// The groups written in place; [`LogStore::sync`] makes them durable (`EventLog::write_groups`).
+    fn write_batch(&self, records: Vec<Record>, groups: &[Group]) -> Result<Written, Refused> {
         let starts: Vec<usize> = groups.iter().map(|g| g.start).collect();
-        let first = match self.append_groups(&records, &starts) {
+        let first = match self.write_groups(&records, &starts) {
             Ok(first) => first,
             Err(error) => return Err(Refused { error, records }),
         };
         let seqs: Vec<u64> = (first..first + records.len() as u64).collect();
         let entries = seqs.iter().copied().zip(records).collect();
-        Ok(Appended {
+        Ok(Written::Unsynced(Appended {
             seqs,
             duplicates: Vec::new(),
             entries,
-        })
+        }))
+    }
+
+    fn sync(&self) -> Result<u64, LogError> {
+        crate::EventLog::sync(self)
     }
 
     fn catch_up(&self, _to_end: bool) -> Result<Vec<(u64, Record)>, LogError> {
