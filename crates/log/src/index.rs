@@ -5,13 +5,14 @@
 //!
 //! Keys: `r` webhook 0 seq → [`Row`] (the delivery, and its first attempt inline); `a` webhook 0 seq
 //! attempt-record-seq → AttemptRecord (every attempt, once there is more than one); `e` event id → seq
-//! (for events with at least one delivery); `s`/`h` webhook 0 minute/hour → [`StatsRow`] (see `stats.rs`);
+//! (for events with at least one delivery); `h` webhook 0 hour → the hour's and its minutes' attempt
+//! statistics (see `stats.rs`);
 //! `m applied` → seq; `m format` → [`FORMAT`].
 //!
 //! Most deliveries succeed at the first attempt, so keeping that attempt in the row makes them one row
 //! write; a second attempt moves it out to its `a` key.
 
-use crate::stats::{StatsBucket, StatsRow};
+use crate::stats::{HourRow, StatsBucket, StatsRow};
 use crate::LogError;
 use buildr_core::{
     AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus, EventId, EventType, WebhookId,
@@ -21,7 +22,7 @@ use std::collections::HashMap;
 const APPLIED: &[u8] = b"mapplied";
 const FORMAT_KEY: &[u8] = b"mformat";
 /// The layout of the rows; an index in another layout is cleared and rebuilt from the log.
-const FORMAT: u8 = 4;
+const FORMAT: u8 = 5;
 
 /// A delivery row: the delivery as the API shows it, and its first attempt while it is the only one.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -296,12 +297,7 @@ impl DeliveryIndex {
                 }
                 IndexOp::WebhookDeleted(w) => {
                     deleted.insert(w);
-                    for p in [
-                        prefix(b'r', w),
-                        prefix(b'a', w),
-                        crate::stats::prefix(StatsBucket::Minute, w),
-                        crate::stats::prefix(StatsBucket::Hour, w),
-                    ] {
+                    for p in [prefix(b'r', w), prefix(b'a', w), crate::stats::prefix(w)] {
                         for item in self.tree.scan_prefix(p) {
                             let (k, _) = item?;
                             batch.remove(k);
@@ -325,7 +321,7 @@ impl DeliveryIndex {
             }
         }
         for (k, delta) in stats.0 {
-            let mut row: StatsRow = self.tree.get(&k)?.and_then(|b| dec(&b)).unwrap_or_default();
+            let mut row: HourRow = self.tree.get(&k)?.and_then(|b| dec(&b)).unwrap_or_default();
             row.merge(&delta);
             batch.insert(k, enc(&row));
         }
@@ -359,30 +355,30 @@ impl DeliveryIndex {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, StatsRow)>, LogError> {
-        let start = crate::stats::key(bucket, webhook, from);
-        let end = crate::stats::key(bucket, webhook, to);
+        let (first, last) = crate::stats::hours_of(bucket, from, to);
+        let start = crate::stats::key(webhook, first);
+        let end = crate::stats::key(webhook, last);
         let mut out = Vec::new();
         for item in self.tree.range(start..=end) {
             let (k, v) = item?;
-            if let (Some(n), Some(row)) = (crate::stats::bucket_of(&k), dec::<StatsRow>(&v)) {
-                out.push((n, row));
+            if let (Some(hour), Some(row)) = (crate::stats::bucket_of(&k), dec::<HourRow>(&v)) {
+                out.extend(row.rows(hour, bucket, from, to));
             }
         }
         Ok(out)
     }
 
-    /// Drops the statistics rows of buckets that ended before `before_ms` (older than anyone may ask for).
+    /// Drops the statistics of hours that ended before the hour before `before_ms` (older than anyone
+    /// may ask for; the minutes of a kept hour go with it).
     pub fn prune_stats(&self, before_ms: i64) -> Result<usize, LogError> {
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for bucket in [StatsBucket::Minute, StatsBucket::Hour] {
-            let last = bucket.of(before_ms) - 1;
-            for item in self.tree.scan_prefix([bucket.tag()]) {
-                let (k, _) = item?;
-                if crate::stats::bucket_of(&k).is_some_and(|b| b < last) {
-                    batch.remove(k);
-                    n += 1;
-                }
+        let last = StatsBucket::Hour.of(before_ms) - 1;
+        for item in self.tree.scan_prefix([crate::stats::TAG]) {
+            let (k, _) = item?;
+            if crate::stats::bucket_of(&k).is_some_and(|b| b < last) {
+                batch.remove(k);
+                n += 1;
             }
         }
         self.tree.apply_batch(batch)?;
@@ -687,5 +683,47 @@ mod tests {
             .unwrap();
         assert!(ix.stats(&w, StatsBucket::Minute, 0, 10).unwrap().is_empty());
         assert_eq!(ix.prune_stats(i64::MAX / 2).unwrap(), 0);
+    }
+
+    #[test]
+    fn minutes_and_hours_come_from_one_key_per_hour() {
+        let ix = index();
+        let w: WebhookId = "wh_01HZY0000000000000000000AB".parse().unwrap();
+        // Attempts in minutes 59 and 61 (hours 0 and 1), two in minute 61.
+        let at = |seq: u64, minute: i64, second: i64| {
+            let mut a = attempt(&w, seq, 1, AttemptOutcome::Succeeded);
+            a.at = Timestamp::from_millis(minute * 60_000 + second * 1_000);
+            IndexOp::Attempt {
+                record_seq: 100 + seq,
+                attempt: Box::new(a),
+            }
+        };
+        let ops = [
+            queued(&w, 1),
+            queued(&w, 2),
+            queued(&w, 3),
+            at(1, 59, 30),
+            at(2, 61, 1),
+            at(3, 61, 2),
+        ];
+        ix.apply(&ops, 103, |_| None).unwrap();
+        let counts = |bucket, from, to| -> Vec<(i64, u64)> {
+            ix.stats(&w, bucket, from, to)
+                .unwrap()
+                .into_iter()
+                .map(|(n, r)| (n, r.attempts))
+                .collect()
+        };
+        assert_eq!(counts(StatsBucket::Minute, 0, 200), [(59, 1), (61, 2)]);
+        assert_eq!(counts(StatsBucket::Minute, 60, 61), [(61, 2)]);
+        assert_eq!(counts(StatsBucket::Minute, 59, 60), [(59, 1)]);
+        assert_eq!(counts(StatsBucket::Minute, 62, 119), []);
+        assert_eq!(counts(StatsBucket::Hour, 0, 5), [(0, 1), (1, 2)]);
+        assert_eq!(counts(StatsBucket::Hour, 1, 1), [(1, 2)]);
+        // One key per hour, whatever the minutes.
+        assert_eq!(ix.tree.scan_prefix([crate::stats::TAG]).count(), 2);
+        // Pruning before hour 2 keeps hour 1 (the hour before the cut) and drops hour 0 with its minutes.
+        assert_eq!(ix.prune_stats(2 * 3_600_000).unwrap(), 1);
+        assert_eq!(counts(StatsBucket::Minute, 0, 200), [(61, 2)]);
     }
 }

@@ -1,7 +1,9 @@
 //! Attempt statistics per webhook, kept in the delivery index's tree beside the delivery rows and
 //! written in the same atomic batches (so they are rebuilt from the log with it, and never count an attempt
-//! twice): one row per webhook and minute (`s` webhook 0 minute) and per webhook and hour (`h` webhook 0
-//! hour) in which it had attempts, each with its counts and a latency histogram.
+//! twice): one key per webhook and hour in which it had attempts (`h` webhook 0 hour → [`HourRow`]), holding
+//! the hour's counts and latency histogram and the same for each of its minutes that had attempts. One key
+//! rather than one per minute and one per hour: sled's cost per key dominates, and a burst to many
+//! webhooks writes one statistics key per webhook.
 //!
 //! The histogram has exact 1 ms slots below 16 ms and then 8 slots per power of two (at most 12.5 % wide),
 //! so a percentile is known within that much. Buckets merge by adding, so an hour row, an account's
@@ -41,13 +43,6 @@ impl StatsBucket {
         }
     }
 
-    pub(crate) const fn tag(self) -> u8 {
-        match self {
-            StatsBucket::Minute => b's',
-            StatsBucket::Hour => b'h',
-        }
-    }
-
     /// The bucket (number since the epoch) holding the time `ms`.
     pub fn of(self, ms: i64) -> i64 {
         ms.div_euclid(self.millis())
@@ -61,6 +56,69 @@ pub struct StatsRow {
     pub succeeded: u64,
     /// Latency slot → attempts, sorted by slot.
     hist: Vec<(u16, u64)>,
+}
+
+/// One webhook's attempts in one hour: the hour's row and each minute's that had attempts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HourRow {
+    pub(crate) total: StatsRow,
+    /// Minute of the hour (0–59) → its attempts, sorted by minute.
+    pub(crate) minutes: Vec<(u8, StatsRow)>,
+}
+
+/// Minutes in an hour.
+const MINUTES: i64 = StatsBucket::Hour.millis() / StatsBucket::Minute.millis();
+
+impl HourRow {
+    fn minute_mut(&mut self, minute: u8) -> &mut StatsRow {
+        let i = match self.minutes.binary_search_by_key(&minute, |&(m, _)| m) {
+            Ok(i) => i,
+            Err(i) => {
+                self.minutes.insert(i, (minute, StatsRow::default()));
+                i
+            }
+        };
+        &mut self.minutes[i].1
+    }
+
+    fn add(&mut self, minute: u8, a: &AttemptRecord) {
+        self.total.add(a);
+        self.minute_mut(minute).add(a);
+    }
+
+    pub(crate) fn merge(&mut self, other: &HourRow) {
+        self.total.merge(&other.total);
+        for (m, row) in &other.minutes {
+            self.minute_mut(*m).merge(row);
+        }
+    }
+
+    /// This hour's (`hour`) rows of `bucket` that lie in `from..=to` (bucket numbers), oldest first.
+    pub(crate) fn rows(
+        self,
+        hour: i64,
+        bucket: StatsBucket,
+        from: i64,
+        to: i64,
+    ) -> Vec<(i64, StatsRow)> {
+        match bucket {
+            StatsBucket::Hour => vec![(hour, self.total)],
+            StatsBucket::Minute => self
+                .minutes
+                .into_iter()
+                .map(|(m, row)| (hour * MINUTES + i64::from(m), row))
+                .filter(|(n, _)| (from..=to).contains(n))
+                .collect(),
+        }
+    }
+}
+
+/// The hours (bucket numbers) that hold the `bucket` numbers `from..=to`.
+pub(crate) fn hours_of(bucket: StatsBucket, from: i64, to: i64) -> (i64, i64) {
+    match bucket {
+        StatsBucket::Hour => (from, to),
+        StatsBucket::Minute => (from.div_euclid(MINUTES), to.div_euclid(MINUTES)),
+    }
 }
 
 /// Latencies below this many ms have a slot each.
@@ -133,15 +191,20 @@ impl StatsRow {
     }
 }
 
-pub(crate) fn prefix(bucket: StatsBucket, webhook: &WebhookId) -> Vec<u8> {
-    crate::index::prefix(bucket.tag(), webhook)
+/// The first bytes of `webhook`'s statistics keys.
+pub(crate) fn prefix(webhook: &WebhookId) -> Vec<u8> {
+    crate::index::prefix(TAG, webhook)
 }
 
-pub(crate) fn key(bucket: StatsBucket, webhook: &WebhookId, n: i64) -> Vec<u8> {
-    let mut k = prefix(bucket, webhook);
-    k.extend_from_slice(&n.to_be_bytes());
+/// The key of `webhook`'s statistics of hour `hour`.
+pub(crate) fn key(webhook: &WebhookId, hour: i64) -> Vec<u8> {
+    let mut k = prefix(webhook);
+    k.extend_from_slice(&hour.to_be_bytes());
     k
 }
+
+/// The first byte of every statistics key.
+pub(crate) const TAG: u8 = b'h';
 
 /// The bucket number at the end of a key.
 pub(crate) fn bucket_of(key: &[u8]) -> Option<i64> {
@@ -151,27 +214,23 @@ pub(crate) fn bucket_of(key: &[u8]) -> Option<i64> {
 
 /// What one index batch adds to the statistics rows, by key.
 #[derive(Default)]
-pub(crate) struct StatsDelta(pub(crate) std::collections::HashMap<Vec<u8>, StatsRow>);
+pub(crate) struct StatsDelta(pub(crate) std::collections::HashMap<Vec<u8>, HourRow>);
 
 impl StatsDelta {
     pub(crate) fn add(&mut self, a: &AttemptRecord) {
         let ms = a.at.as_millis();
-        for b in [StatsBucket::Minute, StatsBucket::Hour] {
-            self.0
-                .entry(key(b, &a.webhook, b.of(ms)))
-                .or_default()
-                .add(a);
-        }
+        let hour = StatsBucket::Hour.of(ms);
+        let minute = StatsBucket::Minute.of(ms) - hour * MINUTES;
+        self.0
+            .entry(key(&a.webhook, hour))
+            .or_default()
+            .add(u8::try_from(minute).unwrap_or(0), a);
     }
 
     /// Drops what this batch added for a webhook deleted later in it.
     pub(crate) fn forget(&mut self, webhook: &WebhookId) {
-        let (m, h) = (
-            prefix(StatsBucket::Minute, webhook),
-            prefix(StatsBucket::Hour, webhook),
-        );
-        self.0
-            .retain(|k, _| !k.starts_with(&m) && !k.starts_with(&h));
+        let p = prefix(webhook);
+        self.0.retain(|k, _| !k.starts_with(&p));
     }
 }
 
