@@ -61,12 +61,12 @@ impl Metrics {
             ),
             log_batch_records: histogram(
                 "log_batch_records",
-                "Records written per group-commit batch.",
+                "Records made durable per log sync (group commit).",
                 vec![1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
             ),
             log_flush_seconds: histogram(
                 "log_flush_duration_seconds",
-                "Time to write and fsync one batch.",
+                "Time of one log sync (write + fsync of every batch written since the last).",
                 vec![
                     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
                 ],
