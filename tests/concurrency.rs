@@ -149,3 +149,47 @@ fn a_backlog_to_a_slow_host_does_not_starve_another_webhook_there() {
     );
     assert!(wait_until(Duration::from_secs(60), || rx.count("/backlog") == 30));
 }
+
+/// S7 in small: one webhook's endpoint hangs (each attempt held 10 s) while another webhook to the same
+/// host is busy. The hanging webhook may hold only its share of the host's permits (the cap over the
+/// webhooks using it: 2 of 4 here), so the busy webhook keeps delivering instead of getting one permit per
+/// hanging attempt that ends.
+#[test]
+fn a_webhook_whose_endpoint_hangs_cannot_take_the_host_from_another() {
+    let s = Server::builder()
+        .env("BUILDR_DELIVERY__MAX_CONNECTIONS_PER_HOST", "4")
+        .start();
+    let rx = Receiver::start();
+    slow(&rx, "/busy", Duration::from_millis(50));
+    slow(&rx, "/hangs", Duration::from_secs(10));
+    s.create_webhook(
+        &rx.url("/busy"),
+        json!({"filter_types": ["contact.update"]}),
+    );
+    s.create_webhook(
+        &rx.url("/hangs"),
+        json!({"filter_types": ["contact.create"]}),
+    );
+    publish_many(&s, "contact.update", 60);
+    assert!(
+        wait_until(Duration::from_secs(30), || rx.count("/busy") >= 4),
+        "the busy webhook started"
+    );
+    publish_many(&s, "contact.create", 10);
+    assert!(
+        wait_until(Duration::from_secs(60), || rx.count("/busy") == 60),
+        "the busy webhook delivered everything (got {})",
+        rx.count("/busy")
+    );
+    let hanging_done = rx.count("/hangs") - rx.open_now("/hangs");
+    assert_eq!(
+        hanging_done, 0,
+        "the busy webhook's deliveries waited for hanging attempts to end"
+    );
+    assert!(
+        rx.most_at_once("/hangs") <= 2,
+        "the hanging webhook held {} of the host's 4 permits at once",
+        rx.most_at_once("/hangs")
+    );
+    assert!(rx.most_at_once_total() <= 4, "cap held");
+}

@@ -7,9 +7,17 @@
 //! to the first of them, and a webhook that wants another queues again at the back, so webhooks take
 //! turns and one webhook's backlog cannot starve the others. Hosts that wait only for the total cap take
 //! turns the same way.
+//!
+//! Taking turns is not enough when some of a host's endpoints hang: each of their attempts holds its
+//! permit until the timeout, so in a few turns they would hold them all and the host's healthy webhooks
+//! would get one permit per timeout. So a webhook may hold at most its **share** of a host's permits (the
+//! host's cap over the webhooks holding or waiting for them, or done with one less than [`GRACE`] ago, at
+//! least one) while others want them: one that asks beyond its share is parked, and queues again when one
+//! of its own attempts ends (max-min fairness; a release stays O(1) however many webhooks wait).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -17,37 +25,138 @@ use parking_lot::Mutex;
 /// stopped), so it can go to the next one.
 pub type Grant = Box<dyn FnOnce(Permit) -> Result<(), Permit> + Send>;
 
-/// Room for one attempt to `host`; given back when dropped.
+/// Which webhook holds or waits for permits ([`key_of`]).
+pub type Key = u64;
+
+/// A webhook's [`Key`]: a hash of its id (two webhooks sharing a key would only share a share).
+pub fn key_of(webhook: &impl std::hash::Hash) -> Key {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(webhook)
+}
+
+/// How long a webhook that holds and wants nothing still counts in its hosts' shares: between one attempt
+/// ending and its next request a busy webhook is briefly neither holding nor waiting.
+const GRACE: Duration = Duration::from_millis(100);
+
+/// Room for one attempt to `host` for one webhook; given back when dropped.
 pub struct Permit {
     permits: Arc<Permits>,
-    host: Option<Arc<str>>,
+    /// The destination and the webhook holding it.
+    slot: Option<(Arc<str>, Key)>,
 }
 
 impl Permit {
     /// The destination this permit is for.
     pub fn host(&self) -> &str {
-        self.host.as_deref().unwrap_or_default()
+        self.slot.as_ref().map(|(h, _)| &**h).unwrap_or_default()
     }
 
-    fn disarm(mut self) -> Option<Arc<str>> {
-        self.host.take()
+    fn disarm(mut self) -> Option<(Arc<str>, Key)> {
+        self.slot.take()
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some(host) = self.host.take() {
-            self.permits.release(host);
+        if let Some(slot) = self.slot.take() {
+            self.permits.release(slot);
         }
     }
+}
+
+/// A webhook that holds, waits for or lately held a host's permits.
+#[derive(Default)]
+struct Member {
+    held: u32,
+    /// Its grants queued in `waiters` or `parked`.
+    waiting: u32,
+    /// Since when it holds and waits for nothing (forgotten [`GRACE`] later).
+    idle_since: Option<Instant>,
 }
 
 #[derive(Default)]
 struct Host {
     used: usize,
-    waiters: VecDeque<Grant>,
+    waiters: VecDeque<(Key, Grant)>,
+    /// Grants of webhooks that asked while holding their share: queued again when one of their
+    /// permits comes back.
+    parked: HashMap<Key, Vec<Grant>>,
+    members: HashMap<Key, Member>,
+    /// Members that became idle, oldest first (an entry is stale if the member is busy again).
+    idle: VecDeque<(Instant, Key)>,
     /// In [`State::ready`].
     ready: bool,
+}
+
+impl Host {
+    /// How many of this host's permits one webhook may hold while others want them.
+    fn share(&self, per_host: usize) -> u32 {
+        u32::try_from((per_host / self.members.len().max(1)).max(1)).unwrap_or(u32::MAX)
+    }
+
+    fn holds_share(&self, key: Key, per_host: usize) -> bool {
+        self.members
+            .get(&key)
+            .is_some_and(|m| m.held >= self.share(per_host))
+    }
+
+    /// `key` as a member that is busy now.
+    fn member(&mut self, key: Key) -> &mut Member {
+        let m = self.members.entry(key).or_default();
+        m.idle_since = None;
+        m
+    }
+
+    /// Queues `grant` for `key`: parked while it holds its share, else at the back.
+    fn queue(&mut self, key: Key, grant: Grant, per_host: usize) {
+        self.member(key).waiting += 1;
+        if self.holds_share(key, per_host) {
+            self.parked.entry(key).or_default().push(grant);
+        } else {
+            self.waiters.push_back((key, grant));
+        }
+    }
+
+    /// Marks `key` idle when it neither holds nor waits.
+    fn note_idle(&mut self, key: Key, now: Instant) {
+        if let Some(m) = self.members.get_mut(&key) {
+            if m.held == 0 && m.waiting == 0 && m.idle_since.is_none() {
+                m.idle_since = Some(now);
+                self.idle.push_back((now, key));
+            }
+        }
+    }
+
+    /// Forgets members idle for [`GRACE`]. Every other webhook's share may grow then, so the parked ones
+    /// queue again (they are few: each holds at least one of the host's permits).
+    fn expire(&mut self, now: Instant) {
+        let mut forgot = false;
+        while let Some(&(since, key)) = self.idle.front() {
+            if now.duration_since(since) < GRACE {
+                break;
+            }
+            self.idle.pop_front();
+            if self
+                .members
+                .get(&key)
+                .is_some_and(|m| m.idle_since == Some(since))
+            {
+                self.members.remove(&key);
+                forgot = true;
+            }
+        }
+        if forgot {
+            for (k, grants) in self.parked.drain() {
+                for grant in grants {
+                    self.waiters.push_back((k, grant));
+                }
+            }
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.used == 0 && self.waiters.is_empty() && self.parked.is_empty()
+    }
 }
 
 #[derive(Default)]
@@ -80,27 +189,35 @@ impl Permits {
         })
     }
 
-    /// A permit for `host` now, or `None` after queuing the grant `waiter()` makes: it is called with a
-    /// permit once one is free and every waiter queued before it has had its turn (on the thread that
-    /// frees it).
+    /// A permit for webhook `key` to `host` now, or `None` after queuing the grant `waiter()` makes: it
+    /// is called with a permit once one is free, every waiter queued before it has had its turn, and the
+    /// webhook holds less than its share of the host (on the thread that frees it).
     pub fn acquire_or_wait(
         self: &Arc<Self>,
         host: &Arc<str>,
+        key: Key,
         waiter: impl FnOnce() -> Grant,
     ) -> Option<Permit> {
         let mut s = self.state.lock();
         let room = s.total < self.total && s.ready.is_empty();
         let h = s.hosts.entry(host.clone()).or_default();
-        if room && h.used < self.per_host && h.waiters.is_empty() {
+        h.expire(Instant::now());
+        h.member(key);
+        if room
+            && h.used < self.per_host
+            && h.waiters.is_empty()
+            && !h.holds_share(key, self.per_host)
+        {
             h.used += 1;
+            h.member(key).held += 1;
             s.total += 1;
             return Some(Permit {
                 permits: self.clone(),
-                host: Some(host.clone()),
+                slot: Some((host.clone(), key)),
             });
         }
-        h.waiters.push_back(waiter());
-        if h.used < self.per_host && !h.ready {
+        h.queue(key, waiter(), self.per_host);
+        if h.used < self.per_host && !h.waiters.is_empty() && !h.ready {
             h.ready = true;
             s.ready.push_back(host.clone());
         }
@@ -111,16 +228,20 @@ impl Permits {
         let s = self.state.lock();
         Usage {
             in_flight: s.total,
-            waiting: s.hosts.values().map(|h| h.waiters.len()).sum(),
+            waiting: s
+                .hosts
+                .values()
+                .map(|h| h.waiters.len() + h.parked.values().map(Vec::len).sum::<usize>())
+                .sum(),
         }
     }
 
-    fn release(self: &Arc<Self>, host: Arc<str>) {
+    fn release(self: &Arc<Self>, slot: (Arc<str>, Key)) {
         // A grant whose waiter is gone comes back here rather than through `Drop`, so a long queue of
         // stopped actors is walked in this loop, not by recursion.
-        let mut freed = vec![host];
-        while let Some(host) = freed.pop() {
-            for (grant, permit) in self.hand_on(host) {
+        let mut freed = vec![slot];
+        while let Some(slot) = freed.pop() {
+            for (grant, permit) in self.hand_on(slot) {
                 if let Err(back) = grant(permit) {
                     freed.extend(back.disarm());
                 }
@@ -128,13 +249,25 @@ impl Permits {
         }
     }
 
-    /// Gives back one permit of `host` and takes out the grants that can go now.
-    fn hand_on(self: &Arc<Self>, host: Arc<str>) -> Vec<(Grant, Permit)> {
+    /// Gives back one permit of `host` held for `key` and takes out the grants that can go now.
+    fn hand_on(self: &Arc<Self>, (host, key): (Arc<str>, Key)) -> Vec<(Grant, Permit)> {
+        let now = Instant::now();
         let mut s = self.state.lock();
         let s = &mut *s;
         s.total = s.total.saturating_sub(1);
         if let Some(h) = s.hosts.get_mut(&host) {
             h.used = h.used.saturating_sub(1);
+            if let Some(m) = h.members.get_mut(&key) {
+                m.held = m.held.saturating_sub(1);
+            }
+            // One of its attempts ended: a parked webhook queues again (at the back: its turn).
+            if let Some(parked) = h.parked.remove(&key) {
+                for grant in parked {
+                    h.waiters.push_back((key, grant));
+                }
+            }
+            h.note_idle(key, now);
+            h.expire(now);
             if !h.waiters.is_empty() && !h.ready {
                 h.ready = true;
                 s.ready.push_back(host.clone());
@@ -149,10 +282,25 @@ impl Permits {
                 continue;
             };
             h.ready = false;
-            let Some(grant) = h.waiters.pop_front() else {
+            // The first waiter below its share; those at their share are parked on the way (each
+            // only until one of its own permits comes back, so this walks each waiter once per release
+            // of its own).
+            let mut chosen = None;
+            while let Some((k, grant)) = h.waiters.pop_front() {
+                if h.holds_share(k, self.per_host) {
+                    h.parked.entry(k).or_default().push(grant);
+                } else {
+                    chosen = Some((k, grant));
+                    break;
+                }
+            }
+            let Some((k, grant)) = chosen else {
                 continue;
             };
             h.used += 1;
+            let m = h.member(k);
+            m.held += 1;
+            m.waiting = m.waiting.saturating_sub(1);
             s.total += 1;
             if !h.waiters.is_empty() && h.used < self.per_host {
                 h.ready = true;
@@ -162,14 +310,11 @@ impl Permits {
                 grant,
                 Permit {
                     permits: self.clone(),
-                    host: Some(next),
+                    slot: Some((next, k)),
                 },
             ));
         }
-        if s.hosts
-            .get(&host)
-            .is_some_and(|h| h.used == 0 && h.waiters.is_empty())
-        {
+        if s.hosts.get(&host).is_some_and(Host::idle) {
             s.hosts.remove(&host);
         }
         grants
@@ -225,13 +370,17 @@ mod tests {
         let (tx, _rx): (_, Got) = mpsc::channel();
         let a = host("http://a:80");
         let b = host("http://b:80");
-        let a1 = p.acquire_or_wait(&a, grant(&tx, 0, true));
-        let a2 = p.acquire_or_wait(&a, grant(&tx, 0, true));
+        let a1 = p.acquire_or_wait(&a, 0 as Key, grant(&tx, 0, true));
+        let a2 = p.acquire_or_wait(&a, 0 as Key, grant(&tx, 0, true));
         assert!(a1.is_some() && a2.is_some());
-        assert!(p.acquire_or_wait(&a, grant(&tx, 1, true)).is_none());
-        let b1 = p.acquire_or_wait(&b, grant(&tx, 2, true));
+        assert!(p
+            .acquire_or_wait(&a, 1 as Key, grant(&tx, 1, true))
+            .is_none());
+        let b1 = p.acquire_or_wait(&b, 2 as Key, grant(&tx, 2, true));
         assert!(b1.is_some());
-        assert!(p.acquire_or_wait(&b, grant(&tx, 3, true)).is_none());
+        assert!(p
+            .acquire_or_wait(&b, 3 as Key, grant(&tx, 3, true))
+            .is_none());
         assert_eq!(
             p.usage(),
             Usage {
@@ -248,15 +397,21 @@ mod tests {
         let p = Permits::new(1, 10);
         let (tx, rx): (_, Got) = mpsc::channel();
         let h = host("http://slow:80");
-        let first = p.acquire_or_wait(&h, grant(&tx, 0, true));
+        let first = p.acquire_or_wait(&h, 0 as Key, grant(&tx, 0, true));
         assert!(first.is_some());
         // Webhook 1 (a big backlog) queues, then webhook 2; webhook 1 asks again after its grant.
-        assert!(p.acquire_or_wait(&h, grant(&tx, 1, true)).is_none());
-        assert!(p.acquire_or_wait(&h, grant(&tx, 2, true)).is_none());
+        assert!(p
+            .acquire_or_wait(&h, 1 as Key, grant(&tx, 1, true))
+            .is_none());
+        assert!(p
+            .acquire_or_wait(&h, 2 as Key, grant(&tx, 2, true))
+            .is_none());
         drop(first);
         let (who, permit) = rx.try_recv().expect("granted");
         assert_eq!(who, 1);
-        assert!(p.acquire_or_wait(&h, grant(&tx, 1, true)).is_none());
+        assert!(p
+            .acquire_or_wait(&h, 1 as Key, grant(&tx, 1, true))
+            .is_none());
         drop(permit);
         let (who, permit) = rx.try_recv().expect("granted");
         assert_eq!(
@@ -272,10 +427,16 @@ mod tests {
         let p = Permits::new(10, 1);
         let (tx, rx): (_, Got) = mpsc::channel();
         let (a, b) = (host("http://a:80"), host("http://b:80"));
-        let first = p.acquire_or_wait(&a, grant(&tx, 0, true));
-        assert!(p.acquire_or_wait(&a, grant(&tx, 1, true)).is_none());
-        assert!(p.acquire_or_wait(&a, grant(&tx, 2, true)).is_none());
-        assert!(p.acquire_or_wait(&b, grant(&tx, 3, true)).is_none());
+        let first = p.acquire_or_wait(&a, 0 as Key, grant(&tx, 0, true));
+        assert!(p
+            .acquire_or_wait(&a, 1 as Key, grant(&tx, 1, true))
+            .is_none());
+        assert!(p
+            .acquire_or_wait(&a, 2 as Key, grant(&tx, 2, true))
+            .is_none());
+        assert!(p
+            .acquire_or_wait(&b, 3 as Key, grant(&tx, 3, true))
+            .is_none());
         drop(first);
         let (who, permit) = rx.try_recv().expect("granted");
         assert_eq!(who, 1);
@@ -292,11 +453,15 @@ mod tests {
         let p = Permits::new(1, 1);
         let (tx, rx): (_, Got) = mpsc::channel();
         let h = host("http://a:80");
-        let first = p.acquire_or_wait(&h, grant(&tx, 0, true));
+        let first = p.acquire_or_wait(&h, 0 as Key, grant(&tx, 0, true));
         for who in 1..1000 {
-            assert!(p.acquire_or_wait(&h, grant(&tx, who, false)).is_none());
+            assert!(p
+                .acquire_or_wait(&h, who as Key, grant(&tx, who, false))
+                .is_none());
         }
-        assert!(p.acquire_or_wait(&h, grant(&tx, 1000, true)).is_none());
+        assert!(p
+            .acquire_or_wait(&h, 1000 as Key, grant(&tx, 1000, true))
+            .is_none());
         drop(first);
         let (who, permit) = rx.try_recv().expect("granted");
         assert_eq!(who, 1000);
@@ -312,6 +477,83 @@ mod tests {
             p.state.lock().hosts.is_empty(),
             "an unused host is forgotten"
         );
+    }
+
+    #[test]
+    fn a_lone_webhook_may_use_the_whole_host() {
+        let p = Permits::new(4, 100);
+        let (tx, _rx): (_, Got) = mpsc::channel();
+        let h = host("http://a:80");
+        let held: Vec<_> = (0..4)
+            .map(|_| p.acquire_or_wait(&h, 1, grant(&tx, 1, true)))
+            .collect();
+        assert!(held.iter().all(Option::is_some));
+        assert!(p.acquire_or_wait(&h, 1, grant(&tx, 1, true)).is_none());
+    }
+
+    /// S7 in small: a webhook whose attempts hang holds a host's permits; another webhook there keeps
+    /// getting permits as fast as it gives them back, and the hanging one never holds more than its share.
+    #[test]
+    fn a_webhook_at_its_share_waits_while_another_keeps_cycling() {
+        let p = Permits::new(4, 100);
+        let (tx, rx): (_, Got) = mpsc::channel();
+        let h = host("http://a:80");
+        let (slow, healthy) = (1 as Key, 2 as Key);
+        let mut hanging: Vec<Permit> = (0..4)
+            .filter_map(|_| p.acquire_or_wait(&h, slow, grant(&tx, 1, true)))
+            .collect();
+        assert_eq!(hanging.len(), 4, "alone, it may use the whole host");
+        assert!(p.acquire_or_wait(&h, slow, grant(&tx, 1, true)).is_none());
+        assert!(p
+            .acquire_or_wait(&h, healthy, grant(&tx, 2, true))
+            .is_none());
+        // One hanging attempt times out: the healthy webhook is next, not the slow one's next request.
+        drop(hanging.pop());
+        let (who, mut permit) = rx.try_recv().expect("granted");
+        assert_eq!(who, 2);
+        // The healthy webhook gives its permit back and asks again, over and over: it gets one each time,
+        // while the slow one (3 held, share 2) stays parked.
+        for _ in 0..100 {
+            drop(permit);
+            permit = p
+                .acquire_or_wait(&h, healthy, grant(&tx, 2, true))
+                .expect("the healthy webhook gets the freed permit at once");
+        }
+        assert!(rx.try_recv().is_err(), "the slow webhook got nothing more");
+        // A second hanging attempt times out: the slow one (2 held) is at its share and stays parked;
+        // the healthy one may now hold two.
+        drop(hanging.pop());
+        assert!(rx.try_recv().is_err());
+        let second = p.acquire_or_wait(&h, healthy, grant(&tx, 2, true));
+        assert!(
+            second.is_some(),
+            "room for the healthy webhook's second attempt"
+        );
+        assert_eq!(p.usage().in_flight, 4);
+    }
+
+    #[test]
+    fn the_share_grows_back_when_the_other_webhook_is_gone() {
+        let p = Permits::new(4, 100);
+        let (tx, rx): (_, Got) = mpsc::channel();
+        let h = host("http://a:80");
+        let mut held: Vec<Permit> = (0..4)
+            .filter_map(|_| p.acquire_or_wait(&h, 1, grant(&tx, 1, true)))
+            .collect();
+        assert!(p.acquire_or_wait(&h, 2, grant(&tx, 2, true)).is_none());
+        drop(held.pop());
+        let (who, other) = rx.try_recv().expect("granted");
+        assert_eq!(who, 2);
+        assert!(p.acquire_or_wait(&h, 1, grant(&tx, 1, true)).is_none());
+        drop(other);
+        assert!(rx.try_recv().is_err(), "webhook 1 holds 3, its share is 2");
+        // Webhook 2 wants nothing more: once it has been idle for the grace period, webhook 1's share is
+        // the whole host again, and its request goes at the next release.
+        std::thread::sleep(GRACE + Duration::from_millis(50));
+        drop(held.pop());
+        let (who, _again) = rx.try_recv().expect("granted");
+        assert_eq!(who, 1);
+        assert_eq!(p.usage().in_flight, 3);
     }
 
     #[test]

@@ -177,7 +177,8 @@ impl Router {
                         let host = crate::permits::host_of(&entry.webhook.url);
                         let me = ctx.address();
                         let waiter = id.clone();
-                        let permit = self.deps.permits.acquire_or_wait(&host, move || {
+                        let key = crate::permits::key_of(id);
+                        let permit = self.deps.permits.acquire_or_wait(&host, key, move || {
                             Box::new(move |permit| grant(&me, waiter, permit))
                         });
                         drop(projection);

@@ -117,6 +117,8 @@ pub struct SubscriptionActor {
     not_before: Option<Instant>,
     /// The destination of the webhook's URL, as permits count it.
     host: Arc<str>,
+    /// The webhook's id, as permits count what each webhook holds of a host.
+    permit_key: crate::permits::Key,
     /// Queued for a permit (at most once at a time: webhooks take turns).
     awaiting_permit: bool,
     /// A permit granted after a wait, for the pump that follows.
@@ -167,6 +169,7 @@ impl SubscriptionActor {
             idle_timer: false,
             not_before: None,
             host: crate::permits::host_of(&entry.webhook.url),
+            permit_key: crate::permits::key_of(&entry.webhook.id),
             awaiting_permit: false,
             granted: None,
         };
@@ -270,9 +273,12 @@ impl SubscriptionActor {
             return None;
         }
         let me = ctx.address();
-        let permit = self.deps.permits.acquire_or_wait(&self.host, || {
-            Box::new(move |p| me.try_send(Granted(p)).map_err(|e| e.into_inner().0))
-        });
+        let permit = self
+            .deps
+            .permits
+            .acquire_or_wait(&self.host, self.permit_key, || {
+                Box::new(move |p| me.try_send(Granted(p)).map_err(|e| e.into_inner().0))
+            });
         self.awaiting_permit = permit.is_none();
         permit
     }
