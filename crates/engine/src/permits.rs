@@ -107,9 +107,26 @@ impl Host {
         m
     }
 
+    /// Counts `key` in the shares from now on, if it is not counted yet and counting it can change a
+    /// share: once as many webhooks as the host's cap are counted, every share is one, and a burst's
+    /// waiters (100,000 in S5) need no entry each until they hold a permit.
+    fn count_in(&mut self, key: Key, per_host: usize) -> bool {
+        if let Some(m) = self.members.get_mut(&key) {
+            m.idle_since = None;
+            return true;
+        }
+        if self.members.len() < per_host {
+            self.members.insert(key, Member::default());
+            return true;
+        }
+        false
+    }
+
     /// Queues `grant` for `key`: parked while it holds its share, else at the back.
     fn queue(&mut self, key: Key, grant: Grant, per_host: usize) {
-        self.member(key).waiting += 1;
+        if self.count_in(key, per_host) {
+            self.member(key).waiting += 1;
+        }
         if self.holds_share(key, per_host) {
             self.parked.entry(key).or_default().push(grant);
         } else {
@@ -117,13 +134,21 @@ impl Host {
         }
     }
 
-    /// Marks `key` idle when it neither holds nor waits.
-    fn note_idle(&mut self, key: Key, now: Instant) {
-        if let Some(m) = self.members.get_mut(&key) {
-            if m.held == 0 && m.waiting == 0 && m.idle_since.is_none() {
-                m.idle_since = Some(now);
-                self.idle.push_back((now, key));
-            }
+    /// Marks `key` idle when it neither holds nor waits; forgets it at once while more webhooks than the
+    /// cap are counted (every share is one then, with or without it).
+    fn note_idle(&mut self, key: Key, now: Instant, per_host: usize) {
+        let crowded = self.members.len() > per_host;
+        let Some(m) = self.members.get_mut(&key) else {
+            return;
+        };
+        if m.held > 0 || m.waiting > 0 || m.idle_since.is_some() {
+            return;
+        }
+        if crowded {
+            self.members.remove(&key);
+        } else {
+            m.idle_since = Some(now);
+            self.idle.push_back((now, key));
         }
     }
 
@@ -202,7 +227,7 @@ impl Permits {
         let room = s.total < self.total && s.ready.is_empty();
         let h = s.hosts.entry(host.clone()).or_default();
         h.expire(Instant::now());
-        h.member(key);
+        h.count_in(key, self.per_host);
         if room
             && h.used < self.per_host
             && h.waiters.is_empty()
@@ -266,7 +291,7 @@ impl Permits {
                     h.waiters.push_back((key, grant));
                 }
             }
-            h.note_idle(key, now);
+            h.note_idle(key, now, self.per_host);
             h.expire(now);
             if !h.waiters.is_empty() && !h.ready {
                 h.ready = true;
@@ -554,6 +579,50 @@ mod tests {
         let (who, _again) = rx.try_recv().expect("granted");
         assert_eq!(who, 1);
         assert_eq!(p.usage().in_flight, 3);
+    }
+
+    /// S5's burst: 100,000 webhooks wait for one host. Only as many as the cap are counted with an entry
+    /// of their own (every share is one by then); each still gets its turn, in order.
+    #[test]
+    fn a_burst_of_waiters_needs_no_entry_each() {
+        let p = Permits::new(4, 100);
+        let (tx, rx): (_, Got) = mpsc::channel();
+        let h = host("http://a:80");
+        let mut held: Vec<Permit> = (0..4)
+            .filter_map(|who| p.acquire_or_wait(&h, who as Key, grant(&tx, who, true)))
+            .collect();
+        for who in 4..10_000 {
+            assert!(p
+                .acquire_or_wait(&h, who as Key, grant(&tx, who, true))
+                .is_none());
+        }
+        assert!(p.state.lock().hosts[&h].members.len() <= 4);
+        let mut served = Vec::new();
+        while let Some(permit) = held.pop() {
+            drop(permit);
+            while let Ok((who, permit)) = rx.try_recv() {
+                served.push(who);
+                held.push(permit);
+            }
+            assert!(p
+                .state
+                .lock()
+                .hosts
+                .get(&h)
+                .is_none_or(|h| h.members.len() <= 8));
+        }
+        assert_eq!(
+            served,
+            (4..10_000).collect::<Vec<_>>(),
+            "every waiter in turn"
+        );
+        assert_eq!(
+            p.usage(),
+            Usage {
+                in_flight: 0,
+                waiting: 0
+            }
+        );
     }
 
     #[test]
