@@ -53,6 +53,12 @@ impl LogError {
     pub fn is_corruption(&self) -> bool {
         matches!(self, LogError::Storage(sled::Error::Corruption { .. }))
     }
+
+    /// Another handle holds the database's lock (sled allows one open database per directory; sled 0.34
+    /// reports it only as an I/O error of kind `Other` with this message).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, LogError::Storage(sled::Error::Io(e)) if e.to_string().starts_with("could not acquire lock"))
+    }
 }
 
 /// What opening the log found and did.
@@ -674,6 +680,17 @@ mod tests {
     use super::*;
 
     use crate::drivertest::record as event;
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_a_lock_error() -> Result<(), LogError> {
+        let d = tempfile::tempdir()?;
+        let (_log, _) = EventLog::open(d.path())?;
+        match EventLog::open(d.path()) {
+            Err(e) => assert!(e.is_locked(), "{e}"),
+            Ok(_) => panic!("opened twice"),
+        }
+        Ok(())
+    }
 
     #[test]
     fn appends_in_order_and_survives_reopen() -> Result<(), LogError> {
