@@ -301,11 +301,7 @@ impl LogActor {
                 if !self.syncing && self.unsynced.len() == 1 && quiet {
                     let started = std::time::Instant::now();
                     let result = self.log.sync().map_err(|e| e.to_string());
-                    self.metrics
-                        .log_flush_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    self.last_sync_end = std::time::Instant::now();
-                    self.synced(result, ctx);
+                    self.sync_ended(result, started.elapsed(), ctx);
                 } else {
                     self.request_sync(ctx);
                 }
@@ -344,6 +340,13 @@ impl LogActor {
             self.syncer = None;
             self.synced(Err("the log's sync thread has stopped".into()), ctx);
         }
+    }
+
+    /// A sync ran (on this thread or the sync thread) for `took`: counted, then [`Self::synced`].
+    fn sync_ended(&mut self, result: Result<u64, String>, took: Duration, ctx: &mut Context<Self>) {
+        self.last_sync_end = std::time::Instant::now();
+        self.metrics.log_flush_seconds.observe(took.as_secs_f64());
+        self.synced(result, ctx);
     }
 
     /// A sync ended: the batches it covers are durable and are applied and answered, in order; if it
@@ -966,11 +969,7 @@ impl Handler<Synced> for LogActor {
 
     fn handle(&mut self, msg: Synced, ctx: &mut Context<Self>) {
         self.syncing = false;
-        self.last_sync_end = std::time::Instant::now();
-        self.metrics
-            .log_flush_seconds
-            .observe(msg.took.as_secs_f64());
-        self.synced(msg.result, ctx);
+        self.sync_ended(msg.result, msg.took, ctx);
     }
 }
 
