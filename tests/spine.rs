@@ -122,9 +122,15 @@ fn failures_are_retried_with_the_same_id_and_do_not_hold_back_the_next_event() {
         json!({"webhook": {"url": rx.url("/r"), "rate_limit": 6000}}),
     );
     let secret = wh["secret"].as_str().unwrap().to_owned();
+    // The first failure is slow: the next attempt waits the schedule's step after its answer, not after
+    // it was sent.
+    let slow_failure = Reply {
+        delay: Some(Duration::from_millis(300)),
+        ..Reply::status(500)
+    };
     rx.script(
         json!(1),
-        vec![Reply::status(500), Reply::status(500), Reply::status(200)],
+        vec![slow_failure, Reply::status(500), Reply::status(200)],
     );
     let first = s.publish("contact.create", json!(1));
     let second = s.publish("contact.create", json!(2));
@@ -150,8 +156,12 @@ fn failures_are_retried_with_the_same_id_and_do_not_hold_back_the_next_event() {
         "the second event did not wait for the first one's retries"
     );
     assert!(
-        a[1].at.duration_since(a[0].at) >= Duration::from_millis(90),
-        "the schedule's first step (100ms) was waited"
+        a[1].at.duration_since(a[0].at) >= Duration::from_millis(390),
+        "the schedule's first step (100ms) was waited after the slow (300ms) failure's answer"
+    );
+    assert!(
+        a[2].at.duration_since(a[1].at) >= Duration::from_millis(180),
+        "the second step (200ms) was waited"
     );
     assert!(
         svix_verify(&secret, false, &a).iter().all(Result::is_ok),

@@ -471,7 +471,9 @@ impl SubscriptionActor {
                     .delay_after(attempt, retry_after, &mut rand::thread_rng())
                 {
                     Some(d) => {
-                        let next_at = r.at.plus(d);
+                        // The wait counts from the end of the failed attempt (its answer, timeout or
+                        // error), as `Retry-After` does: a slow failure never shortens the next step.
+                        let next_at = r.at.plus(r.duration).plus(d);
                         self.backlog.wait_until(seq, next_at);
                         AttemptOutcome::Retrying { next_at }
                     }
