@@ -16,7 +16,7 @@
 use crate::dispatcher::Outgoing;
 use crate::limiter::LimiterState;
 use crate::ownership::Ownership;
-use crate::permits::Permit;
+use crate::permits::{Grant, Key, Permit, SharedGrant};
 use crate::projection::{Effect, Projection};
 use crate::subscription::{Configure, Enqueue, Queued, SubscriptionActor, SubscriptionDeps};
 use actix::prelude::*;
@@ -52,8 +52,63 @@ pub struct Idle {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct StartGranted {
-    webhook: WebhookId,
+    /// The webhook's permit key; its id too when its key is another waiting webhook's as well.
+    key: Key,
+    webhook: Option<WebhookId>,
     permit: Permit,
+}
+
+/// Webhooks waiting for a permit to start their actor, by permit key: the router's one shared grant
+/// names the key only. A webhook whose key a waiting webhook has already (two ids, one hash) is kept by
+/// id, and its grant names it.
+#[derive(Default)]
+struct Starting {
+    by_key: HashMap<Key, WebhookId>,
+    by_id: HashSet<WebhookId>,
+}
+
+impl Starting {
+    fn contains(&self, key: Key, id: &WebhookId) -> bool {
+        match self.by_key.get(&key) {
+            Some(waiting) if waiting == id => true,
+            Some(_) => self.by_id.contains(id),
+            None => false,
+        }
+    }
+
+    /// Whether a webhook with `key` must wait with a grant naming it (another one waits under its key).
+    fn key_taken(&self, key: Key) -> bool {
+        self.by_key.contains_key(&key)
+    }
+
+    /// Adds `id` (not waiting yet): under its key if free, else by id ([`Self::key_taken`] said so
+    /// when its grant was made).
+    fn insert(&mut self, key: Key, id: WebhookId) {
+        if self.key_taken(key) {
+            self.by_id.insert(id);
+        } else {
+            self.by_key.insert(key, id);
+        }
+    }
+
+    /// The webhook a granted permit is for: the one the grant names, else the one waiting under `key`.
+    fn take(&mut self, key: Key, named: Option<WebhookId>) -> Option<WebhookId> {
+        match named {
+            Some(id) => self.by_id.remove(&id).then_some(id),
+            None => self.by_key.remove(&key),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_key.is_empty() && self.by_id.is_empty()
+    }
+
+    /// A burst's worth of room is not kept once it is over.
+    fn shrink(&mut self) {
+        if self.by_key.capacity() > 1024 {
+            self.by_key.shrink_to(64);
+        }
+    }
 }
 
 /// At most this many event bodies are kept for webhooks waiting to start (the newest); the others read
@@ -85,12 +140,16 @@ pub struct Router {
     subs: HashMap<WebhookId, Running>,
     /// Webhooks with work and no actor, waiting for a permit to start one (their grant is queued in
     /// the permits).
-    starting: HashSet<WebhookId>,
+    starting: Starting,
+    /// The router's shared grant (made when first needed: it holds the router's address).
+    shared_grant: Option<SharedGrant>,
     /// Bodies of recent events for the webhooks in `starting`, by seq (at most [`KEPT_BODIES`]).
     bodies: BTreeMap<u64, Arc<Outgoing>>,
-    /// The limiter state of stopped actors whose limiter was not full again yet: the next actor of the
-    /// webhook continues from it. Entries past their time are dropped when the map has doubled.
-    limiters: HashMap<WebhookId, LimiterState>,
+    /// The limiter state of stopped actors whose limiter was not full again yet, by permit key: the next
+    /// actor of the webhook continues from it. Two webhooks sharing a key keep the stricter state of the
+    /// two (never more sends than either's limiter allows). Entries past their time are dropped when the
+    /// map has doubled.
+    limiters: HashMap<Key, LimiterState>,
     prune_limiters_at: usize,
 }
 
@@ -108,7 +167,8 @@ impl Router {
             arbiters,
             next_arbiter: 0,
             subs: HashMap::new(),
-            starting: HashSet::new(),
+            starting: Starting::default(),
+            shared_grant: None,
             bodies: BTreeMap::new(),
             limiters: HashMap::new(),
             prune_limiters_at: 1024,
@@ -131,25 +191,35 @@ impl Router {
             self.subs.shrink_to(64);
         }
         if self.starting.is_empty() {
-            if self.starting.capacity() > 1024 {
-                self.starting.shrink_to(64);
-            }
+            self.starting.shrink();
             self.bodies.clear();
         }
     }
 
     /// Stops the actor of `id` (it reported itself idle), keeping its limiter's state if it is not full.
-    fn keep_limiter(&mut self, id: WebhookId, state: LimiterState) {
+    fn keep_limiter(&mut self, id: &WebhookId, state: LimiterState) {
         let now = Instant::now();
         if state <= now {
             return;
         }
-        self.limiters.insert(id, state);
+        self.limiters
+            .entry(crate::permits::key_of(&id))
+            .and_modify(|at| *at = (*at).max(state))
+            .or_insert(state);
         if self.limiters.len() >= self.prune_limiters_at {
             self.limiters.retain(|_, at| *at > now);
             self.limiters.shrink_to_fit();
             self.prune_limiters_at = (self.limiters.len() * 2).max(1024);
         }
+    }
+
+    /// The grant every webhook waiting to start shares (see [`Grant::Shared`]).
+    fn shared_grant(&mut self, ctx: &Context<Self>) -> Grant {
+        let me = ctx.address();
+        let shared = self
+            .shared_grant
+            .get_or_insert_with(|| Arc::new(move |key, permit| grant(&me, key, None, permit)));
+        Grant::Shared(shared.clone())
     }
 
     /// Reconfigures or stops the actor of `id` to match the projection, and starts one when the webhook
@@ -169,23 +239,29 @@ impl Router {
                 match self.subs.get(id) {
                     Some(running) => running.addr.do_send(Configure(entry.webhook.clone())),
                     None if !entry.pending.is_empty() => {
-                        if self.starting.contains(id) {
+                        let key = crate::permits::key_of(id);
+                        if self.starting.contains(key, id) {
                             // Already waiting for a permit; the actor takes the backlog as it is then.
                             drop(projection);
                             return self.keep_bodies(bodies);
                         }
                         let host = crate::permits::host_of(&entry.webhook.url);
+                        let own_grant = self.starting.key_taken(key);
+                        let shared = self.shared_grant(ctx);
                         let me = ctx.address();
                         let waiter = id.clone();
-                        let key = crate::permits::key_of(id);
                         let permit = self.deps.permits.acquire_or_wait(&host, key, move || {
-                            Box::new(move |permit| grant(&me, waiter, permit))
+                            if own_grant {
+                                Grant::once(move |permit| grant(&me, key, Some(waiter), permit))
+                            } else {
+                                shared
+                            }
                         });
                         drop(projection);
                         match permit {
                             Some(permit) => self.start(id, bodies, permit, ctx),
                             None => {
-                                self.starting.insert(id.clone());
+                                self.starting.insert(key, id.clone());
                                 self.keep_bodies(bodies);
                             }
                         }
@@ -244,7 +320,7 @@ impl Router {
         }
         let actor = SubscriptionActor::new(entry, bodies, self.deps.clone(), ctx.address())
             .hold_after_takeover(self.owner.taken_over_at(id))
-            .resume_limiter(self.limiters.remove(id))
+            .resume_limiter(self.limiters.remove(&crate::permits::key_of(id)))
             .with_permit(Some(permit));
         let addr = match self
             .arbiters
@@ -426,7 +502,7 @@ impl Handler<Idle> for Router {
                 running.addr.do_send(crate::subscription::Stop);
                 self.count_live();
                 if let Some(state) = msg.limiter {
-                    self.keep_limiter(msg.webhook, state);
+                    self.keep_limiter(&msg.webhook, state);
                 }
             }
         }
@@ -436,8 +512,8 @@ impl Handler<Idle> for Router {
 impl Handler<StartGranted> for Router {
     type Result = ();
     fn handle(&mut self, msg: StartGranted, ctx: &mut Context<Self>) {
-        if self.starting.remove(&msg.webhook) {
-            self.start(&msg.webhook, HashMap::new(), msg.permit, ctx);
+        if let Some(id) = self.starting.take(msg.key, msg.webhook) {
+            self.start(&id, HashMap::new(), msg.permit, ctx);
             self.count_live();
         }
     }
@@ -445,13 +521,54 @@ impl Handler<StartGranted> for Router {
 
 /// Hands a permit granted to `webhook` (waiting to start) to the router; gives it back if the router is
 /// gone. Never refused for a full mailbox: the webhook's turn would be lost.
-fn grant(router: &Addr<Router>, webhook: WebhookId, permit: Permit) -> Result<(), Permit> {
-    match router.try_send(StartGranted { webhook, permit }) {
+fn grant(
+    router: &Addr<Router>,
+    key: Key,
+    webhook: Option<WebhookId>,
+    permit: Permit,
+) -> Result<(), Permit> {
+    match router.try_send(StartGranted {
+        key,
+        webhook,
+        permit,
+    }) {
         Ok(()) => Ok(()),
         Err(SendError::Full(msg)) => {
             router.do_send(msg);
             Ok(())
         }
         Err(SendError::Closed(msg)) => Err(msg.permit),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> WebhookId {
+        s.parse().expect("a valid webhook id")
+    }
+
+    #[test]
+    fn webhooks_sharing_a_permit_key_each_start_once() {
+        let mut w = Starting::default();
+        let (a, b, c) = (id("wh_a1"), id("wh_b2"), id("wh_c3"));
+        // a and b share key 7 (a hash collision); c has its own.
+        assert!(!w.key_taken(7));
+        w.insert(7, a.clone());
+        assert!(w.key_taken(7), "b's grant must name it");
+        w.insert(7, b.clone());
+        w.insert(9, c.clone());
+        assert!(w.contains(7, &a) && w.contains(7, &b) && w.contains(9, &c));
+        assert!(!w.contains(7, &c) && !w.contains(8, &a));
+        // b's named grant starts b, not a; the shared grant of key 7 starts a.
+        assert_eq!(w.take(7, Some(b.clone())), Some(b.clone()));
+        assert_eq!(w.take(7, Some(b.clone())), None, "started once");
+        assert!(w.contains(7, &a) && !w.contains(7, &b));
+        assert_eq!(w.take(7, None), Some(a.clone()));
+        assert_eq!(w.take(7, None), None);
+        assert!(!w.is_empty());
+        assert_eq!(w.take(9, None), Some(c));
+        assert!(w.is_empty());
     }
 }

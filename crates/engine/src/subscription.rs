@@ -277,7 +277,9 @@ impl SubscriptionActor {
             .deps
             .permits
             .acquire_or_wait(&self.host, self.permit_key, || {
-                Box::new(move |p| me.try_send(Granted(p)).map_err(|e| e.into_inner().0))
+                crate::permits::Grant::once(move |p| {
+                    me.try_send(Granted(p)).map_err(|e| e.into_inner().0)
+                })
             });
         self.awaiting_permit = permit.is_none();
         permit
