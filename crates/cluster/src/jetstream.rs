@@ -589,8 +589,16 @@ impl LogStore for JetStreamLog {
         self.copy.remove(&records)
     }
 
-    fn save_checkpoint(&self, seq: u64, bytes: &[u8]) -> Result<(), LogError> {
-        self.copy.save_checkpoint(seq, bytes)
+    fn stage_checkpoint(
+        &self,
+        seq: u64,
+        write: &mut buildr_log::CheckpointWriter<'_>,
+    ) -> Result<(), LogError> {
+        self.copy.stage_checkpoint(seq, write)
+    }
+
+    fn commit_checkpoint(&self) -> Result<(), LogError> {
+        self.copy.commit_checkpoint()
     }
 
     fn load_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, LogError> {

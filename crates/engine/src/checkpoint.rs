@@ -9,14 +9,15 @@ use buildr_log::LogStore;
 /// Bumped whenever the projection's shape changes; older checkpoints are then ignored.
 const CHECKPOINT_FORMAT: u8 = 4;
 
-/// `p` encoded; `size_hint` is what the last checkpoint took (a buffer grown by doubling from nothing
-/// would take up to twice the checkpoint's size, and a copy of it at each step).
-pub fn encode(p: &Projection, size_hint: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(size_hint.saturating_add(size_hint / 16).max(1));
-    out.push(CHECKPOINT_FORMAT);
-    // Plain data into a Vec cannot fail; an empty payload would simply not decode later.
-    let _ = bincode::serde::encode_into_std_write(p, &mut out, bincode::config::standard());
-    out
+/// Writes `p` encoded to `out` as it goes (a checkpoint is never whole in memory).
+pub fn encode(p: &Projection, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    out.write_all(&[CHECKPOINT_FORMAT])?;
+    bincode::serde::encode_into_std_write(p, &mut &mut *out, bincode::config::standard())
+        .map(|_| ())
+        .map_err(|e| match e {
+            bincode::error::EncodeError::Io { inner, .. } => inner,
+            other => std::io::Error::other(other.to_string()),
+        })
 }
 
 pub fn decode(bytes: &[u8]) -> Option<Projection> {

@@ -131,8 +131,6 @@ pub struct LogActor {
     linger_armed: bool,
     checkpointing: bool,
     checkpointed_seq: u64,
-    /// The size of the last checkpoint encoded (the next one's buffer starts about that large).
-    checkpoint_len: usize,
     /// Records applied since the last checkpoint (seqs need not be contiguous, so they are counted).
     uncheckpointed: u64,
     /// A `CatchUp` is in the mailbox.
@@ -201,7 +199,6 @@ impl LogActor {
             linger_armed: false,
             checkpointing: false,
             checkpointed_seq,
-            checkpoint_len: 0,
             uncheckpointed,
             catch_up_requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             compacting: false,
@@ -627,14 +624,17 @@ impl LogActor {
             return;
         }
         let covered = self.uncheckpointed;
-        let (seq, bytes) = {
+        // Encoded here, under the projection's lock, straight into the checkpoint's file (its write
+        // goes to the page cache; syncing it is left to the blocking task below).
+        let (seq, staged) = {
             let p = self.projection.read();
             if p.last_seq == self.checkpointed_seq {
                 (p.last_seq, None)
             } else {
-                let bytes = checkpoint::encode(&p, self.checkpoint_len);
-                self.checkpoint_len = bytes.len();
-                (p.last_seq, Some(bytes))
+                let staged = self
+                    .log
+                    .stage_checkpoint(p.last_seq, &mut |out| checkpoint::encode(&p, out));
+                (p.last_seq, Some(staged))
             }
         };
         self.checkpointing = true;
@@ -644,12 +644,12 @@ impl LogActor {
             // The index is caught up and on disk first, so it is never behind a checkpoint (and a clean
             // stop leaves nothing to redo).
             indexer.sync();
-            match bytes {
-                Some(b) => log
-                    .index()
+            match staged {
+                Some(staged) => staged
+                    .and_then(|()| log.index())
                     .and_then(|index| index.mark_applied(seq))
                     .and_then(|()| log.flush_index())
-                    .and_then(|()| log.save_checkpoint(seq, &b)),
+                    .and_then(|()| log.commit_checkpoint()),
                 None => log.flush(),
             }
         });

@@ -112,8 +112,15 @@ impl LogStore for AckLost {
     fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
         self.inner.remove(seqs)
     }
-    fn save_checkpoint(&self, seq: u64, bytes: &[u8]) -> Result<(), LogError> {
-        self.inner.save_checkpoint(seq, bytes)
+    fn stage_checkpoint(
+        &self,
+        seq: u64,
+        write: &mut buildr_log::CheckpointWriter<'_>,
+    ) -> Result<(), LogError> {
+        self.inner.stage_checkpoint(seq, write)
+    }
+    fn commit_checkpoint(&self) -> Result<(), LogError> {
+        self.inner.commit_checkpoint()
     }
     fn load_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
         self.inner.load_checkpoint()

@@ -107,6 +107,27 @@ const CHECKPOINT_KEY: &[u8] = b"projection";
 pub const CHECKPOINT_FILE: &str = "projection.checkpoint";
 /// A checkpoint being written (renamed to [`CHECKPOINT_FILE`] once synced).
 const CHECKPOINT_TMP: &str = "projection.checkpoint.tmp";
+
+/// Streams a checkpoint's bytes ([`EventLog::stage_checkpoint`]).
+pub type CheckpointWriter<'a> = dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()> + 'a;
+
+/// Passes writes on and keeps the CRC-32 of what went through.
+struct Crc32Writer<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: std::io::Write> std::io::Write for Crc32Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
 /// A key written and flushed to find out whether storage accepts writes again.
 const PROBE_KEY: &[u8] = b"probe";
 
@@ -603,22 +624,58 @@ impl EventLog {
         self.range(from, u64::MAX)
     }
 
-    /// Stores a projection snapshot that covers the log up to `seq` (opaque bytes, the engine's format).
-    /// Saves the projection checkpoint to its own file ([`CHECKPOINT_FILE`]): written beside the
-    /// old one, synced, then renamed over it (and the directory synced), so a crash leaves the old
-    /// checkpoint or the new one, whole. Not in the database: sled would keep a copy of it in memory
-    /// for as long as it caches the page (20 MB with 100,000 webhooks) and make two more while writing
-    /// it.
+    /// Stores a projection snapshot that covers the log up to `seq` (opaque bytes, the engine's format):
+    /// [`Self::stage_checkpoint`] then [`Self::commit_checkpoint`].
     pub fn save_checkpoint(&self, seq: u64, bytes: &[u8]) -> Result<(), LogError> {
-        use std::io::Write;
+        self.stage_checkpoint(seq, &mut |w| w.write_all(bytes))?;
+        self.commit_checkpoint()
+    }
+
+    /// Writes a projection checkpoint covering the log up to `seq` beside the current one
+    /// ([`CHECKPOINT_FILE`]), as `write` streams it: straight into the file (through a small buffer),
+    /// never whole in memory (20 MB with 100,000 webhooks, at the end of a burst when memory is
+    /// scarcest). Not synced and not in effect until [`Self::commit_checkpoint`]; a crash before that
+    /// leaves the current one. Not in the database either: sled would keep a copy in memory for as long
+    /// as it caches the page and make two more while writing it.
+    pub fn stage_checkpoint(
+        &self,
+        seq: u64,
+        write: &mut CheckpointWriter<'_>,
+    ) -> Result<(), LogError> {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::File::create(self.dir.join(CHECKPOINT_TMP))?;
+        // The header's checksum is filled in once the payload is written.
+        file.write_all(&key(seq))?;
+        file.write_all(&[0; 4])?;
+        // Buffered before the checksum: an encoder's many small writes reach it (and the file) in
+        // large pieces.
+        let mut out = std::io::BufWriter::with_capacity(
+            256 << 10,
+            Crc32Writer {
+                inner: file,
+                crc: crc32fast::Hasher::new(),
+            },
+        );
+        write(&mut out)?;
+        let Crc32Writer {
+            inner: mut file,
+            crc,
+        } = out.into_inner().map_err(|e| e.into_error())?;
+        let crc = crc.finalize();
+        file.seek(SeekFrom::Start(8))?;
+        file.write_all(&crc.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Makes the checkpoint [`Self::stage_checkpoint`] wrote the one [`Self::load_checkpoint`] finds:
+    /// synced, renamed over the old one and the directory synced, so a crash leaves the old checkpoint
+    /// or the new one, whole.
+    pub fn commit_checkpoint(&self) -> Result<(), LogError> {
         let tmp = self.dir.join(CHECKPOINT_TMP);
-        {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&key(seq))?;
-            file.write_all(&crc32fast::hash(bytes).to_be_bytes())?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)?
+            .sync_all()?;
         std::fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE))?;
         std::fs::File::open(&self.dir)?.sync_all()?;
         // Versions before the file kept the checkpoint in the database: that one is older now.
@@ -1018,6 +1075,32 @@ mod tests {
         drop(log);
         let (log, _) = EventLog::open(dir.path())?;
         assert_eq!(log.load_checkpoint()?, Some((11, b"whole".to_vec())));
+        Ok(())
+    }
+
+    #[test]
+    fn a_streamed_checkpoint_counts_only_once_committed_and_a_failed_one_never(
+    ) -> Result<(), LogError> {
+        let dir = tempfile::tempdir().map_err(|e| LogError::Storage(e.into()))?;
+        let (log, _) = EventLog::open(dir.path())?;
+        log.save_checkpoint(5, b"before")?;
+        // 1 MB in 100-byte pieces, as an encoder writes it.
+        let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        log.stage_checkpoint(8, &mut |w| {
+            payload.chunks(100).try_for_each(|c| w.write_all(c))
+        })?;
+        assert_eq!(log.load_checkpoint()?, Some((5, b"before".to_vec())));
+        log.commit_checkpoint()?;
+        assert_eq!(log.load_checkpoint()?, Some((8, payload.clone())));
+        // An encoder that fails half-way: nothing to commit, the last checkpoint stays.
+        let failed = log.stage_checkpoint(9, &mut |w| {
+            w.write_all(&payload[..500_000])?;
+            Err(std::io::Error::other("the encoder failed"))
+        });
+        assert!(failed.is_err());
+        drop(log);
+        let (log, _) = EventLog::open(dir.path())?;
+        assert_eq!(log.load_checkpoint()?, Some((8, payload)));
         Ok(())
     }
 

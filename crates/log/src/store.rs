@@ -7,7 +7,7 @@
 //! removes records; a shared log may number its records with gaps), but the records of one atomic group
 //! of an append always get consecutive seqs, so a caller may number a group's records from its first seq.
 
-use crate::{DeliveryIndex, LogError, Reopened};
+use crate::{CheckpointWriter, DeliveryIndex, LogError, Reopened};
 use buildr_core::{AccountId, Record, Timestamp};
 
 /// Records in log order with their seqs.
@@ -209,8 +209,19 @@ pub trait LogStore: Send + Sync {
     /// skipped.
     fn remove(&self, seqs: &[u64]) -> Result<usize, LogError>;
 
-    /// Stores a projection snapshot covering the log up to `seq` (opaque bytes, the engine's format).
-    fn save_checkpoint(&self, seq: u64, bytes: &[u8]) -> Result<(), LogError>;
+    /// Writes a projection snapshot covering the log up to `seq` (opaque bytes, the engine's format) as
+    /// `write` streams it, without holding it whole in memory. It takes effect only with
+    /// [`Self::commit_checkpoint`] (until then the last one stays).
+    fn stage_checkpoint(&self, seq: u64, write: &mut CheckpointWriter<'_>) -> Result<(), LogError>;
+
+    /// Makes the staged snapshot durable and the one [`Self::load_checkpoint`] returns.
+    fn commit_checkpoint(&self) -> Result<(), LogError>;
+
+    /// Stores a projection snapshot covering the log up to `seq` at once.
+    fn save_checkpoint(&self, seq: u64, bytes: &[u8]) -> Result<(), LogError> {
+        self.stage_checkpoint(seq, &mut |w| w.write_all(bytes))?;
+        self.commit_checkpoint()
+    }
 
     /// The last snapshot saved, with its seq.
     fn load_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, LogError>;
@@ -321,8 +332,12 @@ impl LogStore for crate::EventLog {
         crate::EventLog::remove(self, seqs)
     }
 
-    fn save_checkpoint(&self, seq: u64, bytes: &[u8]) -> Result<(), LogError> {
-        crate::EventLog::save_checkpoint(self, seq, bytes)
+    fn stage_checkpoint(&self, seq: u64, write: &mut CheckpointWriter<'_>) -> Result<(), LogError> {
+        crate::EventLog::stage_checkpoint(self, seq, write)
+    }
+
+    fn commit_checkpoint(&self) -> Result<(), LogError> {
+        crate::EventLog::commit_checkpoint(self)
     }
 
     fn load_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
