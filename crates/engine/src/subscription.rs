@@ -130,7 +130,7 @@ fn signing_keys(webhook: &Webhook, now: Timestamp) -> (Arc<[Secret]>, Option<Tim
     let keys: Arc<[Secret]> = webhook.signing_secrets(now).into_iter().cloned().collect();
     let changes_at = webhook
         .previous_secret
-        .as_ref()
+        .as_deref()
         .map(|(_, until)| *until)
         .filter(|until| *until > now);
     (keys, changes_at)

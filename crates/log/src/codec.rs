@@ -101,7 +101,7 @@ mod tests {
                 filter_types: Some(vec![EventType::ContactCreate, EventType::CompanyUpdate]),
                 rate_limit: 100,
                 secret: secret.clone(),
-                previous_secret: Some((Secret::generate(), at)),
+                previous_secret: Some(Box::new((Secret::generate(), at))),
                 disabled: true,
                 disabled_reason: Some(DisabledReason::Failing),
                 created_at: at,

@@ -103,7 +103,7 @@ impl From<RecordV1> for Record {
                 filter_types: w.filter_types,
                 rate_limit: w.rate_limit,
                 secret: w.secret,
-                previous_secret: w.previous_secret,
+                previous_secret: w.previous_secret.map(Box::new),
                 disabled: w.disabled,
                 disabled_reason: w.disabled_reason,
                 created_at: w.created_at,
