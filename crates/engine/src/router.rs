@@ -199,7 +199,7 @@ impl Router {
             return;
         }
         self.limiters
-            .entry(crate::permits::key_of(&id))
+            .entry(crate::permits::key_of(id))
             .and_modify(|at| *at = (*at).max(state))
             .or_insert(state);
         if self.limiters.len() >= self.prune_limiters_at {
@@ -211,10 +211,10 @@ impl Router {
 
     /// The grant every webhook waiting to start shares (see [`Grant::Shared`]).
     fn shared_grant(&mut self, ctx: &Context<Self>) -> Grant {
-        let me = ctx.address();
-        let shared = self
-            .shared_grant
-            .get_or_insert_with(|| Arc::new(move |key, permit| grant(&me, key, None, permit)));
+        let shared = self.shared_grant.get_or_insert_with(|| {
+            let me = ctx.address();
+            Arc::new(move |key, permit| grant(&me, key, None, permit))
+        });
         Grant::Shared(shared.clone())
     }
 
@@ -242,17 +242,17 @@ impl Router {
                             return self.keep_bodies(bodies);
                         }
                         let host = crate::permits::host_of(&entry.webhook.url);
-                        let own_grant = self.starting.key_taken(key);
-                        let shared = self.shared_grant(ctx);
-                        let me = ctx.address();
-                        let waiter = id.clone();
-                        let permit = self.deps.permits.acquire_or_wait(&host, key, move || {
-                            if own_grant {
-                                Grant::once(move |permit| grant(&me, key, Some(waiter), permit))
-                            } else {
-                                shared
-                            }
-                        });
+                        // The shared grant, unless another waiting webhook has this key.
+                        let waiter_grant = if self.starting.key_taken(key) {
+                            let (me, waiter) = (ctx.address(), id.clone());
+                            Grant::once(move |permit| grant(&me, key, Some(waiter), permit))
+                        } else {
+                            self.shared_grant(ctx)
+                        };
+                        let permit = self
+                            .deps
+                            .permits
+                            .acquire_or_wait(&host, key, move || waiter_grant);
                         drop(projection);
                         match permit {
                             Some(permit) => self.start(id, bodies, permit, ctx),
