@@ -40,6 +40,10 @@ struct Cli {
     /// two builds.
     #[arg(long)]
     fan_out_only: bool,
+    /// Profile with `perf record` into DIR: sled S3's server (`s3.perf.data`, from its start) and each
+    /// node of every C-S3 row while the load runs (`C-S3-<n>-node-<i>.perf.data`).
+    #[arg(long, value_name = "DIR")]
+    perf: Option<PathBuf>,
 }
 
 fn beside_me(name: &str) -> Result<PathBuf> {
@@ -141,7 +145,7 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
         sizes,
         baselines,
         work_dir: work.path().to_path_buf(),
-        perf_dir: None,
+        perf_dir: cli.perf.clone(),
         server_env: Vec::new(),
     };
     let save = |rows: &[Row]| {

@@ -5,7 +5,7 @@ use super::{balanced, shard_counts, Nodes};
 use crate::load;
 use crate::report::Row;
 use crate::scenarios::{Ctx, NO_RATE_LIMIT};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use buildr_cluster::testkit::NatsCluster;
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,12 @@ pub async fn s3(ctx: &Ctx, nats: &NatsCluster, n: usize, sled: Sled) -> Result<R
         created.first_error
     );
     ctx.receiver.reset().await?;
+    if let Some(dir) = &ctx.perf_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (i, server) in nodes.servers.iter_mut().enumerate() {
+            server.profile(&dir.join(format!("C-S3-{n}-node-{i}.perf.data")))?;
+        }
+    }
     let cpu0 = nodes.cpu()?;
     let started = Instant::now();
     let published = publish_spread(&nodes, sz.s3_events).await;
