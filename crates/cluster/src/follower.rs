@@ -144,12 +144,7 @@ pub(crate) async fn follow_stream(
             }
             match message::decode(&msg.payload) {
                 Ok(records) => {
-                    let entries: Vec<(u64, &[u8])> = records
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| (message::record_seq(seq, i), *r))
-                        .collect();
-                    if let Err(e) = copy.store_at(&entries) {
+                    if let Err(e) = copy.store_at(message::record_seq(seq, 0), &records) {
                         tracing::error!(error = %e, seq, "cannot copy the stream to local storage; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         break;

@@ -21,6 +21,9 @@ pub enum DecodeError {
     Checksum,
     #[error("payload does not decode: {0}")]
     Payload(String),
+    /// A stored block of records (see `block.rs`) whose framing is damaged.
+    #[error("block of records does not decode: {0}")]
+    Block(String),
 }
 
 fn config() -> impl bincode::config::Config {

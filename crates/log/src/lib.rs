@@ -7,6 +7,7 @@
 //!   corrupt record is detected instead of misread, and a newer binary can read an older format.
 #![forbid(unsafe_code)]
 
+mod block;
 mod codec;
 mod codec_v1;
 #[doc(hidden)]
@@ -170,6 +171,59 @@ fn seq_of(k: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(k.try_into().ok()?))
 }
 
+/// The stored value holding the record at `seq`, with the seq of its key: the record under its own key, or
+/// the block (see `block.rs`) that starts before it. `None` when no value holds it.
+fn value_holding(records: &sled::Tree, seq: u64) -> Result<Option<(u64, sled::IVec)>, LogError> {
+    if let Some(v) = records.get(key(seq))? {
+        return Ok(Some((seq, v)));
+    }
+    match records.get_lt(key(seq))? {
+        Some((k, v)) if block::is_block(&v) => {
+            let first = seq_of(&k).ok_or(LogError::BadKey(seq))?;
+            Ok(Some((first, v)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The records of `records` with `from <= seq < to`, in order, whether stored one per key or in blocks.
+fn records_in(
+    records: &sled::Tree,
+    from: u64,
+    to: u64,
+) -> impl Iterator<Item = Result<(u64, Record), LogError>> {
+    // A block starting before `from` may hold it.
+    let (start, failed) = match value_holding(records, from) {
+        Ok(found) => (found.map_or(from, |(first, _)| first), None),
+        Err(e) => (from, Some(Err(e))),
+    };
+    let values = failed
+        .is_none()
+        .then(|| records.range(key(start)..key(to.max(from))));
+    failed
+        .into_iter()
+        .chain(values.into_iter().flatten().flat_map(move |item| {
+            let entries = item.map_err(LogError::from).and_then(|(k, v)| {
+                let first = seq_of(&k).ok_or(LogError::BadKey(from))?;
+                let entries = block::entries(first, &v)
+                    .map_err(|source| LogError::Corrupt { seq: first, source })?;
+                Ok(entries
+                    .into_iter()
+                    .filter(|(s, _)| (from..to).contains(s))
+                    .map(|(s, bytes)| {
+                        decode(bytes)
+                            .map(|r| (s, r))
+                            .map_err(|source| LogError::Corrupt { seq: s, source })
+                    })
+                    .collect::<Vec<_>>())
+            });
+            match entries {
+                Ok(entries) => entries,
+                Err(e) => vec![Err(e)],
+            }
+        }))
+}
+
 /// How the log's databases are opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StorageOptions {
@@ -246,12 +300,20 @@ impl LogDb {
         let mut report = OpenReport::default();
         while let Some((k, v)) = records.last()? {
             let seq = seq_of(&k).ok_or(LogError::BadKey(0))?;
-            match decode(&v) {
-                Ok(_) => {
-                    report.last_seq = seq;
+            // The last value's last record, if all of it decodes (a block is cut whole, as it was written).
+            let whole = block::entries(seq, &v).ok().and_then(|entries| {
+                entries
+                    .iter()
+                    .all(|(_, bytes)| decode(bytes).is_ok())
+                    .then(|| entries.last().map(|(s, _)| *s))
+                    .flatten()
+            });
+            match whole {
+                Some(last) => {
+                    report.last_seq = last;
                     break;
                 }
-                Err(_) => {
+                None => {
                     records.remove(k)?;
                     report.truncated.push(seq);
                 }
@@ -279,12 +341,12 @@ impl LogDb {
         }
         let mut chunk: Vec<(u64, Record)> = Vec::with_capacity(10_000);
         let mut read = 0;
-        for item in self.records.range(key(from)..) {
-            let (k, v) = item?;
-            let seq = seq_of(&k).ok_or(LogError::BadKey(from))?;
-            // A record that does not decode is found and reported by readers; it has nothing to index.
-            if let Ok(record) = decode(&v) {
-                chunk.push((seq, record));
+        for item in records_in(&self.records, from, u64::MAX) {
+            match item {
+                Ok(entry) => chunk.push(entry),
+                // A record that does not decode is found and reported by readers; it has nothing to index.
+                Err(LogError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
             }
             read += 1;
             if chunk.len() == chunk.capacity() {
@@ -538,13 +600,29 @@ impl EventLog {
     pub fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
         let main = self.main()?;
         let last = self.last_seq();
+        let wanted: std::collections::BTreeSet<u64> =
+            seqs.iter().copied().filter(|&s| s < last).collect();
         let mut batch = sled::Batch::default();
         let mut removed = Vec::new();
-        for &seq in seqs.iter().filter(|&&s| s < last) {
-            if let Some(record) = self.get(seq)? {
-                removed.push((seq, record));
+        let mut values_seen = std::collections::HashSet::new();
+        for &seq in &wanted {
+            let Some((first, value)) = value_holding(&main.records, seq)? else {
+                continue;
+            };
+            if !values_seen.insert(first) {
+                continue;
             }
-            batch.remove(&key(seq));
+            let entries = block::entries(first, &value)
+                .map_err(|source| LogError::Corrupt { seq: first, source })?;
+            // A block goes only with all of its records (cluster mode removes whole messages).
+            if entries.iter().all(|(s, _)| wanted.contains(s)) {
+                for (s, bytes) in entries {
+                    let record =
+                        decode(bytes).map_err(|source| LogError::Corrupt { seq: s, source })?;
+                    removed.push((s, record));
+                }
+                batch.remove(&key(first));
+            }
         }
         let n = removed.len();
         main.events.remove(removed.iter().map(|(s, r)| (*s, r)))?;
@@ -553,26 +631,24 @@ impl EventLog {
         Ok(n)
     }
 
-    /// Stores already-encoded records at the seqs given (ascending, above every seq present), without an
-    /// fsync: for a local copy of a log whose truth is elsewhere (cluster mode's copy of the stream, which
-    /// is rebuilt from the stream when lost). One atomic sled batch.
-    pub fn store_at(&self, entries: &[(u64, &[u8])]) -> Result<(), LogError> {
-        let Some(&(last, _)) = entries.last() else {
+    /// Stores already-encoded records at `first`, `first + 1`, … (above every seq present) as one value
+    /// (a block, see `block.rs`: one sled insert for a whole stream message), without an fsync: for a
+    /// local copy of a log whose truth is elsewhere (cluster mode's copy of the stream, which is rebuilt
+    /// from the stream when lost). All or nothing.
+    pub fn store_at(&self, first: u64, records: &[&[u8]]) -> Result<(), LogError> {
+        let Some(count) = std::num::NonZeroU64::new(records.len() as u64) else {
             return Ok(());
         };
+        let last = first + (count.get() - 1);
         let main = self.main()?;
-        let mut batch = sled::Batch::default();
-        let mut decoded = Vec::with_capacity(entries.len());
-        for (seq, bytes) in entries {
-            batch.insert(&key(*seq), *bytes);
-            // A record that does not decode is reported by readers; it has nothing to index.
-            if let Ok(record) = decode(bytes) {
-                decoded.push((*seq, record));
-            }
-        }
-        main.records.apply_batch(batch)?;
+        // A record that does not decode is reported by readers; it has nothing to index.
+        let decoded: Vec<(u64, Record)> = (first..)
+            .zip(records)
+            .filter_map(|(seq, bytes)| decode(bytes).ok().map(|r| (seq, r)))
+            .collect();
+        main.records.insert(key(first), block::encode(records))?;
         main.events.add(decoded.iter().map(|(s, r)| (*s, r)))?;
-        reclaim(entries.len() * 2);
+        reclaim(1 + decoded.len());
         self.written.fetch_max(last + 1, Ordering::AcqRel);
         self.next_seq.fetch_max(last + 1, Ordering::AcqRel);
         Ok(())
@@ -591,11 +667,13 @@ impl EventLog {
     }
 
     pub fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
-        match self.main()?.records.get(key(seq))? {
+        let Some((first, value)) = value_holding(&self.main()?.records, seq)? else {
+            return Ok(None);
+        };
+        let corrupt = |source| LogError::Corrupt { seq, source };
+        match block::at(first, &value, seq).map_err(corrupt)? {
             None => Ok(None),
-            Some(v) => decode(&v)
-                .map(Some)
-                .map_err(|source| LogError::Corrupt { seq, source }),
+            Some(bytes) => decode(bytes).map(Some).map_err(corrupt),
         }
     }
 
@@ -606,17 +684,10 @@ impl EventLog {
         to: u64,
     ) -> impl Iterator<Item = Result<(u64, Record), LogError>> + '_ {
         let (iter, opened) = match self.main() {
-            Ok(main) => (Some(main.records.range(key(from)..key(to.max(from)))), None),
+            Ok(main) => (Some(records_in(&main.records, from, to)), None),
             Err(e) => (None, Some(Err(e))),
         };
-        opened
-            .into_iter()
-            .chain(iter.into_iter().flatten().map(move |item| {
-                let (k, v) = item?;
-                let seq = seq_of(&k).ok_or(LogError::BadKey(from))?;
-                let rec = decode(&v).map_err(|source| LogError::Corrupt { seq, source })?;
-                Ok((seq, rec))
-            }))
+        opened.into_iter().chain(iter.into_iter().flatten())
     }
 
     /// Every record from `from` on.
@@ -877,6 +948,82 @@ mod tests {
             "rebuilt from the records"
         );
         assert_eq!(seqs(&log, &small, 0), vec![4, 6]);
+        Ok(())
+    }
+
+    /// Stores `records` as the block at `first` (as cluster mode's copy stores a stream message).
+    fn store(log: &EventLog, first: u64, records: &[Record]) -> Result<(), LogError> {
+        let encoded: Vec<Vec<u8>> = records.iter().map(encode).collect();
+        let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        log.store_at(first, &slices)
+    }
+
+    #[test]
+    fn records_stored_in_blocks_are_read_removed_and_reopened_like_single_ones(
+    ) -> Result<(), LogError> {
+        let dir = tempfile::tempdir()?;
+        let busy = AccountId::default_account();
+        let small: AccountId = "acc_small".parse().map_err(|_| LogError::BadKey(0))?;
+        let recs = [
+            event_of(&busy, 10),
+            event_of(&small, 20),
+            event_of(&busy, 30),
+            event_of(&small, 40),
+            event_of(&busy, 50),
+            event_of(&busy, 60),
+        ];
+        let all = [4096, 4097, 4098, 8192, 12288, 12289];
+        {
+            let (log, _) = EventLog::open_with(
+                dir.path(),
+                StorageOptions {
+                    sync_data: false,
+                    ..StorageOptions::default()
+                },
+            )?;
+            store(&log, 4096, &recs[..3])?;
+            store(&log, 8192, &recs[3..4])?; // one record: stored as itself
+            store(&log, 12288, &recs[4..])?;
+            assert_eq!(log.last_seq(), 12289);
+            for (seq, r) in all.iter().zip(&recs) {
+                assert_eq!(log.get(*seq)?.as_ref(), Some(r), "seq {seq}");
+            }
+            for missing in [1, 4095, 4099, 8191, 8193, 12290] {
+                assert_eq!(log.get(missing)?, None, "seq {missing}");
+            }
+            let seqs_in = |from, to| -> Result<Vec<u64>, LogError> {
+                log.range(from, to).map(|r| r.map(|(s, _)| s)).collect()
+            };
+            assert_eq!(seqs_in(0, u64::MAX)?, all);
+            assert_eq!(seqs_in(4097, 12289)?, vec![4097, 4098, 8192, 12288]);
+            assert_eq!(seqs_in(4098, 4099)?, vec![4098]);
+            assert_eq!(seqs_in(4099, 8192)?, Vec::<u64>::new());
+            assert_eq!(seqs_in(5000, 4000)?, Vec::<u64>::new());
+            assert_eq!(seqs(&log, &small, 0), vec![4097, 8192]);
+            assert_eq!(seqs(&log, &busy, 4096), vec![4098, 12288, 12289]);
+            // A block goes only whole.
+            assert_eq!(log.remove(&[4096, 4097])?, 0);
+            assert_eq!(log.get(4096)?.as_ref(), Some(&recs[0]));
+            assert_eq!(log.remove(&[4096, 4097, 4098, 8192])?, 4);
+            assert_eq!(seqs_in(0, u64::MAX)?, vec![12288, 12289]);
+            assert_eq!(seqs(&log, &small, 0), Vec::<u64>::new());
+            // The block holding the last record is never removed.
+            assert_eq!(log.remove(&[12288, 12289])?, 0);
+            // A damaged block at the end is cut whole on the next open.
+            let mut damaged = encode(&recs[0]);
+            damaged.truncate(damaged.len() - 2);
+            log.append_raw_for_tests(&block::encode(&[&encode(&recs[1]), &damaged]))?;
+        }
+        let (log, report) = EventLog::open(dir.path())?;
+        assert_eq!(
+            report,
+            OpenReport {
+                last_seq: 12289,
+                truncated: vec![12290]
+            }
+        );
+        assert_eq!(log.last_seq(), 12289);
+        assert_eq!(log.get(12289)?.as_ref(), Some(&recs[5]));
         Ok(())
     }
 
