@@ -44,15 +44,54 @@ pub(crate) fn entries(first: u64, value: &[u8]) -> Result<Vec<(u64, &[u8])>, Dec
     if !is_block(value) {
         return Ok(vec![(first, value)]);
     }
+    let mut out = Vec::with_capacity(count(value)?);
+    walk(value, |i, record| {
+        out.push((first + i as u64, record));
+        true
+    })?;
+    Ok(out)
+}
+
+/// The record at `seq` of the value stored under `first`, if it holds one there (without collecting the
+/// block's other records: a backlog reads a block's records one by one).
+pub(crate) fn at(first: u64, value: &[u8], seq: u64) -> Result<Option<&[u8]>, DecodeError> {
+    if seq < first {
+        return Ok(None);
+    }
+    if !is_block(value) {
+        return Ok((seq == first).then_some(value));
+    }
+    let wanted = usize::try_from(seq - first).unwrap_or(usize::MAX);
+    let mut found = None;
+    walk(value, |i, record| {
+        if i == wanted {
+            found = Some(record);
+        }
+        i < wanted
+    })?;
+    Ok(found)
+}
+
+/// A block's record count, checked against what its value can hold (4 bytes per record at least): a
+/// damaged count is an error, not a reason to allocate.
+fn count(value: &[u8]) -> Result<usize, DecodeError> {
     let count = read_u32(value, 1)? as usize;
-    // A count the value cannot hold (4 bytes per record at least) is damage, not a reason to allocate.
     if count > (value.len() - HEADER) / 4 {
         return Err(DecodeError::Block(format!(
             "{count} records in {} bytes",
             value.len()
         )));
     }
-    let mut out = Vec::with_capacity(count);
+    Ok(count)
+}
+
+/// Calls `each(index, record)` for the block's records in order while it returns true; checks the
+/// framing of every record it passes, and of the whole block when it reaches the end.
+fn walk<'a>(
+    value: &'a [u8],
+    mut each: impl FnMut(usize, &'a [u8]) -> bool,
+) -> Result<(), DecodeError> {
+    let count = count(value)?;
     let mut at = HEADER;
     for i in 0..count {
         let len = read_u32(value, at)? as usize;
@@ -61,8 +100,10 @@ pub(crate) fn entries(first: u64, value: &[u8]) -> Result<Vec<(u64, &[u8])>, Dec
             .checked_add(len)
             .filter(|&e| e <= value.len())
             .ok_or_else(|| DecodeError::Block(format!("record {i} is cut short")))?;
-        out.push((first + i as u64, &value[start..end]));
         at = end;
+        if !each(i, &value[start..end]) {
+            return Ok(());
+        }
     }
     if at != value.len() {
         return Err(DecodeError::Block(format!(
@@ -70,21 +111,7 @@ pub(crate) fn entries(first: u64, value: &[u8]) -> Result<Vec<(u64, &[u8])>, Dec
             value.len() - at
         )));
     }
-    Ok(out)
-}
-
-/// The record at `seq` of the value stored under `first`, if it holds one there.
-pub(crate) fn at(first: u64, value: &[u8], seq: u64) -> Result<Option<&[u8]>, DecodeError> {
-    if seq < first {
-        return Ok(None);
-    }
-    if !is_block(value) {
-        return Ok((seq == first).then_some(value));
-    }
-    let index = seq - first;
-    Ok(entries(first, value)?
-        .get(usize::try_from(index).unwrap_or(usize::MAX))
-        .map(|(_, r)| *r))
+    Ok(())
 }
 
 fn read_u32(value: &[u8], at: usize) -> Result<u32, DecodeError> {
