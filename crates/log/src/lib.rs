@@ -595,8 +595,9 @@ impl EventLog {
         self.main()?.events.forget_summaries()
     }
 
-    /// Removes records (retention). Never the last one: the next seq must stay above every seq ever
-    /// used, and it is derived from the last record on open.
+    /// Removes records (retention); how many were removed. Never the last one: the next seq must stay
+    /// above every seq ever used, and it is derived from the last record on open. A block (see
+    /// `block.rs`) is removed only when all of its records are named; otherwise none of them is.
     pub fn remove(&self, seqs: &[u64]) -> Result<usize, LogError> {
         let main = self.main()?;
         let last = self.last_seq();
