@@ -46,6 +46,13 @@ impl ServerMetrics {
 
     /// The upper bound of the histogram bucket that holds its `q` quantile (e.g. 0.99): an upper
     /// estimate, as coarse as the buckets. `None` without samples or above the last finite bucket.
+    /// How many observations of histogram `name` took longer than its bucket bound `le`.
+    pub fn count_above(&self, name: &str, le: &str) -> Option<f64> {
+        let count = self.get(&format!("{name}_count"))?;
+        let within = self.get(&format!("{name}_bucket{{le=\"{le}\"}}"))?;
+        Some(count - within)
+    }
+
     pub fn quantile_bound(&self, name: &str, q: f64) -> Option<f64> {
         let count = self.get(&format!("{name}_count"))?;
         let prefix = format!("{name}_bucket{{le=\"");

@@ -117,6 +117,20 @@ pub fn latencies(starts: &[i64], arrivals: &[(i64, i64)]) -> Vec<i64> {
         .collect()
 }
 
+/// Each arrival as (its publish start, latency), both in ns (the start since the Unix epoch), in publish
+/// order.
+pub fn timeline(starts: &[i64], arrivals: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = arrivals
+        .iter()
+        .filter_map(|&(i, at)| {
+            let start = *starts.get(usize::try_from(i).ok()?)?;
+            Some((start, at - start))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

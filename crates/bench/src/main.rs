@@ -39,6 +39,9 @@ struct Cli {
     /// Profile each scenario's server with `perf record` into DIR/<scenario>.perf.data.
     #[arg(long, value_name = "DIR")]
     perf: Option<PathBuf>,
+    /// S4 and S4a write every sample into DIR/<scenario>.tsv: its publish start (Unix ms) and latency in ms (to tell stalls from queueing).
+    #[arg(long, value_name = "DIR")]
+    latency_dump: Option<PathBuf>,
     /// Extra environment for every server, e.g. `BUILDR_DELIVERY__TIMEOUT=2s` (repeatable; experiments).
     #[arg(long = "server-env", value_name = "KEY=VALUE")]
     server_env: Vec<String>,
@@ -152,6 +155,7 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
         baselines,
         work_dir: work.path().to_path_buf(),
         perf_dir: cli.perf.clone(),
+        latency_dump: cli.latency_dump.clone(),
         server_env,
     };
 

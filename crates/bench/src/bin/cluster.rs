@@ -146,6 +146,7 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
         baselines,
         work_dir: work.path().to_path_buf(),
         perf_dir: cli.perf.clone(),
+        latency_dump: None,
         server_env: Vec::new(),
     };
     let save = |rows: &[Row]| {

@@ -97,8 +97,16 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
     let attempt_mean_ms = metrics
         .mean("buildr_delivery_attempt_duration_seconds")
         .map(|s| s * 1e3);
+    // Stalls: syncs and attempts that took longer than 25 ms (one such stall at S4's 10,000 deliveries/s
+    // holds up hundreds of samples).
+    let flushes_over_25ms = metrics.count_above("buildr_log_flush_duration_seconds", "0.025");
+    let attempts_over_25ms =
+        metrics.count_above("buildr_delivery_attempt_duration_seconds", "0.025");
     let rss_end = server.rss_bytes().unwrap_or(0);
     server.kill9()?;
+    if let Some(dir) = &ctx.latency_dump {
+        dump_timeline(dir, run.id, &load::timeline(&starts, &arrivals))?;
+    }
     let ours = summarize(load::latencies(&starts, &arrivals));
     let target = format!("p99 <= {} ms", run.p99_target_ms);
     Ok(Row::new(
@@ -129,6 +137,8 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
     .extra("server_attempt_mean_ms", attempt_mean_ms)
     .extra("server_flush_p99_bucket_ms", flush_p99_bound_ms)
     .extra("server_attempt_p99_bucket_ms", attempt_p99_bound_ms)
+    .extra("server_flushes_over_25ms", flushes_over_25ms)
+    .extra("server_attempts_over_25ms", attempts_over_25ms)
     .extra("server_cpu_s", cpu.process)
     .extra(
         "server_cpu_s_per_1000_events",
@@ -140,4 +150,22 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
     .extra("publish_seconds", published.elapsed.as_secs_f64())
     .extra("errors", published.errors)
     .extra("first_error", published.first_error))
+}
+
+/// Writes `DIR/<id>.tsv`: per sample, its publish start (ms since the Unix epoch) and latency in ms.
+fn dump_timeline(dir: &std::path::Path, id: &str, samples: &[(i64, i64)]) -> Result<()> {
+    use anyhow::Context;
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut text = String::from("start_unix_ms\tlatency_ms\n");
+    for &(start, latency) in samples {
+        let _ = writeln!(
+            text,
+            "{:.3}\t{:.3}",
+            start as f64 / 1e6,
+            latency as f64 / 1e6
+        );
+    }
+    let path = dir.join(format!("{id}.tsv"));
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }

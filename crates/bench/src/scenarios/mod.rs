@@ -134,6 +134,8 @@ pub struct Ctx {
     pub work_dir: PathBuf,
     /// `--perf DIR`: each scenario's server is profiled into `DIR/<name>.perf.data`.
     pub perf_dir: Option<PathBuf>,
+    /// `--latency-dump DIR`: S4/S4a write their samples into `DIR/<id>.tsv`.
+    pub latency_dump: Option<PathBuf>,
     /// `--server-env`: added to every server's environment.
     pub server_env: Vec<(String, String)>,
 }
