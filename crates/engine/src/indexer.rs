@@ -114,8 +114,8 @@ pub struct IndexBehind {
     pub wanted: u64,
 }
 
-/// At most this many ops are merged into one index batch (sled's batch lock is process-wide: a huge index
-/// batch would hold up the log's own appends).
+/// At most this many ops are merged into one index batch (sled's batch lock stops the index database's
+/// readers, the delivery API among them, while a batch is written).
 const MAX_MERGED_OPS: usize = 5_000;
 
 /// A batch of more than this many ops (a large fan-out) is written in parts: its fresh rows

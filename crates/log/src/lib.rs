@@ -821,6 +821,54 @@ mod tests {
         Ok(())
     }
 
+    /// Our sled patch (vendor/sled/PATCHED.md, change 5): the lock a batch or transaction takes is one per
+    /// database. With sled 0.34.7's process-wide lock, a batch being written to the delivery index (a
+    /// database of its own) stopped the log's appends and flushes until it was done.
+    #[test]
+    fn a_batch_held_open_on_another_database_does_not_stop_the_log() -> Result<(), LogError> {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let dir = tempfile::tempdir()?;
+        let (log, _) = EventLog::open(&dir.path().join("log"))?;
+        let other = sled::Config::new()
+            .path(dir.path().join("other"))
+            .open()?
+            .open_tree("rows")?;
+        let (inside_tx, inside_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        // A transaction holds its database's lock for writing while its closure runs.
+        let holder = std::thread::spawn(move || {
+            other.transaction(|t| {
+                t.insert(&b"k"[..], &b"v"[..])?;
+                let _ = inside_tx.send(());
+                let _ = release_rx.recv_timeout(Duration::from_secs(60));
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+        });
+        let held = inside_rx.recv_timeout(Duration::from_secs(60));
+        let (done_tx, done_rx) = mpsc::channel();
+        let records = [event(1), event(2)];
+        let second = records[1].clone();
+        let appender = std::thread::spawn(move || {
+            // A two-record append is a sled batch of the log's own, then a flush.
+            let _ = done_tx.send(log.append(&records).map(|seq| (seq, log)));
+        });
+        // Generous: the append takes milliseconds; blocked, it would wait for the release below.
+        let appended = done_rx.recv_timeout(Duration::from_secs(30));
+        let _ = release_tx.send(());
+        let _ = holder.join();
+        let _ = appender.join();
+        assert!(
+            held.is_ok(),
+            "the other database's transaction never started"
+        );
+        let (first, log) =
+            appended.expect("the log's append waited for another database's batch")?;
+        assert_eq!(first, 1);
+        assert_eq!(log.get(2)?, Some(second));
+        Ok(())
+    }
+
     #[test]
     fn appends_in_order_and_survives_reopen() -> Result<(), LogError> {
         let dir = tempfile::tempdir().map_err(|e| LogError::Storage(e.into()))?;

@@ -405,7 +405,7 @@ impl Db {
         let mut hasher = crc32fast::Hasher::new();
         let mut locks = vec![];
 
-        locks.push(concurrency_control::write());
+        locks.push(self.context.pagecache.config.concurrency_control.write());
 
         for (name, tree) in &tenants {
             hasher.update(name);

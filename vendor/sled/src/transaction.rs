@@ -383,7 +383,9 @@ pub struct TransactionalTrees {
 
 impl TransactionalTrees {
     fn stage(&self) -> UnabortableTransactionResult<Protector<'_>> {
-        Ok(concurrency_control::write())
+        // Commits pin the log of the first tree's database (see `commit`): a transaction is within one
+        // database, whose exclusion this takes.
+        Ok(self.inner[0].tree.context.pagecache.config.concurrency_control.write())
     }
 
     fn unstage(&self) {
