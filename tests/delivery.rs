@@ -443,6 +443,8 @@ fn metrics_count_what_happened_and_requests_get_an_id() {
         "buildr_delivery_attempts_total{outcome=\"retrying\"} 1",
         "buildr_retries_scheduled_total 1",
         "buildr_backlog_deliveries 0",
+        // Every change handed to the delivery-index writer is written (and counted off) in the end.
+        "buildr_delivery_index_queued_changes 0",
         "buildr_webhooks{state=\"enabled\"} 1",
         "buildr_log_flush_duration_seconds_count",
         "buildr_delivery_attempt_duration_seconds_bucket",

@@ -218,6 +218,9 @@ impl Writer<'_> {
     }
 
     fn write(&mut self, mut ops: Vec<IndexOp>, seq: u64) {
+        // Off the queue either way: written now, or (after a storage error) held in the journal and
+        // written again by `recover` before anything else.
+        self.metrics.index_queued.sub(gauge_count(ops.len()));
         if seq <= self.rebuilt_up_to {
             return;
         }
@@ -361,11 +364,17 @@ fn apply_parts(
     index.apply(ops, seq, |s| event_at(log, s))
 }
 
+/// A count of ops as the value of a gauge.
+fn gauge_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// The index writer: one thread, applying batches in log order.
 #[derive(Clone)]
 pub struct IndexWriter {
     tx: mpsc::Sender<Job>,
     progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
 }
 
 impl IndexWriter {
@@ -376,13 +385,14 @@ impl IndexWriter {
             written: watch::Sender::new(0),
         });
         let theirs = progress.clone();
+        let writer_metrics = metrics.clone();
         let spawned = std::thread::Builder::new()
             .name("delivery-index".into())
             .spawn(move || {
                 Writer {
                     log: &*log,
                     progress: &theirs,
-                    metrics: &metrics,
+                    metrics: &writer_metrics,
                     journal: Vec::new(),
                     flushed_at: Instant::now(),
                     rebuilt_up_to: 0,
@@ -392,14 +402,24 @@ impl IndexWriter {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the delivery index writer");
         }
-        Self { tx, progress }
+        Self {
+            tx,
+            progress,
+            metrics,
+        }
     }
 
     pub fn apply(&self, ops: Vec<IndexOp>, applied_seq: u64) {
         // A batch without changes need not move `applied_seq`: replaying it again changes nothing.
         if !ops.is_empty() {
             self.progress.sent.fetch_max(applied_seq, Ordering::AcqRel);
-            let _ = self.tx.send(Job::Apply(ops, applied_seq));
+            self.metrics.index_queued.add(gauge_count(ops.len()));
+            if let Err(mpsc::SendError(Job::Apply(ops, _))) =
+                self.tx.send(Job::Apply(ops, applied_seq))
+            {
+                // The writer is gone (shutting down): nothing will write them.
+                self.metrics.index_queued.sub(gauge_count(ops.len()));
+            }
         }
     }
 
@@ -486,5 +506,44 @@ mod tests {
             assert!(index.delivery(w, 5).unwrap().is_some(), "{w} has its row");
         }
         assert!(index.delivery(&hooks[0], 3).unwrap().is_none());
+    }
+
+    /// `buildr_delivery_index_queued_changes` counts the ops handed to the writer until it has written
+    /// them, merged batches included.
+    #[test]
+    fn the_queued_changes_gauge_counts_ops_until_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) =
+            buildr_log::EventLog::open_with(dir.path(), buildr_log::StorageOptions::default())
+                .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let writer = IndexWriter::start(Arc::new(log), metrics.clone());
+        let event: EventId = "evt_01HZY0000000000000000000AA".parse().unwrap();
+        let queued = |n: usize, seq: u64| -> Vec<IndexOp> {
+            (0..n)
+                .map(|i| IndexOp::Queued {
+                    webhook: format!("wh_01HZY{i:021}").parse().unwrap(),
+                    seq,
+                    event: Some((event.clone(), EventType::ContactCreate)),
+                })
+                .collect()
+        };
+        let handed = Instant::now();
+        writer.apply(queued(3, 1), 1);
+        writer.apply(queued(2, 2), 2);
+        let right_after = metrics.index_queued.get();
+        // The writer gathers for LINGER before it writes: unless this thread was held up that long, both
+        // batches are still waiting.
+        if handed.elapsed() < LINGER {
+            assert_eq!(right_after, 5);
+        }
+        writer.sync();
+        assert_eq!(metrics.index_queued.get(), 0, "written and counted off");
+        writer.apply(Vec::new(), 3);
+        assert_eq!(
+            metrics.index_queued.get(),
+            0,
+            "an empty batch is not queued"
+        );
     }
 }

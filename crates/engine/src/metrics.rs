@@ -24,6 +24,8 @@ pub struct Metrics {
     pub permits: std::sync::OnceLock<std::sync::Arc<crate::permits::Permits>>,
     attempts_in_flight: IntGauge,
     waiting_for_permit: IntGauge,
+    /// Changes handed to the delivery-index writer and not yet written (crate::indexer).
+    pub index_queued: IntGauge,
     /// Whether each store accepts writes (see [`StorageHealth`]).
     pub storage: StorageHealth,
 }
@@ -89,6 +91,12 @@ impl Metrics {
                 "Webhooks with a due delivery waiting for a free attempt slot (their host's or the total cap).",
             )
             .expect(DEF),
+            index_queued: IntGauge::new(
+                "delivery_index_queued_changes",
+                "Delivery-index changes (rows, attempts) waiting for the index writer: what delivery reads \
+                 lag the log by, and memory a burst holds until they are written.",
+            )
+            .expect(DEF),
             storage: StorageHealth::new(
                 IntGaugeVec::new(
                     Opts::new(
@@ -116,6 +124,7 @@ impl Metrics {
             Box::new(m.webhooks.clone()),
             Box::new(m.attempts_in_flight.clone()),
             Box::new(m.waiting_for_permit.clone()),
+            Box::new(m.index_queued.clone()),
             Box::new(m.storage.writable_gauge()),
             Box::new(m.storage.errors_counter()),
         ];
@@ -227,6 +236,7 @@ mod tests {
             "buildr_webhooks{state=\"enabled\"} 0",
             "buildr_delivery_attempts_in_flight 0",
             "buildr_delivery_waiting_for_permit 0",
+            "buildr_delivery_index_queued_changes 0",
             "buildr_storage_writable{store=\"log\"} 1",
             "buildr_storage_writable{store=\"delivery_index\"} 1",
         ] {
