@@ -108,32 +108,45 @@ where
 
 /// Latencies (ns) of arrivals `(i, arrival unix nanos)` against the start times of [`paced`].
 pub fn latencies(starts: &[i64], arrivals: &[(i64, i64)]) -> Vec<i64> {
-    arrivals
-        .iter()
-        .filter_map(|&(i, at)| {
-            let start = *starts.get(usize::try_from(i).ok()?)?;
-            Some(at - start)
-        })
+    matched(starts, arrivals)
+        .map(|(_, latency)| latency)
         .collect()
 }
 
 /// Each arrival as (its publish start, latency), both in ns (the start since the Unix epoch), in publish
 /// order.
 pub fn timeline(starts: &[i64], arrivals: &[(i64, i64)]) -> Vec<(i64, i64)> {
-    let mut out: Vec<(i64, i64)> = arrivals
-        .iter()
-        .filter_map(|&(i, at)| {
-            let start = *starts.get(usize::try_from(i).ok()?)?;
-            Some((start, at - start))
-        })
-        .collect();
+    let mut out: Vec<(i64, i64)> = matched(starts, arrivals).collect();
     out.sort_unstable();
     out
+}
+
+/// Each arrival whose publish is known, as (publish start, latency).
+fn matched<'a>(
+    starts: &'a [i64],
+    arrivals: &'a [(i64, i64)],
+) -> impl Iterator<Item = (i64, i64)> + 'a {
+    arrivals.iter().filter_map(|&(i, at)| {
+        let start = *starts.get(usize::try_from(i).ok()?)?;
+        Some((start, at - start))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrivals_are_matched_to_their_publish_and_unknown_ones_left_out() {
+        let starts = [1_000, 2_000, 3_000];
+        // Out of order, one of an index never published.
+        let arrivals = [(2, 3_500), (7, 9_000), (0, 1_900)];
+        assert_eq!(
+            timeline(&starts, &arrivals),
+            vec![(1_000, 900), (3_000, 500)]
+        );
+        assert_eq!(latencies(&starts, &arrivals), vec![500, 900]);
+    }
 
     #[test]
     fn runs_each_index_once_and_counts_errors() {
