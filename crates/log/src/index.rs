@@ -3,7 +3,8 @@
 //! sled tree and each batch of updates is written atomically together with the seq it brings the index
 //! up to, so after a crash it is caught up from that seq and nothing is counted twice.
 //!
-//! Keys: `r` webhook 0 seq → [`Row`] (the delivery, and its first attempt inline); `a` webhook 0 seq
+//! Keys: `r` webhook seq → a page of [`Row`]s (the deliveries with neighbouring seqs, each with its first
+//! attempt inline; see `pages.rs`); `a` webhook seq
 //! attempt-record-seq → AttemptRecord (every attempt, once there is more than one); `e` event id → seq
 //! (for events with at least one delivery); `h` webhook 0 hour → the hour's and its minutes' attempt
 //! statistics (see `stats.rs`);
@@ -17,12 +18,14 @@ use crate::LogError;
 use buildr_core::{
     AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus, EventId, EventType, WebhookId,
 };
-use std::collections::HashMap;
 
 const APPLIED: &[u8] = b"mapplied";
 const FORMAT_KEY: &[u8] = b"mformat";
 /// The layout of the rows; an index in another layout is cleared and rebuilt from the log.
-const FORMAT: u8 = 5;
+const FORMAT: u8 = 6;
+
+mod pages;
+use pages::{Page, PageSet};
 
 /// A delivery row: the delivery as the API shows it, and its first attempt while it is the only one.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -47,6 +50,11 @@ impl Row {
             delivery: Delivery::queued(id, t),
             first_attempt: None,
         }
+    }
+
+    /// About how many bytes it takes in a page.
+    fn size(&self) -> usize {
+        64 + self.delivery.response_body.len() + self.delivery.error.as_ref().map_or(0, String::len)
     }
 
     /// The inline first attempt as its record, with the seq of the record. Only while the delivery has
@@ -138,12 +146,6 @@ pub(crate) fn prefix(tag: u8, webhook: &WebhookId) -> Vec<u8> {
     k
 }
 
-fn row_key(webhook: &WebhookId, seq: u64) -> Vec<u8> {
-    let mut k = prefix(b'r', webhook);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
 fn attempt_key(webhook: &WebhookId, seq: u64, record_seq: u64) -> Vec<u8> {
     let mut k = prefix(b'a', webhook);
     k.extend_from_slice(&seq.to_be_bytes());
@@ -213,7 +215,9 @@ impl DeliveryIndex {
         applied_seq: u64,
         event_at: impl Fn(u64) -> Option<(EventId, EventType)>,
     ) -> Result<(), LogError> {
-        let mut rows: HashMap<Vec<u8>, Option<Row>> = HashMap::new();
+        let mut rows = PageSet::new(&self.tree);
+        // Attempt keys written by this batch (removed again if their webhook is deleted later in it).
+        let mut attempt_keys: Vec<Vec<u8>> = Vec::new();
         let mut stats = crate::stats::StatsDelta::default();
         let mut batch = sled::Batch::default();
         let mut ids_written = std::collections::HashSet::new();
@@ -240,26 +244,22 @@ impl DeliveryIndex {
                     if ids_written.insert(*seq) {
                         batch.insert(event_key(id), &seq.to_be_bytes());
                     }
-                    rows.insert(row_key(webhook, *seq), Some(Row::queued(id.clone(), *t)));
+                    rows.put(webhook, *seq, Row::queued(id.clone(), *t))?;
                 }
                 IndexOp::Queued {
                     webhook,
                     seq,
                     event: None,
                 } => {
-                    let row = self.row(&mut rows, row_key(webhook, *seq))?;
-                    match row {
-                        Some(r) => r.delivery.requeue(),
-                        None => {
-                            if let Some((id, t)) = event_at(*seq) {
-                                // The event id → seq entry, once per event and batch (re-writing it
-                                // later is harmless: it never changes).
-                                if ids_written.insert(*seq) {
-                                    batch.insert(event_key(&id), &seq.to_be_bytes());
-                                }
-                                *row = Some(Row::queued(id, t));
-                            }
+                    if let Some(r) = rows.row_mut(webhook, *seq)? {
+                        r.delivery.requeue();
+                    } else if let Some((id, t)) = event_at(*seq) {
+                        // The event id → seq entry, once per event and batch (re-writing it later is
+                        // harmless: it never changes).
+                        if ids_written.insert(*seq) {
+                            batch.insert(event_key(&id), &seq.to_be_bytes());
                         }
+                        rows.put(webhook, *seq, Row::queued(id, t))?;
                     }
                 }
                 IndexOp::Attempt {
@@ -267,9 +267,7 @@ impl DeliveryIndex {
                     attempt,
                 } => {
                     stats.add(attempt);
-                    if let Some(row) =
-                        self.row(&mut rows, row_key(&attempt.webhook, attempt.seq))?
-                    {
+                    if let Some(row) = rows.row_mut(&attempt.webhook, attempt.seq)? {
                         if row.delivery.attempts == 0 {
                             row.first_attempt = Some(FirstAttempt {
                                 record_seq: *record_seq,
@@ -281,16 +279,14 @@ impl DeliveryIndex {
                             if let Some((first_seq, first)) =
                                 row.first(&attempt.webhook, attempt.seq)
                             {
-                                batch.insert(
-                                    attempt_key(&first.webhook, first.seq, first_seq),
-                                    enc(&first),
-                                );
+                                let k = attempt_key(&first.webhook, first.seq, first_seq);
+                                batch.insert(k.clone(), enc(&first));
+                                attempt_keys.push(k);
                             }
                             row.first_attempt = None;
-                            batch.insert(
-                                attempt_key(&attempt.webhook, attempt.seq, *record_seq),
-                                enc(attempt),
-                            );
+                            let k = attempt_key(&attempt.webhook, attempt.seq, *record_seq);
+                            batch.insert(k.clone(), enc(attempt));
+                            attempt_keys.push(k);
                         }
                         row.delivery.record(attempt);
                     }
@@ -304,22 +300,17 @@ impl DeliveryIndex {
                         }
                     }
                     stats.forget(w);
-                    // Rows of this batch are dropped too (`None` is written as a removal).
-                    let rows_of = prefix(b'r', w);
-                    for (k, v) in rows.iter_mut() {
-                        if k.starts_with(&rows_of) {
-                            *v = None;
-                        }
+                    // What this batch changed in its pages is dropped too, and the attempt keys it
+                    // wrote (the scan above sees only the tree).
+                    rows.drop_webhook(w);
+                    let attempts_of = prefix(b'a', w);
+                    for k in attempt_keys.iter().filter(|k| k.starts_with(&attempts_of)) {
+                        batch.remove(k.as_slice());
                     }
                 }
             }
         }
-        for (k, v) in rows {
-            match v {
-                Some(row) => batch.insert(k, enc(&row)),
-                None => batch.remove(k),
-            }
-        }
+        rows.write(&mut batch);
         for (k, delta) in stats.0 {
             let mut row: HourRow = self.tree.get(&k)?.and_then(|b| dec(&b)).unwrap_or_default();
             row.merge(&delta);
@@ -330,21 +321,6 @@ impl DeliveryIndex {
         // A row and two statistics rows per op at most (a deletion's removals are few by comparison).
         crate::reclaim(ops.len() * 3);
         Ok(())
-    }
-
-    /// The row at `key` as this batch has it so far (read from the tree the first time).
-    fn row<'a>(
-        &self,
-        rows: &'a mut HashMap<Vec<u8>, Option<Row>>,
-        key: Vec<u8>,
-    ) -> Result<&'a mut Option<Row>, LogError> {
-        Ok(match rows.entry(key) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let current = self.tree.get(v.key())?.and_then(|b| dec(&b));
-                v.insert(current)
-            }
-        })
     }
 
     /// `webhook`'s statistics rows of the buckets `from..=to` that had attempts, oldest first.
@@ -394,10 +370,24 @@ impl DeliveryIndex {
 
     pub fn delivery(&self, webhook: &WebhookId, seq: u64) -> Result<Option<Delivery>, LogError> {
         Ok(self
+            .page_at(webhook, seq)?
+            .and_then(|(_, page)| page.get(seq).map(|r| r.delivery.clone())))
+    }
+
+    /// The page that holds `webhook`'s `seq` if it has a row there (the one with the greatest key at or
+    /// below it), with its key.
+    fn page_at(&self, webhook: &WebhookId, seq: u64) -> Result<Option<(u64, Page)>, LogError> {
+        match self
             .tree
-            .get(row_key(webhook, seq))?
-            .and_then(|v| dec::<Row>(&v))
-            .map(|r| r.delivery))
+            .range(pages::key(webhook, 0)..=pages::key(webhook, seq))
+            .next_back()
+        {
+            Some(item) => {
+                let (k, v) = item?;
+                Ok(seq_suffix(&k).map(|at| (at, Page::decode(&v))))
+            }
+            None => Ok(None),
+        }
     }
 
     /// `webhook`'s deliveries, newest first, with seq < `before` (a cursor), optionally of one status.
@@ -408,19 +398,19 @@ impl DeliveryIndex {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Delivery)>, LogError> {
-        let start = row_key(webhook, 0);
-        let end = row_key(webhook, before.unwrap_or(u64::MAX));
+        let before = before.unwrap_or(u64::MAX);
+        let start = pages::key(webhook, 0);
+        let end = pages::key(webhook, before);
         let mut out = Vec::new();
         for item in self.tree.range(start..end).rev() {
-            let (k, v) = item?;
-            let (Some(seq), Some(Row { delivery: row, .. })) = (seq_suffix(&k), dec::<Row>(&v))
-            else {
-                continue;
-            };
-            if status.is_none_or(|s| s == row.status) {
-                out.push((seq, row));
-                if out.len() >= limit {
-                    break;
+            let (_, v) = item?;
+            let page = Page::decode(&v);
+            for (seq, row) in page.rows().rev().filter(|(seq, _)| *seq < before) {
+                if status.is_none_or(|s| s == row.delivery.status) {
+                    out.push((seq, row.delivery.clone()));
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
                 }
             }
         }
@@ -430,10 +420,8 @@ impl DeliveryIndex {
     /// Every attempt of `webhook` at the event `seq`, oldest first.
     pub fn attempts(&self, webhook: &WebhookId, seq: u64) -> Result<Vec<AttemptRecord>, LogError> {
         let inline = self
-            .tree
-            .get(row_key(webhook, seq))?
-            .and_then(|v| dec::<Row>(&v))
-            .and_then(|r| r.first(webhook, seq));
+            .page_at(webhook, seq)?
+            .and_then(|(_, page)| page.get(seq).and_then(|r| r.first(webhook, seq)));
         if let Some((_, first)) = inline {
             return Ok(vec![first]);
         }
@@ -457,19 +445,26 @@ impl DeliveryIndex {
     ) -> Result<usize, LogError> {
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for tag in [b'r', b'a'] {
-            for item in self.tree.scan_prefix([tag]) {
-                let (k, _) = item?;
-                // Row keys end in the seq; attempt keys in seq then the attempt record's seq.
-                let seq = if tag == b'r' {
-                    seq_suffix(&k)
-                } else {
-                    k.len().checked_sub(8).and_then(|e| seq_suffix(&k[..e]))
-                };
-                if seq.is_some_and(|s| seqs.contains(&s)) {
+        for item in self.tree.scan_prefix([b'r']) {
+            let (k, v) = item?;
+            let mut page = Page::decode(&v);
+            let removed = page.remove(seqs);
+            if removed > 0 {
+                n += removed;
+                if page.is_empty() {
                     batch.remove(k);
-                    n += 1;
+                } else {
+                    batch.insert(k, page.encode());
                 }
+            }
+        }
+        for item in self.tree.scan_prefix([b'a']) {
+            let (k, _) = item?;
+            // Attempt keys end in the event's seq then the attempt record's seq.
+            let seq = k.len().checked_sub(8).and_then(|e| seq_suffix(&k[..e]));
+            if seq.is_some_and(|s| seqs.contains(&s)) {
+                batch.remove(k);
+                n += 1;
             }
         }
         for id in ids {
@@ -482,16 +477,21 @@ impl DeliveryIndex {
     /// Seqs of `webhook`'s deliveries that are `failed`, in `from..to`.
     pub fn failed_in(&self, webhook: &WebhookId, from: u64, to: u64) -> Result<Vec<u64>, LogError> {
         let mut out = Vec::new();
+        // From the page that holds `from` (its key may be below it).
+        let first = self.page_at(webhook, from)?.map_or(from, |(at, _)| at);
         for item in self
             .tree
-            .range(row_key(webhook, from)..row_key(webhook, to.max(from)))
+            .range(pages::key(webhook, first)..pages::key(webhook, to.max(from)))
         {
-            let (k, v) = item?;
-            if let (Some(seq), Some(Row { delivery: row, .. })) = (seq_suffix(&k), dec::<Row>(&v)) {
-                if row.status == DeliveryStatus::Failed {
-                    out.push(seq);
-                }
-            }
+            let (_, v) = item?;
+            let page = Page::decode(&v);
+            out.extend(
+                page.rows()
+                    .filter(|(seq, row)| {
+                        (from..to).contains(seq) && row.delivery.status == DeliveryStatus::Failed
+                    })
+                    .map(|(seq, _)| seq),
+            );
         }
         Ok(out)
     }
@@ -632,6 +632,204 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ix.attempts(&w, 7).unwrap(), vec![first]);
+    }
+
+    /// A small deterministic generator (xorshift), so a failure replays the same way.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Rows in pages answer exactly as one key per row did: random batches of fresh deliveries,
+    /// attempts (with answers of every size up to 1 KiB), replays of old events with and without a
+    /// row (rows inserted between others, pages split), batches applied twice (a crash between the
+    /// parts of a large batch), retention and webhook deletion, checked after every batch against a
+    /// plain map of deliveries through every read: one row, pages of the list newest first with and
+    /// without a status, attempts, failed seqs in a range.
+    #[test]
+    fn rows_in_pages_read_back_as_a_map_of_deliveries_would() {
+        use std::collections::BTreeMap;
+        let ix = index();
+        let hooks: Vec<WebhookId> = [
+            "wh_01HZY0000000000000000000AA",
+            "wh_01HZY0000000000000000000AB",
+            "wh_01HZY0000000000000000000AC",
+        ]
+        .iter()
+        .map(|w| w.parse().unwrap())
+        .collect();
+        let id: EventId = "evt_01HZY0000000000000000000AA".parse().unwrap();
+        let mut model: BTreeMap<(usize, u64), Delivery> = BTreeMap::new();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut seq = 0u64;
+        let mut attempts_of: BTreeMap<(usize, u64), u32> = BTreeMap::new();
+        for round in 0..60 {
+            let mut ops = Vec::new();
+            // Fresh events, each to some of the webhooks (a fan-out makes many rows of one batch).
+            for _ in 0..rng.below(100) {
+                seq += 1 + rng.below(3);
+                for (w, hook) in hooks.iter().enumerate() {
+                    if rng.below(3) > 0 {
+                        ops.push(queued(hook, seq));
+                        model.insert(
+                            (w, seq),
+                            Delivery::queued(id.clone(), EventType::ContactCreate),
+                        );
+                    }
+                }
+            }
+            // Attempts on existing rows, and on rows that do not exist (a deleted webhook's).
+            let keys: Vec<(usize, u64)> = model.keys().copied().collect();
+            for _ in 0..rng.below(200) {
+                let (w, s) = if keys.is_empty() || rng.below(10) == 0 {
+                    (rng.below(3) as usize, rng.below(seq + 1))
+                } else {
+                    keys[rng.below(keys.len() as u64) as usize]
+                };
+                let n = attempts_of.get(&(w, s)).copied().unwrap_or(0) + 1;
+                let outcome = match rng.below(3) {
+                    0 => AttemptOutcome::Succeeded,
+                    1 => AttemptOutcome::Failed,
+                    _ => AttemptOutcome::Retrying {
+                        next_at: Timestamp::from_millis(9_000),
+                    },
+                };
+                let mut a = attempt(&hooks[w], s, n, outcome);
+                a.response_body = "x".repeat(rng.below(1025) as usize);
+                seq += 1;
+                ops.push(IndexOp::Attempt {
+                    record_seq: seq,
+                    attempt: Box::new(a.clone()),
+                });
+                if let Some(d) = model.get_mut(&(w, s)) {
+                    d.record(&a);
+                    attempts_of.insert((w, s), n);
+                }
+            }
+            // Replays of older events: a row queued again, or made where there was none.
+            for _ in 0..rng.below(20) {
+                let w = rng.below(3) as usize;
+                let s = 1 + rng.below(seq);
+                ops.push(IndexOp::Queued {
+                    webhook: hooks[w].clone(),
+                    seq: s,
+                    event: None,
+                });
+                model
+                    .entry((w, s))
+                    .and_modify(Delivery::requeue)
+                    .or_insert_with(|| Delivery::queued(id.clone(), EventType::ContactCreate));
+            }
+            if round == 45 {
+                // A replay of a whole range: rows fill the gaps between others, pages split.
+                for s in 1..=seq.min(600) {
+                    ops.push(IndexOp::Queued {
+                        webhook: hooks[1].clone(),
+                        seq: s,
+                        event: None,
+                    });
+                    model
+                        .entry((1, s))
+                        .and_modify(Delivery::requeue)
+                        .or_insert_with(|| Delivery::queued(id.clone(), EventType::ContactCreate));
+                }
+            }
+            if round == 30 {
+                ops.push(IndexOp::WebhookDeleted(hooks[2].clone()));
+                model.retain(|(w, _), _| *w != 2);
+                attempts_of.retain(|(w, _), _| *w != 2);
+            }
+            let at = |_| Some((id.clone(), EventType::ContactCreate));
+            if round % 10 == 3 {
+                // A large batch's fresh rows written first on their own, then (a crash between the
+                // parts, start-up) the whole batch again.
+                let fresh: Vec<IndexOp> = ops
+                    .iter()
+                    .filter(|op| matches!(op, IndexOp::Queued { event: Some(_), .. }))
+                    .cloned()
+                    .collect();
+                ix.apply(&fresh, ix.applied_seq().unwrap(), at).unwrap();
+            }
+            ix.apply(&ops, seq, at).unwrap();
+            if round % 20 == 19 {
+                let gone: std::collections::HashSet<u64> =
+                    (1..=seq).filter(|_| rng.below(4) == 0).collect();
+                ix.forget(&gone, &[]).unwrap();
+                model.retain(|(_, s), _| !gone.contains(s));
+                attempts_of.retain(|(_, s), _| !gone.contains(s));
+            }
+
+            for (w, hook) in hooks.iter().enumerate() {
+                let want: Vec<(u64, Delivery)> = model
+                    .range((w, 0)..=(w, u64::MAX))
+                    .rev()
+                    .map(|((_, s), d)| (*s, d.clone()))
+                    .collect();
+                assert_eq!(
+                    ix.deliveries(hook, None, None, usize::MAX).unwrap(),
+                    want,
+                    "round {round}"
+                );
+                // Page by page, 7 at a time (every few rounds: it reads the whole list again each time).
+                if round % 4 == 0 {
+                    let mut got = Vec::new();
+                    let mut before = None;
+                    loop {
+                        let page = ix.deliveries(hook, None, before, 7).unwrap();
+                        let Some(&(last, _)) = page.last() else { break };
+                        got.extend(page);
+                        before = Some(last);
+                    }
+                    assert_eq!(got, want, "round {round}, by pages");
+                }
+                for status in [DeliveryStatus::Pending, DeliveryStatus::Failed] {
+                    let want: Vec<_> = want
+                        .iter()
+                        .filter(|(_, d)| d.status == status)
+                        .cloned()
+                        .collect();
+                    assert_eq!(
+                        ix.deliveries(hook, Some(status), None, usize::MAX).unwrap(),
+                        want
+                    );
+                }
+                let (from, to) = (rng.below(seq + 1), rng.below(seq + 1));
+                let want_failed: Vec<u64> = model
+                    .range((w, from)..(w, to.max(from)))
+                    .filter(|(_, d)| d.status == DeliveryStatus::Failed)
+                    .map(|((_, s), _)| *s)
+                    .collect();
+                assert_eq!(
+                    ix.failed_in(hook, from, to).unwrap(),
+                    want_failed,
+                    "round {round}"
+                );
+                if round % 10 == 5 {
+                    // Every row found by its seq (each in the page its key says).
+                    for ((_, s), d) in model.range((w, 0)..=(w, u64::MAX)) {
+                        assert_eq!(ix.delivery(hook, *s).unwrap().as_ref(), Some(d), "seq {s}");
+                    }
+                }
+                for _ in 0..5 {
+                    let s = rng.below(seq + 1);
+                    assert_eq!(ix.delivery(hook, s).unwrap(), model.get(&(w, s)).cloned());
+                    let n = ix.attempts(hook, s).unwrap().len() as u32;
+                    assert_eq!(
+                        n,
+                        model.get(&(w, s)).map_or(0, |d| d.attempts),
+                        "round {round} seq {s}"
+                    );
+                }
+            }
+        }
+        let rows = model.len();
+        let keys = ix.tree.scan_prefix([b'r']).count();
+        assert!(keys * 4 < rows, "{rows} rows in {keys} keys");
     }
 
     #[test]
