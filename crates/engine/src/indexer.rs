@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::projection::{Effect, Projection};
 use buildr_core::{EventId, EventType, Record};
 use buildr_log::{IndexOp, LogStore};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,6 +104,9 @@ enum Job {
 struct Progress {
     sent: AtomicU64,
     written: watch::Sender<u64>,
+    /// Changes were dropped because the queue was full ([`MAX_QUEUED_OPS`]): the writer empties the queue
+    /// and rebuilds the index from the log, which holds every record they came from.
+    overflowed: AtomicBool,
 }
 
 /// The index did not reach the position a reader waits for within the bound.
@@ -130,6 +133,12 @@ const SPLIT_ABOVE: usize = 16_384;
 /// part of 4,096 rows held ~11 MB of them at once.
 const MAX_FRESH_ROWS: usize = 1_024;
 
+/// At most this many changes wait for the writer (about 100–200 MB of them). The queue only grows that
+/// long when the index cannot be written (a failing disk, while the log still takes events): past it the
+/// changes are dropped, and once the index can be written again the writer rebuilds it from the log
+/// instead of writing them, so memory stays bounded and nothing is lost (the log holds every record).
+const MAX_QUEUED_OPS: usize = 1_000_000;
+
 /// How long the writer gathers batches before writing them. Most deliveries are queued and attempted
 /// within this time, so their row is written once, with its outcome, instead of twice (and never read
 /// back). The delivery-records API lags the log by at most this much.
@@ -145,6 +154,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The writer thread's state.
 struct Writer<'a> {
     log: &'a dyn LogStore,
+    rx: &'a mpsc::Receiver<Job>,
     progress: &'a Progress,
     metrics: &'a Metrics,
     /// Batches written since the last flush this writer saw succeed: after a storage error, the ones
@@ -158,9 +168,13 @@ struct Writer<'a> {
 impl Writer<'_> {
     /// Gathers what arrives for up to [`LINGER`] (or [`MAX_MERGED_OPS`]) and writes it as one sled
     /// batch, in log order.
-    fn run(&mut self, rx: &mpsc::Receiver<Job>) {
+    fn run(&mut self) {
+        let rx = self.rx;
         let mut next = None;
         loop {
+            if self.progress.overflowed.load(Ordering::Acquire) {
+                self.rebuild_after_overflow();
+            }
             let job = match next.take() {
                 Some(job) => job,
                 None if self.journal.is_empty() => match rx.recv() {
@@ -228,7 +242,7 @@ impl Writer<'_> {
         self.journal.push((ops, seq));
         match written {
             Ok(()) => self.progress.written.send_modify(|w| *w = (*w).max(seq)),
-            Err(e) => self.recover(e),
+            Err(e) => self.recover(e.to_string(), false),
         }
     }
 
@@ -241,23 +255,30 @@ impl Writer<'_> {
                 self.journal.clear();
                 self.flushed_at = Instant::now();
             }
-            Err(e) => self.recover(e),
+            Err(e) => self.recover(e.to_string(), false),
         }
     }
 
     /// After a storage error: reopens the index (sled keeps its first I/O error for the life of the
     /// database) and writes again what the reopened index lacks, with backoff, until it succeeds. Until
     /// then readers wait (and get `503`), `/readyz` is `503`, and what arrives waits in the channel.
-    fn recover(&mut self, error: buildr_log::LogError) {
-        let mut error = error.to_string();
+    fn recover(&mut self, error: String, rebuilding: bool) {
+        let mut error = error;
         let mut wait = Duration::from_millis(100);
         // Once the index was found unreadable it is rebuilt, until a rebuild succeeds: a half-done one
         // has only part of the log in it, which the journal does not make up for.
-        let mut rebuilding = false;
+        let mut rebuilding = rebuilding;
+        let mut waiting = Vec::new();
         loop {
             self.metrics.storage.failed(Store::DeliveryIndex, &error);
             std::thread::sleep(wait);
             wait = (wait * 2).min(MAX_BACKOFF);
+            if self.progress.overflowed.load(Ordering::Acquire) {
+                // Changes were dropped while the index could not be written: the journal no longer
+                // makes up what it lacks, only a rebuild from the log does.
+                waiting.extend(self.drop_queue());
+                rebuilding = true;
+            }
             let attempt = if rebuilding {
                 self.rebuild()
             } else {
@@ -279,6 +300,47 @@ impl Writer<'_> {
         self.journal.clear();
         self.flushed_at = Instant::now();
         self.metrics.storage.healed(Store::DeliveryIndex);
+        for done in waiting {
+            let _ = done.send(());
+        }
+    }
+
+    /// Empties the queue that went past [`MAX_QUEUED_OPS`] (its changes are dropped: the rebuild that
+    /// follows reads their records from the log) and lets changes be queued again; returns the syncs
+    /// waiting in it, to be answered once the index is rebuilt. Every change dropped, here or by
+    /// [`IndexWriter::apply`] while the flag was up, came from a record the log held before the flag
+    /// went down, so before the rebuild reads the log.
+    fn drop_queue(&mut self) -> Vec<mpsc::Sender<()>> {
+        let mut dropped = 0;
+        let mut waiting = Vec::new();
+        while let Ok(job) = self.rx.try_recv() {
+            match job {
+                Job::Apply(ops, _) => dropped += ops.len(),
+                Job::Sync(done) => waiting.push(done),
+                // The log the rebuild reads no longer holds what retention removed; statistics are
+                // pruned again at the next round.
+                Job::Forget(..) | Job::PruneStats(_) | Job::Nudge => {}
+            }
+        }
+        self.metrics.index_queued.sub(gauge_count(dropped));
+        self.progress.overflowed.store(false, Ordering::Release);
+        tracing::warn!(
+            dropped,
+            "the delivery index fell {MAX_QUEUED_OPS} changes behind the log; rebuilding it from the log"
+        );
+        waiting
+    }
+
+    /// After the queue overflowed while the index could be written (it could not keep up).
+    fn rebuild_after_overflow(&mut self) {
+        let waiting = self.drop_queue();
+        if let Err(e) = self.rebuild() {
+            // Healing rebuilds it once the index can be written.
+            self.recover(e, true);
+        }
+        for done in waiting {
+            let _ = done.send(());
+        }
     }
 
     /// A fresh index, caught up from the whole log; batches it already covers are skipped later.
@@ -375,6 +437,8 @@ pub struct IndexWriter {
     tx: mpsc::Sender<Job>,
     progress: Arc<Progress>,
     metrics: Arc<Metrics>,
+    /// [`MAX_QUEUED_OPS`], smaller in tests.
+    max_queued: usize,
 }
 
 impl IndexWriter {
@@ -383,6 +447,7 @@ impl IndexWriter {
         let progress = Arc::new(Progress {
             sent: AtomicU64::new(0),
             written: watch::Sender::new(0),
+            overflowed: AtomicBool::new(false),
         });
         let theirs = progress.clone();
         let writer_metrics = metrics.clone();
@@ -391,13 +456,14 @@ impl IndexWriter {
             .spawn(move || {
                 Writer {
                     log: &*log,
+                    rx: &rx,
                     progress: &theirs,
                     metrics: &writer_metrics,
                     journal: Vec::new(),
                     flushed_at: Instant::now(),
                     rebuilt_up_to: 0,
                 }
-                .run(&rx)
+                .run()
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the delivery index writer");
@@ -406,6 +472,7 @@ impl IndexWriter {
             tx,
             progress,
             metrics,
+            max_queued: MAX_QUEUED_OPS,
         }
     }
 
@@ -413,6 +480,16 @@ impl IndexWriter {
         // A batch without changes need not move `applied_seq`: replaying it again changes nothing.
         if !ops.is_empty() {
             self.progress.sent.fetch_max(applied_seq, Ordering::AcqRel);
+            let queued = usize::try_from(self.metrics.index_queued.get()).unwrap_or(0);
+            if self.progress.overflowed.load(Ordering::Acquire)
+                || (queued > 0 && queued + ops.len() > self.max_queued)
+            {
+                // Dropped: the writer rebuilds the index from the log, which holds these records.
+                if !self.progress.overflowed.swap(true, Ordering::AcqRel) {
+                    let _ = self.tx.send(Job::Nudge);
+                }
+                return;
+            }
             self.metrics.index_queued.add(gauge_count(ops.len()));
             if let Err(mpsc::SendError(Job::Apply(ops, _))) =
                 self.tx.send(Job::Apply(ops, applied_seq))
@@ -506,6 +583,101 @@ mod tests {
             assert!(index.delivery(w, 5).unwrap().is_some(), "{w} has its row");
         }
         assert!(index.delivery(&hooks[0], 3).unwrap().is_none());
+    }
+
+    /// A queue past its bound drops what arrives, and the writer, instead of writing the changes it
+    /// holds, rebuilds the index from the log: every event the log holds ends up in it, the queue is
+    /// counted back to 0, and changes are queued again afterwards.
+    #[test]
+    fn a_queue_past_its_bound_is_dropped_and_the_index_rebuilt_from_the_log() {
+        use buildr_core::Record;
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) =
+            buildr_log::EventLog::open_with(dir.path(), buildr_log::StorageOptions::default())
+                .unwrap();
+        let log: Arc<dyn LogStore> = Arc::new(log);
+        let hook = crate::projection::tests::webhook();
+        let w = hook.id.clone();
+        // Seq 1 the webhook, 2..=16 its events; the changes of each, as the log writer hands them over.
+        let mut records = vec![Record::WebhookCreated(hook)];
+        records.extend((2..=16).map(buildr_log::drivertest::record));
+        let groups: Vec<_> = (0..records.len()).map(buildr_log::Group::at).collect();
+        log.append_batch(records.clone(), &groups).unwrap();
+        let changes = |seqs: std::ops::RangeInclusive<u64>| -> Vec<IndexOp> {
+            seqs.map(|seq| match &records[seq as usize - 1] {
+                Record::EventPublished(e) => IndexOp::Queued {
+                    webhook: w.clone(),
+                    seq,
+                    event: Some((e.id.clone(), e.event_type)),
+                },
+                _ => unreachable!(),
+            })
+            .collect()
+        };
+
+        // The writer is not running yet: what is handed over waits in the queue (at most 10 changes).
+        let (tx, rx) = mpsc::channel();
+        let progress = Arc::new(Progress {
+            sent: AtomicU64::new(0),
+            written: watch::Sender::new(0),
+            overflowed: AtomicBool::new(false),
+        });
+        let metrics = Arc::new(Metrics::new());
+        let writer = IndexWriter {
+            tx,
+            progress: progress.clone(),
+            metrics: metrics.clone(),
+            max_queued: 10,
+        };
+        writer.apply(changes(2..=6), 6);
+        writer.apply(changes(7..=12), 12);
+        writer.apply(changes(13..=15), 15);
+        assert_eq!(
+            metrics.index_queued.get(),
+            5,
+            "only the first batch is queued"
+        );
+        assert!(progress.overflowed.load(Ordering::Acquire));
+
+        let thread = {
+            let (log, progress, metrics) = (log.clone(), progress.clone(), metrics.clone());
+            std::thread::spawn(move || {
+                Writer {
+                    log: &*log,
+                    rx: &rx,
+                    progress: &progress,
+                    metrics: &metrics,
+                    journal: Vec::new(),
+                    flushed_at: Instant::now(),
+                    rebuilt_up_to: 0,
+                }
+                .run()
+            })
+        };
+        writer.sync();
+        let index = log.index().unwrap();
+        let seqs = |index: &buildr_log::DeliveryIndex| -> Vec<u64> {
+            let mut s: Vec<u64> = index
+                .deliveries(&w, None, None, 100)
+                .unwrap()
+                .into_iter()
+                .map(|(seq, _)| seq)
+                .collect();
+            s.sort_unstable();
+            s
+        };
+        // Rebuilt from the log: seq 16 too, which was never handed over.
+        assert_eq!(seqs(&index), (2..=16).collect::<Vec<_>>());
+        assert_eq!(metrics.index_queued.get(), 0);
+        assert!(!progress.overflowed.load(Ordering::Acquire));
+
+        // Changes are queued and written again; those the rebuild already holds are skipped.
+        writer.apply(changes(16..=16), 16);
+        writer.sync();
+        assert_eq!(seqs(&log.index().unwrap()), (2..=16).collect::<Vec<_>>());
+        assert_eq!(metrics.index_queued.get(), 0);
+        drop(writer);
+        thread.join().unwrap();
     }
 
     /// `buildr_delivery_index_queued_changes` counts the ops handed to the writer until it has written
