@@ -262,12 +262,11 @@ impl Writer<'_> {
     /// After a storage error: reopens the index (sled keeps its first I/O error for the life of the
     /// database) and writes again what the reopened index lacks, with backoff, until it succeeds. Until
     /// then readers wait (and get `503`), `/readyz` is `503`, and what arrives waits in the channel.
-    fn recover(&mut self, error: String, rebuilding: bool) {
-        let mut error = error;
+    /// `rebuilding`: the index is to be rebuilt from the log rather than given its journal again.
+    fn recover(&mut self, mut error: String, mut rebuilding: bool) {
         let mut wait = Duration::from_millis(100);
         // Once the index was found unreadable it is rebuilt, until a rebuild succeeds: a half-done one
         // has only part of the log in it, which the journal does not make up for.
-        let mut rebuilding = rebuilding;
         let mut waiting = Vec::new();
         loop {
             self.metrics.storage.failed(Store::DeliveryIndex, &error);

@@ -374,20 +374,10 @@ impl DeliveryIndex {
             .and_then(|(_, page)| page.get(seq).map(|r| r.delivery.clone())))
     }
 
-    /// The page that holds `webhook`'s `seq` if it has a row there (the one with the greatest key at or
-    /// below it), with its key.
+    /// The page that would hold `webhook`'s `seq` (the one with the greatest key at or below it), with
+    /// its key.
     fn page_at(&self, webhook: &WebhookId, seq: u64) -> Result<Option<(u64, Page)>, LogError> {
-        match self
-            .tree
-            .range(pages::key(webhook, 0)..=pages::key(webhook, seq))
-            .next_back()
-        {
-            Some(item) => {
-                let (k, v) = item?;
-                Ok(seq_suffix(&k).map(|at| (at, Page::decode(&v))))
-            }
-            None => Ok(None),
-        }
+        Ok(pages::floor_in(&self.tree, webhook, seq)?.map(|(at, v)| (at, Page::decode(&v))))
     }
 
     /// `webhook`'s deliveries, newest first, with seq < `before` (a cursor), optionally of one status.

@@ -32,9 +32,20 @@ pub(super) fn key(webhook: &WebhookId, seq: u64) -> Vec<u8> {
     k
 }
 
-/// The seq a page key ends in.
-fn key_seq(k: &[u8]) -> Option<u64> {
-    super::seq_suffix(k)
+/// `webhook`'s page in `tree` with the greatest key at or below `seq` (the one that holds that seq if
+/// the webhook has a row there; at `u64::MAX`, its last page): the seq it starts at and its value.
+pub(super) fn floor_in(
+    tree: &sled::Tree,
+    webhook: &WebhookId,
+    seq: u64,
+) -> Result<Option<(u64, sled::IVec)>, LogError> {
+    match tree.range(key(webhook, 0)..=key(webhook, seq)).next_back() {
+        Some(item) => {
+            let (k, v) = item?;
+            Ok(super::seq_suffix(&k).map(|at| (at, v)))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Rows of one webhook, ascending by seq.
@@ -201,13 +212,7 @@ impl<'t> PageSet<'t> {
         if self.loaded(webhook).tree_last.is_some() {
             return Ok(());
         }
-        let last = match self.tree.scan_prefix(prefix(b'r', webhook)).next_back() {
-            Some(item) => {
-                let (k, v) = item?;
-                key_seq(&k).map(|at| (at, v))
-            }
-            None => None,
-        };
+        let last = floor_in(self.tree, webhook, u64::MAX)?;
         let loaded = self.loaded(webhook);
         loaded.tree_last = Some(last.as_ref().map(|(at, _)| *at));
         if let Some((at, v)) = last {
@@ -235,17 +240,7 @@ impl<'t> PageSet<'t> {
                 return Ok(near.map(|(k, _)| k));
             }
         }
-        let found = match self
-            .tree
-            .range(key(webhook, 0)..=key(webhook, seq))
-            .next_back()
-        {
-            Some(item) => {
-                let (k, v) = item?;
-                key_seq(&k).map(|at| (at, v))
-            }
-            None => None,
-        };
+        let found = floor_in(self.tree, webhook, seq)?;
         let loaded = self.loaded(webhook);
         Ok(match (near.map(|(k, _)| k), found) {
             (Some(k), Some((at, _))) if k >= at => Some(k),
