@@ -550,14 +550,20 @@ mod tests {
     use super::*;
     use buildr_core::WebhookId;
 
-    /// A fan-out larger than [`SPLIT_ABOVE`], behind an op that is not a fresh row: its fresh rows go
-    /// first, in parts, and the index reaches the batch's seq with every row in it.
-    #[test]
-    fn a_large_fan_out_is_written_in_parts_and_reaches_its_seq() {
+    /// A fresh sled log in a temporary directory (kept while the directory guard lives).
+    fn temp_log() -> (tempfile::TempDir, buildr_log::EventLog) {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) =
             buildr_log::EventLog::open_with(dir.path(), buildr_log::StorageOptions::default())
                 .unwrap();
+        (dir, log)
+    }
+
+    /// A fan-out larger than [`SPLIT_ABOVE`], behind an op that is not a fresh row: its fresh rows go
+    /// first, in parts, and the index reaches the batch's seq with every row in it.
+    #[test]
+    fn a_large_fan_out_is_written_in_parts_and_reaches_its_seq() {
+        let (_dir, log) = temp_log();
         let event: EventId = "evt_01HZY0000000000000000000AA".parse().unwrap();
         let hooks: Vec<WebhookId> = (0..SPLIT_ABOVE + 100)
             .map(|n| format!("wh_01HZY{n:021}").parse().unwrap())
@@ -590,10 +596,7 @@ mod tests {
     #[test]
     fn a_queue_past_its_bound_is_dropped_and_the_index_rebuilt_from_the_log() {
         use buildr_core::Record;
-        let dir = tempfile::tempdir().unwrap();
-        let (log, _) =
-            buildr_log::EventLog::open_with(dir.path(), buildr_log::StorageOptions::default())
-                .unwrap();
+        let (_dir, log) = temp_log();
         let log: Arc<dyn LogStore> = Arc::new(log);
         let hook = crate::projection::tests::webhook();
         let w = hook.id.clone();
@@ -683,10 +686,7 @@ mod tests {
     /// them, merged batches included.
     #[test]
     fn the_queued_changes_gauge_counts_ops_until_they_are_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, _) =
-            buildr_log::EventLog::open_with(dir.path(), buildr_log::StorageOptions::default())
-                .unwrap();
+        let (_dir, log) = temp_log();
         let metrics = Arc::new(Metrics::new());
         let writer = IndexWriter::start(Arc::new(log), metrics.clone());
         let event: EventId = "evt_01HZY0000000000000000000AA".parse().unwrap();
