@@ -121,10 +121,11 @@ struct Loaded {
 }
 
 /// The pages a batch of index changes works on, read from the tree when first needed and written back
-/// together into the batch.
+/// together into the batch. Keyed by the webhook ids of the batch's changes, borrowed for as long as it
+/// lives (no id is copied per change).
 pub(super) struct PageSet<'t> {
     tree: &'t sled::Tree,
-    webhooks: HashMap<WebhookId, Loaded>,
+    webhooks: HashMap<&'t WebhookId, Loaded>,
 }
 
 impl<'t> PageSet<'t> {
@@ -138,7 +139,7 @@ impl<'t> PageSet<'t> {
     /// The row at `webhook`'s `seq`, if it has one, for changing (its page is written back).
     pub(super) fn row_mut(
         &mut self,
-        webhook: &WebhookId,
+        webhook: &'t WebhookId,
         seq: u64,
     ) -> Result<Option<&mut Row>, LogError> {
         let Some(at) = self.floor(webhook, seq)? else {
@@ -157,7 +158,12 @@ impl<'t> PageSet<'t> {
 
     /// Puts `row` at `webhook`'s `seq` (replacing one there): in the page that holds that seq, or at the
     /// end of the webhook's last page while it has room, or in a new page that starts at `seq`.
-    pub(super) fn put(&mut self, webhook: &WebhookId, seq: u64, row: Row) -> Result<(), LogError> {
+    pub(super) fn put(
+        &mut self,
+        webhook: &'t WebhookId,
+        seq: u64,
+        row: Row,
+    ) -> Result<(), LogError> {
         self.look_up_last(webhook)?;
         let at = self.floor(webhook, seq)?;
         let loaded = self.loaded(webhook);
@@ -175,7 +181,7 @@ impl<'t> PageSet<'t> {
     }
 
     /// Forgets what this batch did to `webhook`'s pages (it was deleted: its keys are removed).
-    pub(super) fn drop_webhook(&mut self, webhook: &WebhookId) {
+    pub(super) fn drop_webhook(&mut self, webhook: &'t WebhookId) {
         self.webhooks.remove(webhook);
     }
 
@@ -187,28 +193,28 @@ impl<'t> PageSet<'t> {
                     continue;
                 };
                 if page.is_empty() {
-                    batch.remove(key(&webhook, at));
+                    batch.remove(key(webhook, at));
                     continue;
                 }
                 let mut rows = page.rows;
                 let mut start = at;
                 while rows.len() > SPLIT_ROWS {
                     let rest = rows.split_off(PAGE_ROWS);
-                    batch.insert(key(&webhook, start), enc(&Page { rows }));
+                    batch.insert(key(webhook, start), enc(&Page { rows }));
                     rows = rest;
                     start = rows.first().map_or(start, |(s, _)| *s);
                 }
-                batch.insert(key(&webhook, start), enc(&Page { rows }));
+                batch.insert(key(webhook, start), enc(&Page { rows }));
             }
         }
     }
 
-    fn loaded(&mut self, webhook: &WebhookId) -> &mut Loaded {
-        self.webhooks.entry(webhook.clone()).or_default()
+    fn loaded(&mut self, webhook: &'t WebhookId) -> &mut Loaded {
+        self.webhooks.entry(webhook).or_default()
     }
 
     /// Loads `webhook`'s last page, once per batch (new rows go after it).
-    fn look_up_last(&mut self, webhook: &WebhookId) -> Result<(), LogError> {
+    fn look_up_last(&mut self, webhook: &'t WebhookId) -> Result<(), LogError> {
         if self.loaded(webhook).tree_last.is_some() {
             return Ok(());
         }
@@ -223,7 +229,7 @@ impl<'t> PageSet<'t> {
 
     /// The key of the page that holds (or would hold) `webhook`'s `seq`, loaded: the greatest key at or
     /// below `seq`, among the pages loaded or made in this batch and those in the tree.
-    fn floor(&mut self, webhook: &WebhookId, seq: u64) -> Result<Option<u64>, LogError> {
+    fn floor(&mut self, webhook: &'t WebhookId, seq: u64) -> Result<Option<u64>, LogError> {
         let loaded = self.loaded(webhook);
         let near = loaded
             .pages
