@@ -183,10 +183,10 @@ fn killing_nodes_moves_their_shards_and_every_acknowledged_event_is_delivered() 
     publish(&nodes[0], 10);
     for (killed, alive) in [(0usize, vec!["node-b", "node-c"]), (1, vec!["node-c"])] {
         nodes[killed].kill9();
+        let started = std::time::Instant::now();
         let survivor = &nodes[2];
         // Acknowledged while the dead node's leases still run: delivered once they move.
         publish(survivor, 10);
-        let started = std::time::Instant::now();
         assert!(
             wait_until(Duration::from_secs(2 + 5), || balanced(survivor, &alive)),
             "shards did not move within lease_ttl + 5 s: {:?}",

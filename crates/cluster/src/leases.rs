@@ -11,14 +11,19 @@
 //!
 //! 5. renews or takes the `maintenance` lease: its holder alone runs retention on the stream.
 //!
+//! Who is alive and who holds what comes from a watch on the bucket ([`LeaseView`]), not from reading it
+//! each round: a round is the node's writes alone (its heartbeat, its renewals, the leases it takes or
+//! gives back). A round also runs at once when the view sees a lease or a node given back, or a new node.
+//!
 //! A lease this node has not renewed for `2/3 × lease_ttl` (counted from the start of the round that last
 //! wrote it) is dropped locally (its actors stop) before it can expire and be taken by another: two nodes
 //! never deliver one shard knowingly at once. Each lease is judged alone, and a renewal that got no answer
 //! is not a loss (the next round finds out: see `renew`). A round's writes go out together, so it takes
 //! about one replicated write's time however many leases the node holds.
 
+use crate::lease_view::{age_of, LeaseView};
 use async_nats::jetstream::{self, kv};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -47,6 +52,8 @@ struct State {
     node: String,
     /// This node's position in the stream (written in its heartbeat).
     applied: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// The stream's last seq as this node last heard it.
+    stream_last: Box<dyn Fn() -> u64 + Send + Sync>,
     shards: u32,
     /// Shard → the revision this node last wrote for it.
     held: RwLock<HashMap<u32, u64>>,
@@ -103,11 +110,13 @@ impl Leases {
         js: jetstream::Context,
         cfg: LeaseConfig,
         applied: Box<dyn Fn() -> u64 + Send + Sync>,
+        stream_last: Box<dyn Fn() -> u64 + Send + Sync>,
         maintains: Arc<AtomicBool>,
     ) -> Self {
         let state = Arc::new(State {
             node: cfg.node_id.clone(),
             applied,
+            stream_last,
             shards: cfg.shards.max(1),
             held: RwLock::new(HashMap::new()),
             taken_at: RwLock::new(HashMap::new()),
@@ -201,15 +210,6 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
     };
-    let stream = loop {
-        match js.get_stream(&cfg.stream).await {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot find the stream yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
     let store = loop {
         match js.create_or_update_key_value(bucket.clone()).await {
             Ok(s) => break s,
@@ -219,6 +219,9 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
             }
         }
     };
+    let view = Arc::new(Mutex::new(LeaseView::new(cfg.ttl)));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let watching = tokio::spawn(watch(store.clone(), view.clone(), wake.clone()));
     let tick = (cfg.ttl / 3).max(Duration::from_millis(100));
     let fence = cfg.ttl * 2 / 3;
     let mut renewed = Renewed::default();
@@ -226,7 +229,7 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
         let started = Instant::now();
         match tokio::time::timeout(
             tick * 2,
-            round(&store, &stream, &state, started, &mut renewed),
+            round(&store, &view, &state, started, &mut renewed),
         )
         .await
         {
@@ -241,13 +244,56 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
             );
             state.notify();
         }
+        // The next round: after a tick, or as soon as a key in the view runs out (a dead node's leases
+        // are then free; live nodes renew theirs well before), or when the view says one is worth
+        // running now.
+        let next = tokio::time::Instant::now() + tick;
+        let expiry = view
+            .lock()
+            .next_expiry(Instant::now())
+            .map(|at| tokio::time::Instant::from_std(at + EXPIRY_MARGIN));
         tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep_until(expiry.map_or(next, |at| at.min(next))) => {}
+            _ = wake.notified() => {}
             _ = state.stop.notified() => {
                 release(&store, &state).await;
+                watching.abort();
                 return;
             }
         }
+    }
+}
+
+/// How long after a key's expiry in the view a round looks again (the bucket removes expired keys on a
+/// timer of its own, so a lease tried the very moment it expires may not be free yet).
+const EXPIRY_MARGIN: Duration = Duration::from_millis(50);
+
+/// Keeps `view` from a watch on the bucket for as long as the leases are kept, starting a new watch (with
+/// a new snapshot) whenever one ends or fails; wakes a round when the view says one is worth running.
+async fn watch(store: kv::Store, view: Arc<Mutex<LeaseView>>, wake: Arc<tokio::sync::Notify>) {
+    use futures_util::StreamExt;
+    loop {
+        view.lock().restart();
+        match store.watch_with_history(">").await {
+            Ok(mut entries) => {
+                while let Some(entry) = entries.next().await {
+                    match entry {
+                        Ok(entry) => {
+                            let age = age_of(&entry);
+                            if view.lock().apply(&entry, age, Instant::now()) {
+                                wake.notify_one();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "watching the lease bucket failed; watching it again");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch the lease bucket yet; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -345,20 +391,16 @@ async fn renew(store: &kv::Store, node: &str, key: String, revision: u64) -> Ren
     }
 }
 
-/// How many requests of a round's reads are in flight at once.
-const READS_IN_FLIGHT: usize = 16;
-
 /// One round; returns whether this node's leases changed. The heartbeat and every renewal go out at once
-/// (one round trip, not one per lease: each is a replicated, fsynced write), then the bucket is read
-/// with [`READS_IN_FLIGHT`] requests at a time.
+/// (one round trip, not one per lease: each is a replicated, fsynced write); then, by the view of the
+/// bucket, the leases above this node's share are given back and free ones taken up to it.
 async fn round(
     store: &kv::Store,
-    stream: &jetstream::stream::Stream,
+    view: &Mutex<LeaseView>,
     state: &State,
     started: Instant,
     renewed: &mut Renewed,
 ) -> Result<bool, RoundError> {
-    use futures_util::StreamExt;
     let mut changed = false;
     let held: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
     let heartbeat = store.put(
@@ -416,38 +458,21 @@ async fn round(
         state.set_maintenance(maintenance);
     }
     heartbeat?;
-    // Who is alive, and who holds what.
-    let mut names = Vec::new();
-    let mut keys = store.keys().await?;
-    while let Some(k) = keys.next().await {
-        names.push(k?);
+    // Who is alive, and who holds what (nothing to decide before the view has the whole bucket).
+    let Some(holders) = view.lock().holders(Instant::now()) else {
+        return Ok(changed);
+    };
+    let mut nodes: BTreeMap<String, (u32, u64)> = holders
+        .nodes
+        .into_iter()
+        .map(|(node, applied)| (node, (0, applied)))
+        .collect();
+    let mut owners = holders.owners;
+    // This node's own writes may not have come back through the watch yet.
+    for shard in state.held.read().keys() {
+        owners.insert(*shard, state.node.clone());
     }
-    let mut entries = futures_util::stream::iter(names)
-        .map(|key| async move {
-            let entry = store.entry(key.clone()).await;
-            (key, entry)
-        })
-        .buffer_unordered(READS_IN_FLIGHT);
-    let mut nodes: BTreeMap<String, (u32, u64)> = BTreeMap::new();
-    let mut owners: HashMap<u32, String> = HashMap::new();
-    while let Some((key, entry)) = entries.next().await {
-        let Some(entry) = entry?.filter(|e| e.operation == kv::Operation::Put) else {
-            continue;
-        };
-        if let Some(node) = key.strip_prefix("node.") {
-            let applied = std::str::from_utf8(&entry.value)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            nodes.insert(node.to_owned(), (0, applied));
-        } else if let Some(shard) = key.strip_prefix("shard.").and_then(|s| s.parse().ok()) {
-            owners.insert(shard, String::from_utf8_lossy(&entry.value).into_owned());
-        }
-    }
-    drop(entries);
-    nodes
-        .entry(state.node.clone())
-        .or_insert((0, (state.applied)()));
+    nodes.insert(state.node.clone(), (0, (state.applied)()));
     let share = fair_share(state.shards, nodes.keys(), &state.node);
     // Above its share: release the highest shards so a newer node can take them.
     let mut mine: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
@@ -498,10 +523,9 @@ async fn round(
             *n += 1;
         }
     }
-    let stream_last_seq = stream.get_info().await?.state.last_sequence;
     *state.members.write() = Membership {
         nodes,
-        stream_last_seq,
+        stream_last_seq: (state.stream_last)(),
     };
     Ok(changed)
 }

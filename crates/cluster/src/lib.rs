@@ -6,6 +6,7 @@ mod admin;
 mod connect;
 mod follower;
 mod jetstream;
+mod lease_view;
 mod leases;
 pub mod message;
 mod retention;

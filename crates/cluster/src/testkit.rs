@@ -222,10 +222,17 @@ impl NatsCluster {
     /// Writes `value` to `shard`'s lease key in `stream`'s lease bucket (a plain put: a new revision), as
     /// a renewal whose answer was lost would (`value` the holder's id) or another node taking it would.
     pub fn put_lease(&self, stream: &str, shard: u32, value: &str) -> Option<u64> {
-        let value = value.to_owned();
-        self.with_lease_bucket(stream, |kv| async move {
-            kv.put(format!("shard.{shard}"), value.into()).await.ok()
-        })
+        self.put_lease_key(stream, &format!("shard.{shard}"), value)
+    }
+
+    /// Writes `value` to `key` in `stream`'s lease bucket (e.g. `node.<id>`: a heartbeat of a node that
+    /// is not running, as a node killed right after writing it leaves behind).
+    pub fn put_lease_key(&self, stream: &str, key: &str, value: &str) -> Option<u64> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.with_lease_bucket(
+            stream,
+            |kv| async move { kv.put(key, value.into()).await.ok() },
+        )
     }
 
     /// How many messages `stream` holds now (from the servers' JetStream monitoring), if a server says.
