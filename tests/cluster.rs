@@ -328,7 +328,11 @@ fn the_rate_limit_holds_across_a_failover() {
             .find(|(_, n)| *n == 1)
             .map(|(id, _)| id)
     };
-    assert!(wait_until(Duration::from_secs(10), || owner(&nodes[0]).is_some()));
+    assert!(
+        wait_until(Duration::from_secs(20), || owner(&nodes[0]).is_some()),
+        "no node took the one shard: {:?}",
+        shards(&nodes[0])
+    );
     let rx = Receiver::start();
     let hook = nodes[0].create_webhook(
         &rx.url("/slow"),

@@ -50,16 +50,17 @@ async fn claim(
     candidate: [u8; 32],
     replicas: usize,
 ) -> Result<ClusterAdmin, String> {
-    let store = js
-        .create_or_update_key_value(kv::Config {
+    let store = crate::connect::open_bucket(
+        js,
+        kv::Config {
             bucket: bucket.to_owned(),
             history: 1,
             num_replicas: replicas,
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        },
+    )
+    .await?;
     match store.create(KEY, candidate.to_vec().into()).await {
         Ok(_) => {
             return Ok(ClusterAdmin {

@@ -7,7 +7,7 @@ use buildr_log::LogError;
 use std::time::Duration;
 
 /// How long one try to get or create the stream waits for an answer.
-const SETUP_TRY_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const SETUP_TRY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The file in `dir` naming the stream the derived state belongs to.
 const MARKER: &str = "cluster-stream";
@@ -70,6 +70,19 @@ pub(crate) async fn connect(
         }
     };
     Ok((client, js, stream))
+}
+
+/// One try to open (or create) the KV bucket `config` next to the stream, waiting at most
+/// [`SETUP_TRY_TIMEOUT`]: like the stream's creation, a request that reaches JetStream between two meta
+/// leaders gets no answer at all, and the caller's next try should not wait a publish's 10 s for it.
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    config: jetstream::kv::Config,
+) -> Result<jetstream::kv::Store, String> {
+    match tokio::time::timeout(SETUP_TRY_TIMEOUT, js.create_or_update_key_value(config)).await {
+        Ok(opened) => opened.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {SETUP_TRY_TIMEOUT:?}")),
+    }
 }
 
 /// The derived state in `dir` must belong to this stream (its name and creation time); an empty

@@ -21,6 +21,7 @@
 //! is not a loss (the next round finds out: see `renew`). A round's writes go out together, so it takes
 //! about one replicated write's time however many leases the node holds.
 
+use crate::connect::SETUP_TRY_TIMEOUT;
 use crate::lease_view::{age_of, LeaseView};
 use async_nats::jetstream::{self, kv};
 use parking_lot::{Mutex, RwLock};
@@ -211,7 +212,7 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
         ..Default::default()
     };
     let store = loop {
-        match js.create_or_update_key_value(bucket.clone()).await {
+        match crate::connect::open_bucket(&js, bucket.clone()).await {
             Ok(s) => break s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open the lease bucket yet; retrying");
@@ -274,7 +275,8 @@ async fn watch(store: kv::Store, view: Arc<Mutex<LeaseView>>, wake: Arc<tokio::s
     use futures_util::StreamExt;
     loop {
         view.lock().restart();
-        match store.watch_with_history(">").await {
+        let started = tokio::time::timeout(SETUP_TRY_TIMEOUT, store.watch_with_history(">")).await;
+        match started.unwrap_or_else(|_| Err(kv::WatchErrorKind::TimedOut.into())) {
             Ok(mut entries) => {
                 while let Some(entry) = entries.next().await {
                     match entry {
