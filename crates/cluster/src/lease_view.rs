@@ -8,20 +8,26 @@
 //! each write once, and a round reads the view without a request.
 //!
 //! What a watch does not see is a key expiring (the bucket's `max_age` removes it silently), so the view
-//! counts a key as gone `lease_ttl` after the write it saw, as the bucket does. A write seen as it happens
-//! is dated by when it arrived (no clocks compared between machines); one from the snapshot a watch
-//! starts with is dated by its age on the server's clock, at most `lease_ttl`. Either way the view errs
-//! late, never early, unless clocks differ: a lease it thinks free is only tried with a create, which
-//! fails while the key exists, so the view steers which leases to try and never decides who owns one.
+//! counts a key as gone `lease_ttl` after the write it saw, as the bucket does. Every write is dated by
+//! when it arrived here, never by the server's clock (no clocks are compared between machines): the view
+//! errs late, never early. A key the snapshot of a new watch shows is counted from then, so a node that
+//! just started may see a dead node's leases for up to one `lease_ttl` longer than the bucket keeps them.
+//!
+//! A lease that ran out in the view is taken by compare-and-set on the revision last seen: it succeeds
+//! only if no node wrote the key since, at least `lease_ttl` after its holder's last write (which
+//! stopped using it at `2/3 × lease_ttl`), without waiting for the bucket's own removal. Any other free
+//! lease is taken by a create, which fails while the key exists. So the view steers which leases to
+//! try; the bucket decides who owns one.
 
 use async_nats::jetstream::kv;
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// One key's latest write as seen.
 #[derive(Debug, Clone)]
 struct Seen {
     value: bytes::Bytes,
+    revision: u64,
     /// When the write was made, on this node's monotonic clock (as near as it can tell).
     at: Instant,
 }
@@ -33,6 +39,10 @@ pub(crate) struct Holders {
     pub(crate) nodes: BTreeMap<String, u64>,
     /// Each shard whose lease is live, and the node that wrote it.
     pub(crate) owners: HashMap<u32, String>,
+    /// Each shard whose lease ran out in the view without being given back, and the revision it was
+    /// last written at: it is taken by a compare-and-set on that revision, which succeeds only if no
+    /// node wrote it since, without waiting for the bucket to remove it.
+    pub(crate) lapsed: HashMap<u32, u64>,
 }
 
 /// The lease bucket's live keys, kept from a watch's entries.
@@ -40,6 +50,9 @@ pub(crate) struct Holders {
 pub(crate) struct LeaseView {
     ttl: Duration,
     keys: HashMap<String, Seen>,
+    /// Shard leases that ran out in the view (shard → the revision last seen), until the key is written
+    /// or deleted again.
+    lapsed: HashMap<u32, u64>,
     /// Whether the watch has delivered everything the bucket held when it started (until then the view
     /// may miss keys, and a round neither takes nor releases leases by it).
     current: bool,
@@ -50,33 +63,30 @@ impl LeaseView {
         Self {
             ttl,
             keys: HashMap::new(),
+            lapsed: HashMap::new(),
             current: false,
         }
     }
 
-    /// Applies one entry of the watch, received at `now`; `age` is how old the write was by the server's
-    /// clock (used only for the snapshot a watch starts with). Returns whether a round is worth running
+    /// Applies one entry of the watch, received at `now`. Returns whether a round is worth running
     /// at once: the view just became current or, once it is, a key was deleted (a lease or a node given
     /// back by a clean stop) or a node appeared.
-    pub(crate) fn apply(&mut self, entry: &kv::Entry, age: Duration, now: Instant) -> bool {
+    pub(crate) fn apply(&mut self, entry: &kv::Entry, now: Instant) -> bool {
         let became_current = !self.current && entry.delta == 0;
         self.current |= entry.delta == 0;
+        if let Some(shard) = shard_of_key(&entry.key) {
+            self.lapsed.remove(&shard);
+        }
         let wake = match entry.operation {
             kv::Operation::Delete | kv::Operation::Purge => self.keys.remove(&entry.key).is_some(),
             kv::Operation::Put => {
-                // Written before the watch caught up: dated by its age; since then: by its arrival.
-                let age = if entry.seen_current {
-                    Duration::ZERO
-                } else {
-                    age.min(self.ttl)
-                };
-                let at = now.checked_sub(age).unwrap_or(now);
                 let fresh = !self.keys.contains_key(&entry.key);
                 self.keys.insert(
                     entry.key.clone(),
                     Seen {
                         value: entry.value.clone(),
-                        at,
+                        revision: entry.revision,
+                        at: now,
                     },
                 );
                 fresh && entry.key.starts_with("node.")
@@ -93,8 +103,14 @@ impl LeaseView {
 
     fn forget_expired(&mut self, now: Instant) {
         let ttl = self.ttl;
-        self.keys
-            .retain(|_, seen| now.saturating_duration_since(seen.at) < ttl);
+        let lapsed = &mut self.lapsed;
+        self.keys.retain(|key, seen| {
+            let live = now.saturating_duration_since(seen.at) < ttl;
+            if let Some(shard) = shard_of_key(key).filter(|_| !live) {
+                lapsed.insert(shard, seen.revision);
+            }
+            live
+        });
     }
 
     /// When the next key expires (a dead node's heartbeat or lease: a round then finds it free rather
@@ -119,29 +135,26 @@ impl LeaseView {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 holders.nodes.insert(node.to_owned(), applied);
-            } else if let Some(shard) = key.strip_prefix("shard.").and_then(|s| s.parse().ok()) {
+            } else if let Some(shard) = shard_of_key(key) {
                 holders
                     .owners
                     .insert(shard, String::from_utf8_lossy(&seen.value).into_owned());
             }
         }
+        holders.lapsed = self.lapsed.clone();
         Some(holders)
     }
 }
 
-/// How old `entry`'s write is on this node's clock (its stamp is the server's); zero when this node's
-/// clock is behind.
-pub(crate) fn age_of(entry: &kv::Entry) -> Duration {
-    SystemTime::now()
-        .duration_since(SystemTime::from(entry.created))
-        .unwrap_or(Duration::ZERO)
+/// The shard a lease key (`shard.<n>`) is for.
+fn shard_of_key(key: &str) -> Option<u32> {
+    key.strip_prefix("shard.").and_then(|s| s.parse().ok())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
 
     const TTL: Duration = Duration::from_secs(2);
 
@@ -169,11 +182,11 @@ mod tests {
     fn holders_are_known_once_the_snapshot_is_in() {
         let t0 = Instant::now();
         let mut v = LeaseView::new(TTL);
-        assert!(!v.apply(&put("node.a", "7", 2, false), Duration::ZERO, t0));
-        assert!(!v.apply(&put("shard.3", "a", 1, false), Duration::ZERO, t0));
+        assert!(!v.apply(&put("node.a", "7", 2, false), t0));
+        assert!(!v.apply(&put("shard.3", "a", 1, false), t0));
         assert_eq!(v.holders(t0), None, "the snapshot is not all in");
         assert!(
-            v.apply(&put("shard.4", "b", 0, true), Duration::ZERO, t0),
+            v.apply(&put("shard.4", "b", 0, true), t0),
             "the view became current: a round now"
         );
         let h = v.holders(t0).unwrap();
@@ -187,39 +200,29 @@ mod tests {
     #[test]
     fn a_key_is_gone_lease_ttl_after_the_write_it_saw_or_when_deleted() {
         let t0 = Instant::now();
-        let mut v = LeaseView::new(TTL);
-        v.apply(&put("node.a", "1", 0, true), Duration::ZERO, t0);
-        // From the snapshot, written 1.5 s ago by the server's clock: 0.5 s left.
-        v.restart();
-        v.apply(
-            &put("shard.1", "a", 1, false),
-            Duration::from_millis(1500),
-            t0,
-        );
-        // Seen live, whatever the server's clock says: a full lease_ttl left.
-        v.apply(&put("shard.2", "a", 0, true), Duration::from_secs(60), t0);
         let at = |ms| t0 + Duration::from_millis(ms);
-        assert_eq!(v.holders(at(400)).unwrap().owners.len(), 2);
+        let mut v = LeaseView::new(TTL);
+        v.apply(&put("node.a", "1", 0, true), t0);
+        // From the snapshot of a new watch, however old on the server's clock: counted from its arrival.
+        v.restart();
+        let mut old = put("shard.1", "a", 1, false);
+        old.created = async_nats::datetime::from_nanos(0).unwrap();
+        v.apply(&old, at(500));
+        v.apply(&put("shard.2", "a", 0, true), t0);
+        assert_eq!(v.holders(at(1900)).unwrap().owners.len(), 2);
         assert_eq!(
-            v.holders(at(600)).unwrap().owners,
-            HashMap::from([(2, "a".to_owned())])
+            v.holders(at(2100)).unwrap().owners,
+            HashMap::from([(1, "a".to_owned())])
         );
-        // A snapshot entry older than lease_ttl by the server's clock is already gone.
-        v.apply(
-            &put("shard.3", "a", 0, false),
-            Duration::from_secs(9),
-            at(600),
-        );
-        assert!(!v.holders(at(600)).unwrap().owners.contains_key(&3));
+        assert!(v.holders(at(2500)).unwrap().owners.is_empty());
         // Renewed: the clock starts again.
-        v.apply(&put("node.a", "2", 0, true), Duration::ZERO, at(1900));
-        assert_eq!(v.holders(at(2100)).unwrap().nodes.get("a"), Some(&2));
-        assert!(v.holders(at(2100)).unwrap().owners.is_empty());
+        v.apply(&put("node.a", "2", 0, true), at(1900));
+        assert_eq!(v.holders(at(2500)).unwrap().nodes.get("a"), Some(&2));
         // A clean stop deletes its keys: gone at once, and worth a round.
-        assert!(v.apply(&delete("node.a"), Duration::ZERO, at(2200)));
-        assert!(v.holders(at(2200)).unwrap().nodes.is_empty());
+        assert!(v.apply(&delete("node.a"), at(2600)));
+        assert!(v.holders(at(2600)).unwrap().nodes.is_empty());
         assert!(
-            !v.apply(&delete("node.a"), Duration::ZERO, at(2200)),
+            !v.apply(&delete("node.a"), at(2600)),
             "nothing left to delete"
         );
     }
@@ -229,8 +232,8 @@ mod tests {
         let t0 = Instant::now();
         let mut v = LeaseView::new(TTL);
         assert_eq!(v.next_expiry(t0), None);
-        v.apply(&put("node.a", "1", 0, true), Duration::ZERO, t0);
-        v.apply(&put("shard.1", "a", 0, true), Duration::ZERO, t0 + TTL / 2);
+        v.apply(&put("node.a", "1", 0, true), t0);
+        v.apply(&put("shard.1", "a", 0, true), t0 + TTL / 2);
         assert_eq!(v.next_expiry(t0), Some(t0 + TTL));
         // Past it, the expired key is forgotten and the next one named: never an instant already past.
         assert_eq!(v.next_expiry(t0 + TTL), Some(t0 + TTL / 2 + TTL));
@@ -238,31 +241,35 @@ mod tests {
     }
 
     #[test]
-    fn a_new_node_wakes_a_round_and_a_renewal_does_not() {
+    fn a_lease_that_ran_out_is_lapsed_at_its_last_revision_until_written_again() {
         let t0 = Instant::now();
         let mut v = LeaseView::new(TTL);
-        v.apply(&put("node.a", "1", 0, true), Duration::ZERO, t0);
-        assert!(!v.apply(&put("node.a", "2", 0, true), Duration::ZERO, t0));
-        assert!(!v.apply(&put("shard.9", "a", 0, true), Duration::ZERO, t0));
-        assert!(v.apply(&put("node.b", "1", 0, true), Duration::ZERO, t0));
+        v.apply(&put("node.a", "1", 0, true), t0);
+        let mut lease = put("shard.5", "b", 0, true);
+        lease.revision = 41;
+        v.apply(&lease, t0);
+        assert!(v.holders(t0).unwrap().lapsed.is_empty());
+        let later = t0 + TTL;
+        let h = v.holders(later).unwrap();
+        assert!(!h.owners.contains_key(&5));
+        assert_eq!(h.lapsed, HashMap::from([(5, 41)]));
+        // Taken (by anyone): no longer lapsed, owned again.
+        v.apply(&put("shard.5", "a", 0, true), later);
+        let h = v.holders(later).unwrap();
+        assert!(h.lapsed.is_empty());
+        assert_eq!(h.owners.get(&5).map(String::as_str), Some("a"));
+        // Given back: not lapsed either (a create takes it).
+        v.apply(&delete("shard.5"), later);
+        assert!(v.holders(later + TTL).unwrap().lapsed.is_empty());
     }
 
     #[test]
-    fn the_age_of_a_write_is_read_from_its_stamp() {
-        let mut e = put("node.a", "1", 0, true);
-        assert!(age_of(&e) < Duration::from_secs(1));
-        let old = SystemTime::now() - Duration::from_secs(30);
-        let nanos = old.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i128;
-        e.created = async_nats::datetime::from_nanos(nanos).unwrap();
-        let age = age_of(&e);
-        assert!(
-            age >= Duration::from_secs(30) && age < Duration::from_secs(31),
-            "{age:?}"
-        );
-        // A stamp ahead of this node's clock: no age, never negative.
-        let ahead = SystemTime::now() + Duration::from_secs(30);
-        let nanos = ahead.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i128;
-        e.created = async_nats::datetime::from_nanos(nanos).unwrap();
-        assert_eq!(age_of(&e), Duration::ZERO);
+    fn a_new_node_wakes_a_round_and_a_renewal_does_not() {
+        let t0 = Instant::now();
+        let mut v = LeaseView::new(TTL);
+        v.apply(&put("node.a", "1", 0, true), t0);
+        assert!(!v.apply(&put("node.a", "2", 0, true), t0));
+        assert!(!v.apply(&put("shard.9", "a", 0, true), t0));
+        assert!(v.apply(&put("node.b", "1", 0, true), t0));
     }
 }

@@ -22,7 +22,7 @@
 //! about one replicated write's time however many leases the node holds.
 
 use crate::connect::SETUP_TRY_TIMEOUT;
-use crate::lease_view::{age_of, LeaseView};
+use crate::lease_view::LeaseView;
 use async_nats::jetstream::{self, kv};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
@@ -61,7 +61,10 @@ struct State {
     /// Shard → when this node took it (a shard is taken over from a node that may have sent until
     /// shortly before).
     taken_at: RwLock<HashMap<u32, Instant>>,
+    /// The membership as of the last round (answered while the view is not current).
     members: RwLock<Membership>,
+    /// The bucket as the watch shows it.
+    view: Mutex<LeaseView>,
     /// The revision of the `maintenance` lease this node holds (retention runs on its holder only),
     /// mirrored in `maintains` for the log.
     maintenance: RwLock<Option<u64>>,
@@ -86,6 +89,48 @@ impl State {
             f();
         }
     }
+
+    /// Who is alive and who holds what now: the view, with this node's own leases as it holds them (its
+    /// writes may not have come back through the watch yet). `None` while the view is not current.
+    fn cluster_now(&self) -> Option<Cluster> {
+        let holders = self.view.lock().holders(Instant::now())?;
+        let mut nodes: BTreeMap<String, (u32, u64)> = holders
+            .nodes
+            .into_iter()
+            .map(|(node, applied)| (node, (0, applied)))
+            .collect();
+        nodes.insert(self.node.clone(), (0, (self.applied)()));
+        let mut owners = holders.owners;
+        for shard in self.held.read().keys() {
+            owners.insert(*shard, self.node.clone());
+        }
+        Some(Cluster {
+            nodes,
+            owners,
+            lapsed: holders.lapsed,
+        })
+    }
+
+    fn membership_of(&self, cluster: Cluster) -> Membership {
+        let mut nodes = cluster.nodes;
+        for owner in cluster.owners.values() {
+            if let Some((n, _)) = nodes.get_mut(owner) {
+                *n += 1;
+            }
+        }
+        Membership {
+            nodes,
+            stream_last_seq: (self.stream_last)(),
+        }
+    }
+}
+
+/// The live nodes (shards held: counted by [`State::membership_of`]; stream position), the owner of each
+/// live lease, and the leases that ran out (at their last revision).
+struct Cluster {
+    nodes: BTreeMap<String, (u32, u64)>,
+    owners: HashMap<u32, String>,
+    lapsed: HashMap<u32, u64>,
 }
 
 /// This node's leases, kept by a task on the log's NATS runtime.
@@ -122,6 +167,7 @@ impl Leases {
             held: RwLock::new(HashMap::new()),
             taken_at: RwLock::new(HashMap::new()),
             members: RwLock::new(Membership::default()),
+            view: Mutex::new(LeaseView::new(cfg.ttl)),
             maintenance: RwLock::new(None),
             maintains,
             quiescing: AtomicBool::new(false),
@@ -186,7 +232,10 @@ impl Leases {
     }
 
     pub fn membership(&self) -> Membership {
-        self.state.members.read().clone()
+        match self.state.cluster_now() {
+            Some(cluster) => self.state.membership_of(cluster),
+            None => self.state.members.read().clone(),
+        }
     }
 
     /// `changed` is called whenever this node gains or loses a lease (once; later calls are ignored).
@@ -220,22 +269,24 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
             }
         }
     };
-    let view = Arc::new(Mutex::new(LeaseView::new(cfg.ttl)));
     let wake = Arc::new(tokio::sync::Notify::new());
-    let watching = tokio::spawn(watch(store.clone(), view.clone(), wake.clone()));
+    let watching = tokio::spawn(watch(store.clone(), state.clone(), wake.clone()));
     let tick = (cfg.ttl / 3).max(Duration::from_millis(100));
     let fence = cfg.ttl * 2 / 3;
     let mut renewed = Renewed::default();
+    let mut quick_rounds = 0;
     loop {
+        let mut again_soon = false;
         let started = Instant::now();
-        match tokio::time::timeout(
-            tick * 2,
-            round(&store, &view, &state, started, &mut renewed),
-        )
-        .await
-        {
-            Ok(Ok(true)) => state.notify(),
-            Ok(Ok(false)) => {}
+        match tokio::time::timeout(tick * 2, round(&store, &state, started, &mut renewed)).await {
+            Ok(Ok(outcome)) => {
+                if outcome.changed {
+                    state.notify();
+                }
+                // A few quick rounds at most: a lease that keeps failing waits for the tick.
+                quick_rounds = if outcome.short { quick_rounds + 1 } else { 0 };
+                again_soon = outcome.short && quick_rounds <= MAX_QUICK_ROUNDS;
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "lease round failed"),
             Err(_) => tracing::warn!("lease round timed out"),
         }
@@ -248,8 +299,9 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
         // The next round: after a tick, or as soon as a key in the view runs out (a dead node's leases
         // are then free; live nodes renew theirs well before), or when the view says one is worth
         // running now.
-        let next = tokio::time::Instant::now() + tick;
-        let expiry = view
+        let next = tokio::time::Instant::now() + if again_soon { AGAIN_SOON } else { tick };
+        let expiry = state
+            .view
             .lock()
             .next_expiry(Instant::now())
             .map(|at| tokio::time::Instant::from_std(at + EXPIRY_MARGIN));
@@ -265,13 +317,19 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
     }
 }
 
+/// When a round could not take all the leases it wanted (another node took some first), the next one
+/// runs this soon rather than a tick later.
+const AGAIN_SOON: Duration = Duration::from_millis(100);
+const MAX_QUICK_ROUNDS: u32 = 5;
+
 /// How long after a key's expiry in the view a round looks again (the bucket removes expired keys on a
 /// timer of its own, so a lease tried the very moment it expires may not be free yet).
 const EXPIRY_MARGIN: Duration = Duration::from_millis(50);
 
 /// Keeps `view` from a watch on the bucket for as long as the leases are kept, starting a new watch (with
 /// a new snapshot) whenever one ends or fails; wakes a round when the view says one is worth running.
-async fn watch(store: kv::Store, view: Arc<Mutex<LeaseView>>, wake: Arc<tokio::sync::Notify>) {
+async fn watch(store: kv::Store, state: Arc<State>, wake: Arc<tokio::sync::Notify>) {
+    let view = &state.view;
     use futures_util::StreamExt;
     loop {
         view.lock().restart();
@@ -281,8 +339,7 @@ async fn watch(store: kv::Store, view: Arc<Mutex<LeaseView>>, wake: Arc<tokio::s
                 while let Some(entry) = entries.next().await {
                     match entry {
                         Ok(entry) => {
-                            let age = age_of(&entry);
-                            if view.lock().apply(&entry, age, Instant::now()) {
+                            if view.lock().apply(&entry, Instant::now()) {
                                 wake.notify_one();
                             }
                         }
@@ -393,16 +450,39 @@ async fn renew(store: &kv::Store, node: &str, key: String, revision: u64) -> Ren
     }
 }
 
+/// Takes the free lease of `shard`: one that ran out at `lapsed` (its last revision in the view) by
+/// compare-and-set on that revision, so it is taken `lease_ttl` after its holder's last write rather than
+/// whenever the bucket gets round to removing it; a key never written, given back or already removed by
+/// a create. Either fails when another node wrote the key since. The revision taken at, if taken.
+async fn take(store: &kv::Store, node: &str, shard: u32, lapsed: Option<&u64>) -> Option<u64> {
+    let value = || bytes::Bytes::copy_from_slice(node.as_bytes());
+    if let Some(&revision) = lapsed {
+        match store.update(shard_key(shard), value(), revision).await {
+            Ok(r) => return Some(r),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            Err(_) => return None,
+        }
+    }
+    store.create(shard_key(shard), value()).await.ok()
+}
+
+/// What came of a round.
+struct Outcome {
+    /// This node's leases changed.
+    changed: bool,
+    /// It wanted leases that another node took first (a round should look again soon).
+    short: bool,
+}
+
 /// One round; returns whether this node's leases changed. The heartbeat and every renewal go out at once
 /// (one round trip, not one per lease: each is a replicated, fsynced write); then, by the view of the
 /// bucket, the leases above this node's share are given back and free ones taken up to it.
 async fn round(
     store: &kv::Store,
-    view: &Mutex<LeaseView>,
     state: &State,
     started: Instant,
     renewed: &mut Renewed,
-) -> Result<bool, RoundError> {
+) -> Result<Outcome, RoundError> {
     let mut changed = false;
     let held: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
     let heartbeat = store.put(
@@ -461,20 +541,17 @@ async fn round(
     }
     heartbeat?;
     // Who is alive, and who holds what (nothing to decide before the view has the whole bucket).
-    let Some(holders) = view.lock().holders(Instant::now()) else {
-        return Ok(changed);
+    let Some(Cluster {
+        nodes,
+        mut owners,
+        lapsed,
+    }) = state.cluster_now()
+    else {
+        return Ok(Outcome {
+            changed,
+            short: false,
+        });
     };
-    let mut nodes: BTreeMap<String, (u32, u64)> = holders
-        .nodes
-        .into_iter()
-        .map(|(node, applied)| (node, (0, applied)))
-        .collect();
-    let mut owners = holders.owners;
-    // This node's own writes may not have come back through the watch yet.
-    for shard in state.held.read().keys() {
-        owners.insert(*shard, state.node.clone());
-    }
-    nodes.insert(state.node.clone(), (0, (state.applied)()));
     let share = fair_share(state.shards, nodes.keys(), &state.node);
     // Above its share: release the highest shards so a newer node can take them.
     let mut mine: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
@@ -500,19 +577,25 @@ async fn round(
     } else {
         share.saturating_sub(state.held.read().len())
     };
+    // From a place of its own in the ring of shards, so that nodes taking at once mostly try different
+    // ones.
+    let from = shard_of(&state.node, state.shards);
     let free: Vec<u32> = (0..state.shards)
+        .map(|i| (from + i) % state.shards)
         .filter(|s| !owners.contains_key(s))
         .take(want)
         .collect();
+    let lapsed = &lapsed;
     let taken = futures_util::future::join_all(free.iter().map(|&shard| async move {
-        let created = store
-            .create(shard_key(shard), state.node.clone().into())
-            .await;
-        (shard, created)
+        (
+            shard,
+            take(store, &state.node, shard, lapsed.get(&shard)).await,
+        )
     }))
     .await;
-    for (shard, created) in taken {
-        if let Ok(revision) = created {
+    let short = taken.iter().any(|(_, t)| t.is_none());
+    for (shard, taken) in taken {
+        if let Some(revision) = taken {
             state.held.write().insert(shard, revision);
             state.taken_at.write().insert(shard, Instant::now());
             renewed.shards.insert(shard, started);
@@ -520,16 +603,12 @@ async fn round(
             changed = true;
         }
     }
-    for owner in owners.values() {
-        if let Some((n, _)) = nodes.get_mut(owner) {
-            *n += 1;
-        }
-    }
-    *state.members.write() = Membership {
+    *state.members.write() = state.membership_of(Cluster {
         nodes,
-        stream_last_seq: (state.stream_last)(),
-    };
-    Ok(changed)
+        owners,
+        lapsed: HashMap::new(),
+    });
+    Ok(Outcome { changed, short })
 }
 
 /// How many of `shards` the node `me` holds among the live `nodes` (sorted, `me` among them): the first
