@@ -13,7 +13,9 @@
 //!
 //! Who is alive and who holds what comes from a watch on the bucket ([`LeaseView`]), not from reading it
 //! each round: a round is the node's writes alone (its heartbeat, its renewals, the leases it takes or
-//! gives back). A round also runs at once when the view sees a lease or a node given back, or a new node.
+//! gives back). A round also runs at once when a key runs out in the view (a dead node's leases are then
+//! taken, see `take`), when the view sees a lease or a node given back or a new node, and again soon
+//! after a round that lost a race for a free lease.
 //!
 //! A lease this node has not renewed for `2/3 × lease_ttl` (counted from the start of the round that last
 //! wrote it) is dropped locally (its actors stop) before it can expire and be taken by another: two nodes
@@ -322,15 +324,14 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
 const AGAIN_SOON: Duration = Duration::from_millis(100);
 const MAX_QUICK_ROUNDS: u32 = 5;
 
-/// How long after a key's expiry in the view a round looks again (the bucket removes expired keys on a
-/// timer of its own, so a lease tried the very moment it expires may not be free yet).
+/// How long after a key's expiry in the view the round that takes it runs (so the view has it expired).
 const EXPIRY_MARGIN: Duration = Duration::from_millis(50);
 
 /// Keeps `view` from a watch on the bucket for as long as the leases are kept, starting a new watch (with
 /// a new snapshot) whenever one ends or fails; wakes a round when the view says one is worth running.
 async fn watch(store: kv::Store, state: Arc<State>, wake: Arc<tokio::sync::Notify>) {
-    let view = &state.view;
     use futures_util::StreamExt;
+    let view = &state.view;
     loop {
         view.lock().restart();
         let started = tokio::time::timeout(SETUP_TRY_TIMEOUT, store.watch_with_history(">")).await;
@@ -474,7 +475,7 @@ struct Outcome {
     short: bool,
 }
 
-/// One round; returns whether this node's leases changed. The heartbeat and every renewal go out at once
+/// One round. The heartbeat and every renewal go out at once
 /// (one round trip, not one per lease: each is a replicated, fsynced write); then, by the view of the
 /// bucket, the leases above this node's share are given back and free ones taken up to it.
 async fn round(
