@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 struct Seen {
     value: bytes::Bytes,
     revision: u64,
-    /// When the write was made, on this node's monotonic clock (as near as it can tell).
+    /// When the write arrived here (this node's monotonic clock).
     at: Instant,
 }
 

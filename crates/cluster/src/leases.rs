@@ -113,9 +113,13 @@ impl State {
         })
     }
 
-    fn membership_of(&self, cluster: Cluster) -> Membership {
-        let mut nodes = cluster.nodes;
-        for owner in cluster.owners.values() {
+    /// `nodes` with the shards each holds, by `owners`.
+    fn membership_of(
+        &self,
+        mut nodes: BTreeMap<String, (u32, u64)>,
+        owners: &HashMap<u32, String>,
+    ) -> Membership {
+        for owner in owners.values() {
             if let Some((n, _)) = nodes.get_mut(owner) {
                 *n += 1;
             }
@@ -127,7 +131,7 @@ impl State {
     }
 }
 
-/// The live nodes (shards held: counted by [`State::membership_of`]; stream position), the owner of each
+/// The live nodes (shards held, counted by [`State::membership_of`]; stream position), the owner of each
 /// live lease, and the leases that ran out (at their last revision).
 struct Cluster {
     nodes: BTreeMap<String, (u32, u64)>,
@@ -235,7 +239,7 @@ impl Leases {
 
     pub fn membership(&self) -> Membership {
         match self.state.cluster_now() {
-            Some(cluster) => self.state.membership_of(cluster),
+            Some(cluster) => self.state.membership_of(cluster.nodes, &cluster.owners),
             None => self.state.members.read().clone(),
         }
     }
@@ -604,11 +608,7 @@ async fn round(
             changed = true;
         }
     }
-    *state.members.write() = state.membership_of(Cluster {
-        nodes,
-        owners,
-        lapsed: HashMap::new(),
-    });
+    *state.members.write() = state.membership_of(nodes, &owners);
     Ok(Outcome { changed, short })
 }
 
