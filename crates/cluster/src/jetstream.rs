@@ -194,15 +194,13 @@ impl JetStreamLog {
 
     /// Starts keeping this node's shard leases (on this log's NATS connection).
     pub fn leases(&self, cfg: crate::LeaseConfig) -> crate::Leases {
-        let (followed, known) = (self.followed.clone(), self.followed.clone());
         self.maintains
             .store(false, std::sync::atomic::Ordering::Release);
         crate::Leases::start(
             &self.handle,
             self.js.clone(),
             cfg,
-            Box::new(move || followed.get()),
-            Box::new(move || known.known.load(std::sync::atomic::Ordering::Acquire)),
+            self.followed.clone(),
             self.maintains.clone(),
         )
     }

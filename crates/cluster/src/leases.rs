@@ -24,6 +24,7 @@
 //! about one replicated write's time however many leases the node holds.
 
 use crate::connect::SETUP_TRY_TIMEOUT;
+use crate::follower::Followed;
 use crate::lease_view::LeaseView;
 use async_nats::jetstream::{self, kv};
 use parking_lot::{Mutex, RwLock};
@@ -53,10 +54,9 @@ pub struct Membership {
 
 struct State {
     node: String,
-    /// This node's position in the stream (written in its heartbeat).
-    applied: Box<dyn Fn() -> u64 + Send + Sync>,
-    /// The stream's last seq as this node last heard it.
-    stream_last: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// This node's position in the stream (written in its heartbeat) and the stream's last seq as this
+    /// node last heard it.
+    followed: Arc<Followed>,
     shards: u32,
     /// Shard → the revision this node last wrote for it.
     held: RwLock<HashMap<u32, u64>>,
@@ -101,7 +101,7 @@ impl State {
             .into_iter()
             .map(|(node, applied)| (node, (0, applied)))
             .collect();
-        nodes.insert(self.node.clone(), (0, (self.applied)()));
+        nodes.insert(self.node.clone(), (0, self.followed.get()));
         let mut owners = holders.owners;
         for shard in self.held.read().keys() {
             owners.insert(*shard, self.node.clone());
@@ -126,7 +126,7 @@ impl State {
         }
         Membership {
             nodes,
-            stream_last_seq: (self.stream_last)(),
+            stream_last_seq: self.followed.known.load(Ordering::Acquire),
         }
     }
 }
@@ -161,14 +161,12 @@ impl Leases {
         handle: &tokio::runtime::Handle,
         js: jetstream::Context,
         cfg: LeaseConfig,
-        applied: Box<dyn Fn() -> u64 + Send + Sync>,
-        stream_last: Box<dyn Fn() -> u64 + Send + Sync>,
+        followed: Arc<Followed>,
         maintains: Arc<AtomicBool>,
     ) -> Self {
         let state = Arc::new(State {
             node: cfg.node_id.clone(),
-            applied,
-            stream_last,
+            followed,
             shards: cfg.shards.max(1),
             held: RwLock::new(HashMap::new()),
             taken_at: RwLock::new(HashMap::new()),
@@ -492,7 +490,7 @@ async fn round(
     let held: Vec<(u32, u64)> = state.held.read().iter().map(|(s, r)| (*s, *r)).collect();
     let heartbeat = store.put(
         format!("node.{}", state.node),
-        (state.applied)().to_string().into(),
+        state.followed.get().to_string().into(),
     );
     let renewals =
         futures_util::future::join_all(held.iter().map(|&(shard, revision)| async move {
