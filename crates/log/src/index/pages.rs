@@ -15,6 +15,7 @@ use super::{dec, enc, prefix, Row};
 use crate::LogError;
 use buildr_core::WebhookId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::num::NonZeroUsize;
 
 /// A new row starts a new page once the webhook's last page holds this many rows...
 const PAGE_ROWS: usize = 64;
@@ -24,6 +25,10 @@ const PAGE_BYTES: usize = 4096;
 /// A page grown past this many rows (a replay inserting rows between existing ones) is split when it
 /// is written.
 const SPLIT_ROWS: usize = 2 * PAGE_ROWS;
+
+/// How many webhooks' last pages [`Tails`] keeps decoded: a page holds at most about [`PAGE_BYTES`] of
+/// rows, so a few MiB at most, and more webhooks than a fan-out's batch touches.
+const CACHED_TAILS: NonZeroUsize = NonZeroUsize::new(1024).unwrap();
 
 /// The key of `webhook`'s page that starts at `seq`.
 pub(super) fn key(webhook: &WebhookId, seq: u64) -> Vec<u8> {
@@ -109,6 +114,42 @@ impl Page {
     }
 }
 
+/// The last page of each webhook the index writer wrote to most recently, decoded, exactly as the tree
+/// holds it after the last batch that was written: a batch that adds rows to a webhook, or records
+/// attempts of its recent deliveries, starts from it instead of looking the page up and decoding it
+/// again (in a fan-out most of a batch's rows are in its webhooks' last pages, rewritten batch after
+/// batch).
+///
+/// Invariant: an entry is the webhook's last page in the tree. A batch takes the entries of the
+/// webhooks it works on out, and the pages that are last once it is written go back in only after the
+/// tree took the batch; a failed batch leaves them out (the next one reads the tree). Whatever else
+/// changes the rows ([`super::DeliveryIndex::forget`], a deleted webhook) drops the entries first.
+pub(super) struct Tails(lru::LruCache<WebhookId, (u64, Page)>);
+
+impl Tails {
+    pub(super) fn new() -> Self {
+        Self(lru::LruCache::new(CACHED_TAILS))
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Keeps the last pages of a batch the tree took (from [`PageSet::write`]).
+    pub(super) fn keep(&mut self, last_pages: Vec<LastPage>) {
+        for LastPage { webhook, at, page } in last_pages {
+            self.0.put(webhook, (at, page));
+        }
+    }
+}
+
+/// A webhook's last page after a batch: its key and rows.
+pub(super) struct LastPage {
+    webhook: WebhookId,
+    at: u64,
+    page: Page,
+}
+
 /// A webhook's pages that one batch read or made.
 #[derive(Default)]
 struct Loaded {
@@ -125,13 +166,15 @@ struct Loaded {
 /// lives (no id is copied per change).
 pub(super) struct PageSet<'t> {
     tree: &'t sled::Tree,
+    tails: &'t mut Tails,
     webhooks: HashMap<&'t WebhookId, Loaded>,
 }
 
 impl<'t> PageSet<'t> {
-    pub(super) fn new(tree: &'t sled::Tree) -> Self {
+    pub(super) fn new(tree: &'t sled::Tree, tails: &'t mut Tails) -> Self {
         Self {
             tree,
+            tails,
             webhooks: HashMap::new(),
         }
     }
@@ -183,34 +226,71 @@ impl<'t> PageSet<'t> {
     /// Forgets what this batch did to `webhook`'s pages (it was deleted: its keys are removed).
     pub(super) fn drop_webhook(&mut self, webhook: &'t WebhookId) {
         self.webhooks.remove(webhook);
+        self.tails.0.pop(webhook);
     }
 
-    /// Writes every changed page into `batch`, splitting one that grew past [`SPLIT_ROWS`].
-    pub(super) fn write(self, batch: &mut sled::Batch) {
-        for (webhook, mut loaded) in self.webhooks {
-            for at in loaded.dirty {
-                let Some(page) = loaded.pages.remove(&at) else {
+    /// Writes every changed page into `batch`, splitting one that grew past [`SPLIT_ROWS`]; returns the
+    /// last page of each webhook whose last page is known, for [`Tails::keep`] once the tree took the
+    /// batch.
+    pub(super) fn write(self, batch: &mut sled::Batch) -> Vec<LastPage> {
+        let mut last_pages = Vec::new();
+        for (webhook, loaded) in self.webhooks {
+            let Loaded {
+                pages,
+                dirty,
+                tree_last,
+            } = loaded;
+            // Every page at or above the tree's last one is loaded, so the greatest page left with rows
+            // is the last one after the batch, unless none is left at or above it.
+            let last = tree_last.and_then(|tree_last| {
+                pages
+                    .iter()
+                    .rev()
+                    .find(|(_, page)| !page.is_empty())
+                    .map(|(at, _)| *at)
+                    .filter(|at| tree_last.is_none_or(|t| *at >= t))
+            });
+            for (at, page) in pages {
+                let is_last = last == Some(at);
+                if !dirty.contains(&at) {
+                    if is_last {
+                        last_pages.push(LastPage {
+                            webhook: webhook.clone(),
+                            at,
+                            page,
+                        });
+                    }
                     continue;
-                };
+                }
                 if page.is_empty() {
                     batch.remove(key(webhook, at));
                     continue;
                 }
-                let mut rows = page.rows;
-                let mut start = at;
-                while rows.len() > SPLIT_ROWS {
-                    let rest = rows.split_off(PAGE_ROWS);
-                    batch.insert(key(webhook, start), enc(&Page { rows }));
-                    rows = rest;
-                    start = rows.first().map_or(start, |(s, _)| *s);
+                let (at, page) = write_split(batch, webhook, at, page);
+                if is_last {
+                    last_pages.push(LastPage {
+                        webhook: webhook.clone(),
+                        at,
+                        page,
+                    });
                 }
-                batch.insert(key(webhook, start), enc(&Page { rows }));
             }
         }
+        last_pages
     }
 
+    /// `webhook`'s pages read or made by this batch; on its first use, the webhook's last page as
+    /// [`Tails`] kept it, if it did.
     fn loaded(&mut self, webhook: &'t WebhookId) -> &mut Loaded {
-        self.webhooks.entry(webhook).or_default()
+        let tails = &mut *self.tails;
+        self.webhooks.entry(webhook).or_insert_with(|| {
+            let mut loaded = Loaded::default();
+            if let Some((at, page)) = tails.0.pop(webhook) {
+                loaded.pages.insert(at, page);
+                loaded.tree_last = Some(Some(at));
+            }
+            loaded
+        })
     }
 
     /// Loads `webhook`'s last page, once per batch (new rows go after it).
@@ -257,4 +337,20 @@ impl<'t> PageSet<'t> {
             (near, None) => near,
         })
     }
+}
+
+/// Writes `webhook`'s page that starts at `at` into `batch`, in pages of [`PAGE_ROWS`] rows if it grew
+/// past [`SPLIT_ROWS`]; returns the last of them and its key.
+fn write_split(batch: &mut sled::Batch, webhook: &WebhookId, at: u64, page: Page) -> (u64, Page) {
+    let mut rows = page.rows;
+    let mut start = at;
+    while rows.len() > SPLIT_ROWS {
+        let rest = rows.split_off(PAGE_ROWS);
+        batch.insert(key(webhook, start), enc(&Page { rows }));
+        rows = rest;
+        start = rows.first().map_or(start, |(s, _)| *s);
+    }
+    let page = Page { rows };
+    batch.insert(key(webhook, start), page.encode());
+    (start, page)
 }
