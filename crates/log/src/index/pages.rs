@@ -26,8 +26,9 @@ const PAGE_BYTES: usize = 4096;
 /// is written.
 const SPLIT_ROWS: usize = 2 * PAGE_ROWS;
 
-/// How many webhooks' last pages [`Tails`] keeps decoded: a page holds at most about [`PAGE_BYTES`] of
-/// rows, so a few MiB at most, and more webhooks than a fan-out's batch touches.
+/// How many webhooks' last pages [`Tails`] keeps decoded: more webhooks than a fan-out's batch touches.
+/// A decoded page is at most ~16 KiB ([`PAGE_ROWS`] rows of a few hundred bytes, or fewer holding up to
+/// [`PAGE_BYTES`] of answers), so ~16 MiB at worst (S3's 100 webhooks: under 2 MiB).
 const CACHED_TAILS: NonZeroUsize = NonZeroUsize::new(1024).unwrap();
 
 /// The key of `webhook`'s page that starts at `seq`.
