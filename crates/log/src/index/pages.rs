@@ -136,6 +136,11 @@ impl Tails {
         self.0.clear();
     }
 
+    /// Takes `webhook`'s kept last page out (a batch works on it; it comes back through [`Tails::keep`]).
+    fn take(&mut self, webhook: &WebhookId) -> Option<(u64, Page)> {
+        self.0.pop(webhook)
+    }
+
     /// Keeps the last pages of a batch the tree took (from [`PageSet::write`]).
     pub(super) fn keep(&mut self, last_pages: Vec<LastPage>) {
         for LastPage { webhook, at, page } in last_pages {
@@ -227,7 +232,7 @@ impl<'t> PageSet<'t> {
     /// Forgets what this batch did to `webhook`'s pages (it was deleted: its keys are removed).
     pub(super) fn drop_webhook(&mut self, webhook: &'t WebhookId) {
         self.webhooks.remove(webhook);
-        self.tails.0.pop(webhook);
+        self.tails.take(webhook);
     }
 
     /// Writes every changed page into `batch`, splitting one that grew past [`SPLIT_ROWS`]; returns the
@@ -286,7 +291,7 @@ impl<'t> PageSet<'t> {
         let tails = &mut *self.tails;
         self.webhooks.entry(webhook).or_insert_with(|| {
             let mut loaded = Loaded::default();
-            if let Some((at, page)) = tails.0.pop(webhook) {
+            if let Some((at, page)) = tails.take(webhook) {
                 loaded.pages.insert(at, page);
                 loaded.tree_last = Some(Some(at));
             }
