@@ -40,6 +40,10 @@ struct Cli {
     /// two builds.
     #[arg(long)]
     fan_out_only: bool,
+    /// Fan-out rounds (sled S3, then C-S3 on 1, 2 and 3 nodes, in turn): the fan-out rows and their CPU
+    /// ratio to sled are the medians over them (one round's ratio moves ±30 % on a shared machine).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Profile with `perf record` into DIR: sled S3's server (`s3.perf.data`, from its start) and each
     /// node of every C-S3 row while the load runs (`C-S3-<n>-node-<i>.perf.data`).
     #[arg(long, value_name = "DIR")]
@@ -75,6 +79,15 @@ fn main() -> Result<()> {
     actix_rt::System::new().block_on(run(cli, bins))
 }
 
+/// The median row of a scenario's rounds, or its last failure when a round failed (a median of fewer
+/// rounds than asked would hide it).
+fn median_or_failure(runs: Vec<Row>, median: impl FnOnce(Vec<Row>) -> Option<Row>) -> Option<Row> {
+    match runs.iter().rposition(|r| r.error().is_some()) {
+        Some(failed) => runs.into_iter().nth(failed),
+        None => median(runs),
+    }
+}
+
 /// Keeps a failed row in the table (with its error) instead of stopping the run.
 fn row_or_error(id: &str, r: Result<Row>) -> Row {
     r.unwrap_or_else(|e| {
@@ -91,6 +104,7 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
     };
     sizes.repeats = 1;
     let mode = if cli.quick { "quick" } else { "full" };
+    let rounds = if cli.quick { 1 } else { cli.rounds };
     let load_start = machine::load_average();
     let machine = machine::describe();
     println!("buildr-bench-cluster ({mode}) on {machine}");
@@ -158,49 +172,93 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
             rows,
         )
     };
-    let mut sled = cluster::Sled::default();
     if !cli.recovery_only {
-        // The single-node sled reference of the same run.
-        let mut sled_rows = Vec::new();
+        // The single-node sled reference of the same run, then each cluster size.
         if !cli.fan_out_only {
-            sled_rows.push(("S1-batch", scenarios::s1_batch(&ctx).await));
-            sled_rows.push(("S1-single", scenarios::s1_single(&ctx).await));
-        }
-        sled_rows.push(("S3", scenarios::s3(&ctx).await));
-        for (id, r) in sled_rows {
-            let row = row_or_error(id, r);
-            if id == "S3" {
-                let cpu = row.extra.get("server_cpu_s").and_then(|v| v.as_f64());
-                let delivered = row.extra.get("delivered").and_then(|v| v.as_f64());
-                sled.s3_rate = row.ours;
-                if let (Some(cpu), Some(d)) = (cpu, delivered) {
-                    sled.s3_cpu_per_1k = cpu / (d.max(1.0) / 1000.0);
-                }
-            }
-            println!("{}", row.line());
-            rows.push(row);
-            save(&rows)?;
-        }
-        for n in 1..=3 {
-            let mut cluster_rows = Vec::new();
-            if !cli.fan_out_only {
-                cluster_rows.push((
-                    format!("C-S1-batch/{n}"),
-                    cluster::s1_batch(&ctx, &nats, n, l_nats_batch).await,
-                ));
-                cluster_rows.push((
-                    format!("C-S1-single/{n}"),
-                    cluster::s1_single(&ctx, &nats, n, l_nats_single).await,
-                ));
-            }
-            cluster_rows.push((format!("C-S3/{n}"), cluster::s3(&ctx, &nats, n, sled).await));
-            for (id, r) in cluster_rows {
-                let row = row_or_error(&id, r);
+            for (id, r) in [
+                ("S1-batch", scenarios::s1_batch(&ctx).await),
+                ("S1-single", scenarios::s1_single(&ctx).await),
+            ] {
+                let row = row_or_error(id, r);
                 println!("{}", row.line());
                 rows.push(row);
                 save(&rows)?;
             }
+            for n in 1..=3 {
+                for (id, r) in [
+                    (
+                        format!("C-S1-batch/{n}"),
+                        cluster::s1_batch(&ctx, &nats, n, l_nats_batch).await,
+                    ),
+                    (
+                        format!("C-S1-single/{n}"),
+                        cluster::s1_single(&ctx, &nats, n, l_nats_single).await,
+                    ),
+                ] {
+                    let row = row_or_error(&id, r);
+                    println!("{}", row.line());
+                    rows.push(row);
+                    save(&rows)?;
+                }
+            }
         }
+        // Fan-out in rounds: sled S3, then C-S3 on 1, 2 and 3 nodes, each compared with the sled run of
+        // its own round; the rows are the medians over the rounds (`cluster::fan_out_median`).
+        let mut sled_rows = Vec::new();
+        let mut sled_rounds = Vec::new();
+        let mut cluster_runs: [Vec<Row>; 3] = Default::default();
+        for round in 1..=rounds {
+            let sled_row = row_or_error("S3", scenarios::s3(&ctx).await);
+            println!("  round {round}/{rounds}: {}", sled_row.line());
+            let sled = cluster::Sled::of(&sled_row);
+            let failed = sled_row.error().is_some();
+            sled_rows.push(sled_row);
+            if failed {
+                continue;
+            }
+            sled_rounds.push(sled);
+            for (n, runs) in (1..=3).zip(cluster_runs.iter_mut()) {
+                let id = format!("C-S3/{n}");
+                let row = row_or_error(&id, cluster::s3(&ctx, &nats, n, round, sled).await);
+                println!("  round {round}/{rounds}: {}", row.line());
+                runs.push(row);
+            }
+        }
+        let sled = cluster::Sled::median_of(&sled_rounds);
+        let mut fan_out = Vec::new();
+        fan_out.extend(median_or_failure(sled_rows, report::median_of));
+        for (n, runs) in (1..=3).zip(cluster_runs) {
+            fan_out.extend(median_or_failure(runs, |runs| {
+                cluster::fan_out_median(n, runs, sled)
+            }));
+        }
+        for row in fan_out {
+            println!("{}", row.line());
+            if row.id.starts_with("C-S3/") {
+                let figures = |key: &str, digits: usize| -> String {
+                    let one = |v: &serde_json::Value| {
+                        v.as_f64()
+                            .map_or("-".to_owned(), |f| format!("{f:.digits$}"))
+                    };
+                    match row.extra.get(key) {
+                        Some(serde_json::Value::Array(vs)) => {
+                            vs.iter().map(one).collect::<Vec<_>>().join(", ")
+                        }
+                        Some(v) => one(v),
+                        None => "-".to_owned(),
+                    }
+                };
+                println!(
+                    "          CPU s per 1,000 deliveries, all nodes: {} (rounds {}); to sled: {} (rounds {})",
+                    figures("cpu_s_per_1k_deliveries_all_nodes", 4),
+                    figures("cpu_s_per_1k_deliveries_runs", 4),
+                    figures("cpu_ratio_to_sled", 2),
+                    figures("cpu_ratio_to_sled_runs", 2),
+                );
+            }
+            rows.push(row);
+        }
+        save(&rows)?;
     }
     if cli.fan_out_only {
         drop(nats);
