@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod block;
+mod closing;
 mod codec;
 mod codec_v1;
 #[doc(hidden)]
@@ -280,11 +281,11 @@ impl LogDb {
     /// Opens the log's database, cutting a torn tail (see [`EventLog::open_with`]).
     fn open(dir: &Path, options: StorageOptions) -> Result<(Self, OpenReport), LogError> {
         remove_unfinished_snapshots(dir)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_bytes)
-            .sync_data(options.sync_data)
-            .open()?;
+            .sync_data(options.sync_data);
+        let db = closing::open(&config, dir)?;
         let records = db.open_tree("records")?;
         let checkpoints = db.open_tree("checkpoints")?;
         let events = EventsIndex::new(db.open_tree("events_by_account")?);
@@ -364,13 +365,20 @@ impl IndexDb {
         remove_unfinished_snapshots(&dir.join(INDEX_DIR))?;
         // No background flush: the index writer flushes itself, so it knows which of its batches are
         // on disk and can write the others again after a storage error.
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join(INDEX_DIR))
             .cache_capacity(options.cache_bytes)
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        let db = closing::open(&config, dir)?;
         let index = DeliveryIndex::open(db.open_tree("delivery_index")?)?;
         Ok(Self { db, index })
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        // Opening `dir` again at once waits for sled to let go of it (`closing`).
+        closing::closed(&self.dir);
     }
 }
 
@@ -818,6 +826,32 @@ mod tests {
             Err(e) => assert!(e.is_locked(), "{e}"),
             Ok(_) => panic!("opened twice"),
         }
+        Ok(())
+    }
+
+    /// sled lets go of a closed database's lock only once its I/O threads are done with it; opening the
+    /// directory again at once failed as if another process held it (seen in this crate's tests).
+    #[test]
+    fn a_log_closed_a_moment_ago_opens_again_once_sled_lets_go_of_it() -> Result<(), LogError> {
+        use std::time::{Duration, Instant};
+        let d = tempfile::tempdir()?;
+        drop(EventLog::open(d.path())?);
+        // Stands in for the closed log's I/O threads: a handle of its database that lives on a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let holder = loop {
+            match sled::Config::new().path(d.path()).open() {
+                Ok(db) => break db,
+                Err(e) if Instant::now() < deadline => drop(e),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(holder);
+        });
+        let opened = EventLog::open(d.path());
+        let _ = release.join();
+        assert!(opened.is_ok(), "{:?}", opened.err());
         Ok(())
     }
 
