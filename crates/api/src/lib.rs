@@ -65,7 +65,12 @@ macro_rules! api_routes {
     };
 }
 
+// actix tries the resources in this order, and each path with a `{…}` segment is a regex match
+// (`actix_router`): publishing comes first, so an event never runs the eleven webhook and account patterns
+// (2.5 % of the server's CPU in S2's profile).
 api_routes! {
+    "/events" => { post: routes::events::publish, get: routes::events::list },
+    "/events/batch" => { post: routes::events::publish_batch },
     "/event-types" => { get: routes::ops::event_types },
     "/cluster" => { get: routes::ops::cluster },
     "/accounts" => { post: routes::accounts::create, get: routes::accounts::list },
@@ -86,8 +91,6 @@ api_routes! {
     "/webhooks/{id}/replays/{replay_id}" => { get: routes::deliveries::replay_status },
     "/webhooks/{id}/stats" => { get: routes::stats::webhook },
     "/stats" => { get: routes::stats::account },
-    "/events" => { post: routes::events::publish, get: routes::events::list },
-    "/events/batch" => { post: routes::events::publish_batch },
 }
 
 /// Registers every route. Use inside `App::new().configure(...)` with `web::Data<AppState>` set.
