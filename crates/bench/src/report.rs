@@ -101,6 +101,13 @@ pub fn median_of(rows: Vec<Row>) -> Option<Row> {
     Some(row.extra("runs", runs))
 }
 
+/// The median of `values` (the lower middle for an even count, as [`median_of`]); `None` when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len().checked_sub(1)? / 2).copied()
+}
+
 /// A number shown with sensible precision.
 pub fn num(v: f64) -> String {
     if v.abs() >= 100.0 {
@@ -207,5 +214,12 @@ mod tests {
         );
         assert!(median_of(Vec::new()).is_none());
         Ok(())
+    }
+
+    #[test]
+    fn a_median_of_nothing_is_none_and_of_two_the_lower() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0]), Some(1.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
     }
 }

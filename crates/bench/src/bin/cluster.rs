@@ -88,6 +88,31 @@ fn median_or_failure(runs: Vec<Row>, median: impl FnOnce(Vec<Row>) -> Option<Row
     }
 }
 
+/// A fan-out row's CPU per 1,000 deliveries and its ratio to sled, with every round's (C-S3 rows only).
+fn cpu_line(row: &Row) -> Option<String> {
+    if !row.id.starts_with("C-S3/") {
+        return None;
+    }
+    let figures = |key: &str, digits: usize| -> String {
+        let one = |v: &serde_json::Value| {
+            v.as_f64()
+                .map_or("-".to_owned(), |f| format!("{f:.digits$}"))
+        };
+        match row.extra.get(key) {
+            Some(serde_json::Value::Array(vs)) => vs.iter().map(one).collect::<Vec<_>>().join(", "),
+            Some(v) => one(v),
+            None => "-".to_owned(),
+        }
+    };
+    Some(format!(
+        "CPU s per 1,000 deliveries, all nodes: {} (rounds {}); to sled: {} (rounds {})",
+        figures("cpu_s_per_1k_deliveries_all_nodes", 4),
+        figures("cpu_s_per_1k_deliveries_runs", 4),
+        figures("cpu_ratio_to_sled", 2),
+        figures("cpu_ratio_to_sled_runs", 2),
+    ))
+}
+
 /// Keeps a failed row in the table (with its error) instead of stopping the run.
 fn row_or_error(id: &str, r: Result<Row>) -> Row {
     r.unwrap_or_else(|e| {
@@ -234,27 +259,8 @@ async fn run(cli: Cli, bins: Binaries) -> Result<()> {
         }
         for row in fan_out {
             println!("{}", row.line());
-            if row.id.starts_with("C-S3/") {
-                let figures = |key: &str, digits: usize| -> String {
-                    let one = |v: &serde_json::Value| {
-                        v.as_f64()
-                            .map_or("-".to_owned(), |f| format!("{f:.digits$}"))
-                    };
-                    match row.extra.get(key) {
-                        Some(serde_json::Value::Array(vs)) => {
-                            vs.iter().map(one).collect::<Vec<_>>().join(", ")
-                        }
-                        Some(v) => one(v),
-                        None => "-".to_owned(),
-                    }
-                };
-                println!(
-                    "          CPU s per 1,000 deliveries, all nodes: {} (rounds {}); to sled: {} (rounds {})",
-                    figures("cpu_s_per_1k_deliveries_all_nodes", 4),
-                    figures("cpu_s_per_1k_deliveries_runs", 4),
-                    figures("cpu_ratio_to_sled", 2),
-                    figures("cpu_ratio_to_sled_runs", 2),
-                );
+            if let Some(cpu) = cpu_line(&row) {
+                println!("          {cpu}");
             }
             rows.push(row);
         }

@@ -3,7 +3,7 @@
 
 use super::{balanced, shard_counts, Nodes};
 use crate::load;
-use crate::report::Row;
+use crate::report::{self, median, Row};
 use crate::scenarios::{Ctx, NO_RATE_LIMIT};
 use anyhow::{Context, Result};
 use buildr_cluster::testkit::NatsCluster;
@@ -228,8 +228,7 @@ pub fn fan_out_median(n: usize, runs: Vec<Row>, sled: Sled) -> Option<Row> {
     };
     let cpu = field("cpu_s_per_1k_deliveries_all_nodes");
     let ratios = field("cpu_ratio_to_sled");
-    let mut row =
-        crate::report::median_of(runs)?.baseline("sled S3, median of the rounds", sled.s3_rate);
+    let mut row = report::median_of(runs)?.baseline("sled S3, median of the rounds", sled.s3_rate);
     if n == 1 {
         let met = row.ours >= 0.5 * sled.s3_rate;
         row = row.target(">= 50% of sled S3", met);
@@ -243,13 +242,6 @@ pub fn fan_out_median(n: usize, runs: Vec<Row>, sled: Sled) -> Option<Row> {
             .extra("cpu_ratio_to_sled_runs", ratios)
             .extra("cpu_per_delivery_within_2x_sled", ratio.map(|r| r <= 2.0)),
     )
-}
-
-/// The median of `values` (the lower middle for an even count); `None` when empty.
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len().checked_sub(1)? / 2).copied()
 }
 
 /// Recovery: three nodes, every webhook delivered; one node killed (-9), then `s3_events / 10` more
@@ -416,12 +408,5 @@ mod tests {
         assert_eq!(row.target_met, None);
         assert!(fan_out_median(3, Vec::new(), sled).is_none());
         Ok(())
-    }
-
-    #[test]
-    fn a_median_of_nothing_is_none_and_of_two_the_lower() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0, 1.0]), Some(1.0));
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
     }
 }
