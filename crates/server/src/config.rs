@@ -146,7 +146,8 @@ pub struct StorageSection {
     /// …or after this long if anything changed (and always on a clean stop).
     pub checkpoint_interval: HumanDuration,
     /// Extension: the most memory (MiB) sled may use to cache each of its two databases (the log, the
-    /// delivery index).
+    /// delivery index). 128: ingest and delivery stop gaining at 64, and reads of a large log keep
+    /// most of what 256 gives them with a third less memory (docs/BENCHMARKS.md, session 14).
     pub cache_mb: u64,
 }
 
@@ -156,7 +157,7 @@ impl Default for StorageSection {
             path: PathBuf::from("./data"),
             checkpoint_every: 100_000,
             checkpoint_interval: HumanDuration(Duration::from_secs(60)),
-            cache_mb: 256,
+            cache_mb: 128,
         }
     }
 }
