@@ -139,7 +139,7 @@ impl JetStreamLog {
             sync_data: false,
             ..cfg.storage
         };
-        let (copy, report) = open_copy(&cfg.dir, storage)?;
+        let (copy, report) = EventLog::open_with(&cfg.dir, storage)?;
         let copy = Arc::new(copy);
         let followed = Arc::new(Followed::new(message::stream_seq(copy.last_seq())));
         let subject = format!("{}.log", cfg.stream);
@@ -408,31 +408,14 @@ impl JetStreamLog {
 
 impl Drop for JetStreamLog {
     fn drop(&mut self) {
+        // The follower's task holds the copy until it ends on the runtime, after this drop: opening
+        // the same directory again in this process waits for it (`EventLog::closing`).
+        self.copy.closing();
         self.follower.abort();
         self.watcher.abort();
         // Dropping a runtime may be done from inside another one (the engine's): never block here.
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
-        }
-    }
-}
-
-/// How long opening the local copy waits for a closing log of this process to let go of it.
-const COPY_LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// Opens the local copy. A log of this process dropped a moment ago may still hold it: its tasks end on
-/// its runtime after the drop, which never blocks (so reopening in place waits for them here, briefly).
-fn open_copy(
-    dir: &std::path::Path,
-    storage: buildr_log::StorageOptions,
-) -> Result<(EventLog, OpenReport), LogError> {
-    let deadline = std::time::Instant::now() + COPY_LOCK_WAIT;
-    loop {
-        match EventLog::open_with(dir, storage) {
-            Err(e) if e.is_locked() && std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return other,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! once its I/O threads are done with it, a moment after the last handle is dropped, so opening the same
 //! directory again at once (an embedded engine started again on its data, a restart in place) could fail
 //! as if another process held it. [`open`] waits for that, for directories whose [`crate::EventLog`]
-//! this process dropped lately; a lock held by anyone else still fails at once.
+//! this process dropped (or said it is closing, [`crate::EventLog::closing`]) lately; a lock held by
+//! anyone else still fails at once.
 
 use crate::LogError;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ fn key(dir: &Path) -> PathBuf {
     std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
-/// Notes that this process closed the log in `dir` (its handle was dropped).
+/// Notes that this process closed (or is closing) the log in `dir`.
 pub(crate) fn closed(dir: &Path) {
     let dir = key(dir);
     let now = Instant::now();

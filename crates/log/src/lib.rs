@@ -377,8 +377,7 @@ impl IndexDb {
 
 impl Drop for EventLog {
     fn drop(&mut self) {
-        // Opening `dir` again at once waits for sled to let go of it (`closing`).
-        closing::closed(&self.dir);
+        self.closing();
     }
 }
 
@@ -402,6 +401,13 @@ impl EventLog {
             written: AtomicU64::new(report.last_seq + 1),
         };
         Ok((log, report))
+    }
+
+    /// Notes that this log is being closed (its drop does too): opening its directory again in this
+    /// process waits up to 5 s for the last handle to let go of it instead of failing as if another
+    /// process held it. For an owner whose handles end later than its own drop (tasks on a runtime).
+    pub fn closing(&self) {
+        closing::closed(&self.dir);
     }
 
     fn main(&self) -> Result<LogDb, LogError> {

@@ -352,7 +352,7 @@ fn write_split(batch: &mut sled::Batch, webhook: &WebhookId, at: u64, page: Page
     let mut start = at;
     while rows.len() > SPLIT_ROWS {
         let rest = rows.split_off(PAGE_ROWS);
-        batch.insert(key(webhook, start), enc(&Page { rows }));
+        batch.insert(key(webhook, start), Page { rows }.encode());
         rows = rest;
         start = rows.first().map_or(start, |(s, _)| *s);
     }
