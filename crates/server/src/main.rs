@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 /// mimalloc: the service allocates and frees many small buffers per request and delivery (glibc malloc
 /// was about a quarter of the engine thread's profile in the benchmarks).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
