@@ -2,9 +2,10 @@
 //!
 //! Cluster mode's copy of the stream stores each stream message (a group-commit batch of records) as one
 //! block ([`crate::EventLog::store_at`]): one sled insert per message instead of one per record, which was
-//! most of what following the stream cost a node. The single-node log writes one record per key, as
-//! before; every reader accepts both, so a value is either a record (its first byte a record format
-//! version, see [`crate::codec`]) or a block:
+//! most of what following the stream cost a node. The single-node log writes one record per key, except
+//! attempt outcomes written one after another, which it stores as one block (`AttemptRun` in `lib.rs`);
+//! every reader accepts both, so a value is either a record (its first byte a record format version, see
+//! [`crate::codec`]) or a block:
 //!
 //! `[MARK][record count: u32 LE]`, then per record its length (`u32` LE) and its bytes in the record
 //! encoding (each record keeps its own checksum).

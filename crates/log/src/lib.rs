@@ -225,6 +225,52 @@ fn records_in(
         }))
 }
 
+/// Attempt outcomes written one after another (each a group of its own: a fact nobody waits for) are
+/// stored as one block (see `block.rs`) of up to [`AttemptRun::MAX_RECORDS`] records or
+/// [`AttemptRun::MAX_BYTES`]: one sled key instead of one per attempt. sled's cost, in CPU and in the
+/// memory its tree keeps, is per key, and a fan-out writes an attempt record per delivery (100,000 for one
+/// event to 100,000 webhooks). Only attempts: retention removes a block only whole, and an attempt is
+/// removable when its event is, while events, webhooks and keys keep a key each so that retention takes
+/// each of them as soon as it may.
+#[derive(Default)]
+struct AttemptRun {
+    first: u64,
+    records: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl AttemptRun {
+    const MAX_RECORDS: usize = 256;
+    const MAX_BYTES: usize = 32 * 1024;
+
+    /// Adds the attempt record stored at `seq` (the seq after the last one added, if any); returns the
+    /// run written so far (first seq, stored value) when this record starts a new one.
+    fn push(&mut self, seq: u64, record: Vec<u8>) -> Option<(u64, Vec<u8>)> {
+        let full = self.records.len() >= Self::MAX_RECORDS
+            || self.bytes + record.len() > Self::MAX_BYTES
+            || self.first + self.records.len() as u64 != seq;
+        let done = if full { self.take() } else { None };
+        if self.records.is_empty() {
+            self.first = seq;
+        }
+        self.bytes += record.len();
+        self.records.push(record);
+        done
+    }
+
+    /// The run as its first seq and stored value (a lone record as itself), if it holds any.
+    fn take(&mut self) -> Option<(u64, Vec<u8>)> {
+        if self.records.is_empty() {
+            return None;
+        }
+        let parts: Vec<&[u8]> = self.records.iter().map(Vec::as_slice).collect();
+        let value = block::encode(&parts);
+        self.records.clear();
+        self.bytes = 0;
+        Some((self.first, value))
+    }
+}
+
 /// How the log's databases are opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StorageOptions {
@@ -498,9 +544,10 @@ impl EventLog {
     /// nobody may be told they are stored). Only one writer may call it; `sync` may run meanwhile on
     /// another thread.
     ///
-    /// A group of one record is a plain insert; only a larger group is a sled batch, which costs sled
-    /// two more log writes (its manifest, in a buffer of its own). sled recovers a prefix of its log, so
-    /// a crash before the sync keeps a prefix of the groups, never part of one; none was acknowledged.
+    /// A group of one record is a plain insert, except that attempt outcomes written one after another
+    /// share one (a block, see [`AttemptRun`]); only a larger group is a sled batch, which costs sled two
+    /// more log writes (its manifest, in a buffer of its own). sled recovers a prefix of its log, so a
+    /// crash before the sync keeps a prefix of the groups, never part of one; none was acknowledged.
     pub fn write_groups(&self, records: &[Record], starts: &[usize]) -> Result<u64, LogError> {
         let main = self.main()?;
         let first = self.written.load(Ordering::Acquire);
@@ -513,28 +560,47 @@ impl EventLog {
         bounds.extend([0, records.len()]);
         bounds.sort_unstable();
         bounds.dedup();
+        let mut attempts = AttemptRun::default();
+        let mut inserts = 0;
         for pair in bounds.windows(2) {
             let (start, end) = (pair[0], pair[1]);
+            let seq = first + start as u64;
             match &records[start..end] {
                 [] => {}
-                [r] => {
-                    main.records.insert(key(first + start as u64), encode(r))?;
+                [r @ Record::DeliveryAttempted(_)] => {
+                    if let Some((at, value)) = attempts.push(seq, encode(r)) {
+                        main.records.insert(key(at), value)?;
+                        inserts += 1;
+                    }
                 }
                 group => {
-                    let mut batch = sled::Batch::default();
-                    for (i, r) in group.iter().enumerate() {
-                        batch.insert(&key(first + (start + i) as u64), encode(r));
+                    if let Some((at, value)) = attempts.take() {
+                        main.records.insert(key(at), value)?;
+                        inserts += 1;
                     }
-                    main.records.apply_batch(batch)?;
+                    if let [r] = group {
+                        main.records.insert(key(seq), encode(r))?;
+                    } else {
+                        let mut batch = sled::Batch::default();
+                        for (i, r) in group.iter().enumerate() {
+                            batch.insert(&key(seq + i as u64), encode(r));
+                        }
+                        main.records.apply_batch(batch)?;
+                    }
+                    inserts += group.len();
                 }
             }
+        }
+        if let Some((at, value)) = attempts.take() {
+            main.records.insert(key(at), value)?;
+            inserts += 1;
         }
         // Indexed before the sync that makes the batch durable; a crash in between is caught up on open.
         main.events.add((first..).zip(records.iter()))?;
         self.written
             .store(first + records.len() as u64, Ordering::Release);
         // On the writing thread, whose epoch holds what the inserts replaced.
-        reclaim(records.len() * 2);
+        reclaim(inserts + records.len());
         Ok(first)
     }
 
@@ -1037,6 +1103,92 @@ mod tests {
             "rebuilt from the records"
         );
         assert_eq!(seqs(&log, &small, 0), vec![4, 6]);
+        Ok(())
+    }
+
+    fn attempt(n: u32, body: usize) -> Record {
+        Record::DeliveryAttempted(buildr_core::record::AttemptRecord {
+            webhook: buildr_core::WebhookId::generate(),
+            seq: 1,
+            event_id: buildr_core::EventId::generate(),
+            attempt: n,
+            at: Timestamp::now(),
+            response_status: Some(200),
+            response_body: "x".repeat(body),
+            error: None,
+            duration_ms: 1,
+            outcome: buildr_core::record::AttemptOutcome::Succeeded,
+        })
+    }
+
+    #[test]
+    fn attempts_written_one_after_another_share_a_key_and_read_back_like_single_records(
+    ) -> Result<(), LogError> {
+        let dir = tempfile::tempdir()?;
+        // Each a group of its own, as the log writer writes facts, except the last two.
+        let recs = [
+            attempt(1, 0),
+            attempt(2, 0),
+            attempt(3, 0),
+            event(1),
+            attempt(4, 0),
+            attempt(5, 0),
+            attempt(6, 0),
+            attempt(7, 0),
+        ];
+        let starts = [0, 1, 2, 3, 4, 5, 6];
+        let seqs_in = |log: &EventLog, from, to| -> Result<Vec<u64>, LogError> {
+            log.range(from, to).map(|r| r.map(|(s, _)| s)).collect()
+        };
+        {
+            let (log, _) = EventLog::open(dir.path())?;
+            assert_eq!(log.append_groups(&recs, &starts)?, 1);
+            // 1-3 as one block, the event alone, 5-6 as one block, the group 7-8 a key per record.
+            let keys: Vec<u64> = log
+                .main()?
+                .records
+                .iter()
+                .keys()
+                .map(|k| seq_of(&k?).ok_or(LogError::BadKey(0)))
+                .collect::<Result<_, _>>()?;
+            assert_eq!(keys, vec![1, 4, 5, 7, 8]);
+            for (seq, r) in (1..).zip(&recs) {
+                assert_eq!(log.get(seq)?.as_ref(), Some(r), "seq {seq}");
+            }
+            assert_eq!(seqs_in(&log, 2, 7)?, vec![2, 3, 4, 5, 6]);
+            // Retention takes a block of attempts only whole.
+            assert_eq!(log.remove(&[1, 2])?, 0);
+            assert_eq!(log.remove(&[1, 2, 3, 5])?, 3);
+            assert_eq!(seqs_in(&log, 0, u64::MAX)?, vec![4, 5, 6, 7, 8]);
+        }
+        let (log, _) = EventLog::open(dir.path())?;
+        assert_eq!(log.last_seq(), 8);
+        for (seq, r) in (4..).zip(&recs[3..]) {
+            assert_eq!(log.get(seq)?.as_ref(), Some(r), "seq {seq} after reopening");
+        }
+        // A run ends at its record or byte limit, and the next block starts where it stopped.
+        let many: Vec<Record> = (0..300).map(|n| attempt(n, 0)).collect();
+        let big: Vec<Record> = (0..3)
+            .map(|n| attempt(n, AttemptRun::MAX_BYTES / 2))
+            .collect();
+        let first = log.append_groups(&many, &(0..300).collect::<Vec<_>>())?;
+        let big_first = log.append_groups(&big, &[0, 1, 2])?;
+        let keys_from = |from: u64| -> Result<usize, LogError> {
+            Ok(log.main()?.records.range(key(from)..).count())
+        };
+        assert_eq!(
+            keys_from(first)?,
+            2 + 3,
+            "256 + 44, then one key per half-block record"
+        );
+        assert_eq!(keys_from(big_first)?, 3);
+        assert_eq!(
+            seqs_in(&log, first, u64::MAX)?,
+            (first..big_first + 3).collect::<Vec<_>>()
+        );
+        for (seq, r) in (first..).zip(many.iter().chain(&big)) {
+            assert_eq!(log.get(seq)?.as_ref(), Some(r), "seq {seq}");
+        }
         Ok(())
     }
 
