@@ -130,6 +130,9 @@ pub struct LogActor {
     /// A flush is scheduled [`FACT_LINGER`] from now for facts nobody waits for.
     linger_armed: bool,
     checkpointing: bool,
+    /// The last checkpoint failed: none is tried again before this (a stop meanwhile ends without one),
+    /// and the wait it was given (see [`FIRST_CHECKPOINT_RETRY`]).
+    checkpoint_retry: Option<(std::time::Instant, Duration)>,
     checkpointed_seq: u64,
     /// Records applied since the last checkpoint (seqs need not be contiguous, so they are counted).
     uncheckpointed: u64,
@@ -174,6 +177,11 @@ const QUIET_GAP: Duration = Duration::from_millis(1);
 /// Facts nobody waits for that are flushed at once, without waiting out [`FACT_LINGER`].
 const FACT_LINGER_MAX: usize = 1024;
 
+/// The first wait before a checkpoint is tried again after one failed (a directory gone, a full disk),
+/// doubled after each failure up to the checkpoint interval. Without it a checkpoint that was due and
+/// failed was tried again at once, over and over: the whole projection encoded in a loop.
+const FIRST_CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
+
 /// The first wait before reopening storage after a write failed, doubled up to the log's
 /// [`LogStore::max_heal_wait`].
 const FIRST_HEAL_WAIT: Duration = Duration::from_millis(100);
@@ -198,6 +206,7 @@ impl LogActor {
             flush_requested: false,
             linger_armed: false,
             checkpointing: false,
+            checkpoint_retry: None,
             checkpointed_seq,
             uncheckpointed,
             catch_up_requested: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -623,6 +632,14 @@ impl LogActor {
         if self.checkpointing {
             return;
         }
+        if self
+            .checkpoint_retry
+            .is_some_and(|(at, _)| std::time::Instant::now() < at)
+        {
+            // Not again yet; a stop waiting for one ends without it (a restart replays the log's tail).
+            self.finish_stop_if_written();
+            return;
+        }
         let covered = self.uncheckpointed;
         // Encoded here, under the projection's lock, straight into the checkpoint's file (its write
         // goes to the page cache; syncing it is left to the blocking task below).
@@ -660,17 +677,46 @@ impl LogActor {
                     tracing::debug!(seq, "projection checkpoint saved");
                     act.checkpointed_seq = seq;
                     act.uncheckpointed = act.uncheckpointed.saturating_sub(covered);
+                    act.checkpoint_retry = None;
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "saving a projection checkpoint failed"),
-                Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
-            }
-            if !act.stopping.is_empty() && act.queue.is_empty() && act.unsynced.is_empty() {
-                for done in act.stopping.drain(..) {
-                    let _ = done.send(());
+                Ok(Err(e)) => {
+                    let wait = act.checkpoint_failed();
+                    tracing::warn!(error = %e, retry_in = ?wait, "saving a projection checkpoint failed");
+                }
+                Err(e) => {
+                    let wait = act.checkpoint_failed();
+                    tracing::warn!(error = %e, retry_in = ?wait, "checkpoint task failed");
                 }
             }
+            act.finish_stop_if_written();
             act.after_flush(ctx);
         }));
+    }
+
+    /// Answers the callers waiting for a clean stop once everything queued is written and synced.
+    fn finish_stop_if_written(&mut self) {
+        if !self.stopping.is_empty() && self.queue.is_empty() && self.unsynced.is_empty() {
+            for done in self.stopping.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Counts a failed checkpoint and sets when the next may be tried; returns the wait.
+    fn checkpoint_failed(&mut self) -> Duration {
+        self.metrics.checkpoint_failures.inc();
+        let wait = self
+            .checkpoint_retry
+            .map_or(FIRST_CHECKPOINT_RETRY, |(_, last)| {
+                (last * 2).min(
+                    self.settings
+                        .checkpoint
+                        .interval
+                        .max(FIRST_CHECKPOINT_RETRY),
+                )
+            });
+        self.checkpoint_retry = Some((std::time::Instant::now() + wait, wait));
+        wait
     }
 
     /// Retention: removes finished events older than the retention period (see [`crate::retention`]).

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub retries_scheduled: IntCounter,
     pub log_batch_records: Histogram,
     pub log_flush_seconds: Histogram,
+    /// Projection checkpoints that could not be written (each is tried again after a growing wait).
+    pub checkpoint_failures: IntCounter,
     backlog: IntGauge,
     webhooks: IntGaugeVec,
     /// The bound on attempts in flight, once the engine runs (read when scraped).
@@ -73,6 +75,11 @@ impl Metrics {
                     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
                 ],
             ),
+            checkpoint_failures: counter(
+                "checkpoint_failures_total",
+                "Projection checkpoints that could not be written (tried again after 1 s, doubling to the \
+                 checkpoint interval); a restart replays more of the log until one succeeds.",
+            ),
             backlog: IntGauge::new(
                 "backlog_deliveries",
                 "Deliveries not yet finished (pending or retrying).",
@@ -120,6 +127,7 @@ impl Metrics {
             Box::new(m.retries_scheduled.clone()),
             Box::new(m.log_batch_records.clone()),
             Box::new(m.log_flush_seconds.clone()),
+            Box::new(m.checkpoint_failures.clone()),
             Box::new(m.backlog.clone()),
             Box::new(m.webhooks.clone()),
             Box::new(m.attempts_in_flight.clone()),

@@ -313,3 +313,50 @@ async fn a_crowded_idle_actor_stops_at_once_and_its_next_actor_keeps_the_rate_li
         );
     }
 }
+
+/// The value of a counter without labels in the engine's Prometheus text.
+fn counter(engine: &Engine, name: &str) -> f64 {
+    engine
+        .metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A checkpoint that cannot be written (here its directory is moved from under the running engine) is
+/// tried again after a wait that grows, never at once in a loop (which encoded the whole projection over
+/// and over); events are still taken and delivered meanwhile, and a clean stop still ends.
+#[actix_web::test]
+async fn a_checkpoint_that_cannot_be_written_is_tried_again_after_a_wait_not_in_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = Log::default();
+    let url = receiver(log.clone()).await;
+    let mut config = EngineConfig::new(&data);
+    config.delivery.allow_private_targets = true;
+    config.checkpoint_every = 1;
+    let engine = Engine::start(config).unwrap();
+    engine.ready().await.unwrap();
+    let acc = AccountId::default_account();
+    engine
+        .create_webhook(&acc, webhook(&url, EventType::CompanyCreate, 6_000))
+        .await
+        .unwrap();
+    // Moved away in one step (files are being written in it): the engine's open files go with it.
+    std::fs::rename(&data, dir.path().join("moved")).unwrap();
+    for n in 0..20 {
+        engine
+            .publish(&acc, vec![event(EventType::CompanyCreate, n)], None, true)
+            .await
+            .unwrap();
+    }
+    assert!(wait_for(&log, 20).await, "delivered without checkpoints");
+    actix_web::rt::time::sleep(Duration::from_millis(1_500)).await;
+    let failures = counter(&engine, "buildr_checkpoint_failures_total");
+    // Every event made a checkpoint due: the first failed, the next was let through after 1 s.
+    assert!(
+        (1.0..=3.0).contains(&failures),
+        "{failures} failed checkpoints in ~2 s"
+    );
+    engine.shutdown().await.unwrap();
+}
