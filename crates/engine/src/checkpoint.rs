@@ -27,7 +27,10 @@ pub fn decode(bytes: &[u8]) -> Option<Projection> {
     }
     bincode::serde::decode_from_slice::<Projection, _>(payload, bincode::config::standard())
         .ok()
-        .map(|(p, _)| p)
+        .map(|(mut p, _)| {
+            p.share_ids();
+            p
+        })
 }
 
 /// How start-up got its projection.

@@ -128,6 +128,26 @@ pub struct Projection {
 }
 
 impl Projection {
+    /// Makes every copy of a webhook's id, and of its account's id, the one the projection's maps hold
+    /// as `apply` does: a decoded checkpoint has a text of its own at each place an id appears (three
+    /// per webhook), and ids are shared text (`Arc<str>`), so sharing them is what keeps a restarted
+    /// server as small as one that built its projection from the log.
+    pub(crate) fn share_ids(&mut self) {
+        for (id, entry) in self.webhooks.iter_mut() {
+            entry.webhook.id = id.clone();
+            if let Some((account, _)) = self.by_account.get_key_value(&entry.webhook.account) {
+                entry.webhook.account = account.clone();
+            }
+        }
+        let webhooks = &self.webhooks;
+        for ids in self.by_account.values_mut() {
+            *ids = std::mem::take(ids)
+                .into_iter()
+                .map(|id| webhooks.get_key_value(&id).map_or(id, |(k, _)| k.clone()))
+                .collect();
+        }
+    }
+
     pub fn apply(&mut self, seq: u64, record: &Record) -> Vec<Effect> {
         self.last_seq = seq;
         let mut effects = Vec::new();
@@ -178,14 +198,19 @@ impl Projection {
                 }
             }
             Record::WebhookCreated(w) => {
+                let mut webhook = w.clone();
+                // The account's id as the account set holds it: one copy shared by all its webhooks.
+                if let Some((account, _)) = self.by_account.get_key_value(&w.account) {
+                    webhook.account = account.clone();
+                }
                 self.by_account
-                    .entry(w.account.clone())
+                    .entry(webhook.account.clone())
                     .or_default()
                     .insert(w.id.clone());
                 self.webhooks.insert(
                     w.id.clone(),
                     Box::new(WebhookEntry {
-                        webhook: w.clone(),
+                        webhook,
                         pending: PendingMap::new(),
                         failing_since: None,
                     }),

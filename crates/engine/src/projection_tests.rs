@@ -163,3 +163,33 @@ fn a_second_account_creation_keeps_the_first() {
         )
     );
 }
+
+/// A webhook's id is held once however many maps name it, and its account's id once for all the
+/// account's webhooks (what 100,000 webhooks cost in memory, issue 12).
+#[test]
+fn a_webhooks_ids_are_shared_not_copied() {
+    let (a, b) = (webhook(), webhook());
+    // Decoded records hold ids of their own, as records read from the log do.
+    let decoded = |w: &Webhook| {
+        let mut w = w.clone();
+        w.id = w.id.as_str().parse().unwrap();
+        w.account = w.account.as_str().parse().unwrap();
+        Record::WebhookCreated(w)
+    };
+    let live = run(&[decoded(&a), decoded(&b)]);
+    // A checkpoint decodes with a text of its own in every place; sharing is restored on the way in.
+    let mut bytes = Vec::new();
+    crate::checkpoint::encode(&live, &mut bytes).unwrap();
+    let restored = crate::checkpoint::decode(&bytes).unwrap();
+    assert_eq!(restored, live);
+    for p in [&live, &restored] {
+        let (key, entry) = p.webhooks.get_key_value(&a.id).unwrap();
+        let (account, ids) = p.by_account.get_key_value(&a.account).unwrap();
+        let same = |x: &str, y: &str| std::ptr::eq(x.as_ptr(), y.as_ptr());
+        assert!(same(key.as_str(), entry.webhook.id.as_str()));
+        assert!(same(key.as_str(), ids.get(&a.id).unwrap().as_str()));
+        let other = &p.webhook_by_id(&b.id).unwrap().webhook;
+        assert!(same(account.as_str(), entry.webhook.account.as_str()));
+        assert!(same(account.as_str(), other.account.as_str()));
+    }
+}
