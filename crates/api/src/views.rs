@@ -54,7 +54,7 @@ impl WebhookView {
 
     pub fn with_secret(w: &Webhook) -> Self {
         Self {
-            secret: Some(w.secret.as_str().to_owned()),
+            secret: Some(w.secret.text()),
             ..Self::new(w)
         }
     }

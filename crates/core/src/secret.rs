@@ -17,12 +17,15 @@ pub enum SecretError {
     BadRaw,
 }
 
-/// A signing secret as the customer gave it (`text`) and the HMAC key it stands for.
+/// A signing secret: the HMAC key, and which of the two forms the customer gave it in. Only the key is
+/// kept (a webhook's secret was its text and its key, ~120 bytes per webhook); the text is made again
+/// when shown, and is the same text: a `whsec_` secret is accepted only in canonical base64 (padded,
+/// no stray bits), so encoding its key gives back what was given, and a raw secret's key is its text.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Secret {
-    text: String,
-    key: Vec<u8>,
+    key: Box<[u8]>,
+    whsec: bool,
 }
 
 impl Secret {
@@ -33,8 +36,8 @@ impl Secret {
                 return Err(SecretError::BadWhsec);
             }
             return Ok(Self {
-                text: text.to_owned(),
-                key,
+                key: key.into(),
+                whsec: true,
             });
         }
         let ok_len = (6..=256).contains(&text.len());
@@ -42,8 +45,8 @@ impl Secret {
             return Err(SecretError::BadRaw);
         }
         Ok(Self {
-            text: text.to_owned(),
-            key: text.as_bytes().to_vec(),
+            key: text.as_bytes().into(),
+            whsec: false,
         })
     }
 
@@ -52,13 +55,19 @@ impl Secret {
         let mut key = vec![0u8; 24];
         rand::thread_rng().fill_bytes(&mut key);
         Self {
-            text: format!("{WHSEC_PREFIX}{}", STANDARD.encode(&key)),
-            key,
+            key: key.into(),
+            whsec: true,
         }
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.text
+    /// The secret as the customer gave it (or as it was generated).
+    pub fn text(&self) -> String {
+        if self.whsec {
+            format!("{WHSEC_PREFIX}{}", STANDARD.encode(&self.key))
+        } else {
+            // A raw secret's key is its text: printable ASCII, checked when parsed.
+            String::from_utf8_lossy(&self.key).into_owned()
+        }
     }
 
     pub fn key(&self) -> &[u8] {
@@ -81,7 +90,7 @@ impl TryFrom<String> for Secret {
 
 impl From<Secret> for String {
     fn from(s: Secret) -> String {
-        s.text
+        s.text()
     }
 }
 
@@ -111,7 +120,33 @@ mod tests {
     #[test]
     fn generated_secrets_parse() {
         let g = Secret::generate();
-        assert!(g.as_str().starts_with("whsec_"));
-        assert_eq!(Secret::parse(g.as_str()).ok(), Some(g));
+        assert!(g.text().starts_with("whsec_"));
+        assert_eq!(Secret::parse(&g.text()).ok(), Some(g));
+    }
+
+    #[test]
+    fn the_text_shown_is_the_text_given() {
+        for len in 24..=75 {
+            let key: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
+            let text = format!("whsec_{}", STANDARD.encode(&key));
+            let s = Secret::parse(&text).expect("valid");
+            assert_eq!(s.text(), text);
+            assert_eq!(s.key(), key.as_slice());
+            // The same key in a form that is not canonical (padding dropped, stray bits set) is refused,
+            // so no accepted text is shown back differently.
+            let unpadded = text.trim_end_matches('=');
+            if unpadded != text {
+                assert!(Secret::parse(unpadded).is_err(), "{unpadded}");
+            }
+        }
+        // 25 bytes end in one byte and two `=`: its quad's second digit has four bits that must be 0.
+        let zeros = STANDARD.encode([0u8; 25]);
+        assert!(zeros.ends_with("AA=="));
+        let stray = format!("whsec_{}B==", &zeros[..zeros.len() - 3]);
+        assert!(Secret::parse(&stray).is_err(), "{stray}");
+        let raw = Secret::parse("my-s3cret!~").expect("valid");
+        assert_eq!(raw.text(), "my-s3cret!~");
+        let json = serde_json::to_string(&raw).expect("encodes");
+        assert_eq!(json, "\"my-s3cret!~\"");
     }
 }

@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "webhook {} signs with {}",
         webhook.id,
-        webhook.secret.as_str()
+        webhook.secret.text()
     );
 
     let published = engine

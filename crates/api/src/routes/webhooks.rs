@@ -240,7 +240,7 @@ pub async fn secret(
         .engine
         .get_webhook(&caller.account, &webhook_id(&path)?)?;
     Ok(HttpResponse::Ok().json(SecretResponse {
-        secret: w.secret.as_str().to_owned(),
+        secret: w.secret.text(),
     }))
 }
 
@@ -270,7 +270,7 @@ pub async fn rotate(
         .rotate_secret(&caller.account, &id, requested)
         .await?;
     Ok(HttpResponse::Ok().json(SecretResponse {
-        secret: secret.as_str().to_owned(),
+        secret: secret.text(),
     }))
 }
 
