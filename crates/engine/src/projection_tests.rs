@@ -193,3 +193,16 @@ fn a_webhooks_ids_are_shared_not_copied() {
         assert!(same(account.as_str(), other.account.as_str()));
     }
 }
+
+/// What one webhook costs the projection, held to what it is now (issue 12: 100,000 webhooks in a
+/// burst within 256 MB). The entry is boxed, so its size decides the allocator's size class: a field
+/// added carelessly (an inline secret, an unboxed option) shows here first, not in a benchmark.
+#[test]
+fn a_webhook_entry_stays_small() {
+    let size = std::mem::size_of::<WebhookEntry>();
+    println!(
+        "WebhookEntry: {size} bytes, Webhook: {}",
+        std::mem::size_of::<Webhook>()
+    );
+    assert!(size <= 224, "WebhookEntry is {size} bytes");
+}
