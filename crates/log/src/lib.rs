@@ -271,6 +271,15 @@ impl AttemptRun {
     }
 }
 
+/// Stores a finished [`AttemptRun`] (its first seq and value), if there is one; how many keys it wrote.
+fn store_run(records: &sled::Tree, run: Option<(u64, Vec<u8>)>) -> Result<usize, LogError> {
+    let Some((first, value)) = run else {
+        return Ok(0);
+    };
+    records.insert(key(first), value)?;
+    Ok(1)
+}
+
 /// How the log's databases are opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StorageOptions {
@@ -568,16 +577,10 @@ impl EventLog {
             match &records[start..end] {
                 [] => {}
                 [r @ Record::DeliveryAttempted(_)] => {
-                    if let Some((at, value)) = attempts.push(seq, encode(r)) {
-                        main.records.insert(key(at), value)?;
-                        inserts += 1;
-                    }
+                    inserts += store_run(&main.records, attempts.push(seq, encode(r)))?;
                 }
                 group => {
-                    if let Some((at, value)) = attempts.take() {
-                        main.records.insert(key(at), value)?;
-                        inserts += 1;
-                    }
+                    inserts += store_run(&main.records, attempts.take())?;
                     if let [r] = group {
                         main.records.insert(key(seq), encode(r))?;
                     } else {
@@ -591,10 +594,7 @@ impl EventLog {
                 }
             }
         }
-        if let Some((at, value)) = attempts.take() {
-            main.records.insert(key(at), value)?;
-            inserts += 1;
-        }
+        inserts += store_run(&main.records, attempts.take())?;
         // Indexed before the sync that makes the batch durable; a crash in between is caught up on open.
         main.events.add((first..).zip(records.iter()))?;
         self.written
