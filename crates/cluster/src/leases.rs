@@ -279,10 +279,13 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
     let fence = cfg.ttl * 2 / 3;
     let mut renewed = Renewed::default();
     let mut quick_rounds = 0;
+    let mut failed_rounds: u32 = 0;
     loop {
         let mut again_soon = false;
         let started = Instant::now();
-        match tokio::time::timeout(tick * 2, round(&store, &state, started, &mut renewed)).await {
+        let ok = match tokio::time::timeout(tick * 2, round(&store, &state, started, &mut renewed))
+            .await
+        {
             Ok(Ok(outcome)) => {
                 if outcome.changed {
                     state.notify();
@@ -290,10 +293,22 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
                 // A few quick rounds at most: a lease that keeps failing waits for the tick.
                 quick_rounds = if outcome.short { quick_rounds + 1 } else { 0 };
                 again_soon = outcome.short && quick_rounds <= MAX_QUICK_ROUNDS;
+                true
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "lease round failed"),
-            Err(_) => tracing::warn!("lease round timed out"),
-        }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "lease round failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("lease round timed out");
+                false
+            }
+        };
+        failed_rounds = if ok {
+            0
+        } else {
+            failed_rounds.saturating_add(1)
+        };
         if renewed.fence(&state, fence) {
             tracing::warn!(
                 "cannot renew shard leases; stopping this node's deliveries for them until it can"
@@ -303,7 +318,16 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
         // The next round: after a tick, or as soon as a key in the view runs out (a dead node's leases
         // are then free; live nodes renew theirs well before), or when the view says one is worth
         // running now.
-        let next = tokio::time::Instant::now() + if again_soon { AGAIN_SOON } else { tick };
+        let wait = if again_soon {
+            AGAIN_SOON
+        } else if failed_rounds > 0 {
+            // A round that failed (a bucket not ready yet, NATS away) is tried again soon, not a tick
+            // later: with a long lease TTL a node would otherwise hold no shards for up to a third of it.
+            (RETRY_AFTER_FAILURE * 2u32.saturating_pow(failed_rounds.min(8) - 1)).min(tick)
+        } else {
+            tick
+        };
+        let next = tokio::time::Instant::now() + wait;
         let expiry = state
             .view
             .lock()
@@ -325,6 +349,9 @@ async fn keep(js: jetstream::Context, cfg: LeaseConfig, state: Arc<State>) {
 /// runs this soon rather than a tick later.
 const AGAIN_SOON: Duration = Duration::from_millis(100);
 const MAX_QUICK_ROUNDS: u32 = 5;
+
+/// The wait after a failed round, doubled after each further failure up to the tick.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
 
 /// How long after a key's expiry in the view the round that takes it runs (so the view has it expired).
 const EXPIRY_MARGIN: Duration = Duration::from_millis(50);
