@@ -48,6 +48,9 @@ pub enum LogError {
     /// The database is being reopened after a storage error (see [`EventLog::reopen`]).
     #[error("storage is being reopened after an error")]
     Reopening,
+    /// A page of the events index (derived from the records: rebuilt when its tree is dropped).
+    #[error("the events index's page at seq {0} does not decode")]
+    BadIndexPage(u64),
 }
 
 impl LogError {
@@ -343,15 +346,14 @@ impl LogDb {
         let db = closing::open(&config, dir)?;
         let records = db.open_tree("records")?;
         let checkpoints = db.open_tree("checkpoints")?;
-        let events = EventsIndex::new(db.open_tree("events_by_account")?);
-        // An index left in the log's database by an older version is dropped; the new one is rebuilt
-        // from the log on start (its applied seq starts at 0).
-        if db
-            .tree_names()
-            .iter()
-            .any(|n| n == LEGACY_INDEX_TREE.as_bytes())
-        {
-            db.drop_tree(LEGACY_INDEX_TREE)?;
+        let events = EventsIndex::new(db.open_tree(events_index::TREE)?);
+        // Indexes left in the log's database by older versions are dropped; the new ones are rebuilt
+        // from the log on start (their applied seq starts at 0): the delivery index before it had a
+        // database of its own, the events index before it was written in pages.
+        for old in [LEGACY_INDEX_TREE, events_index::OLD_TREE] {
+            if db.tree_names().iter().any(|n| n == old.as_bytes()) {
+                db.drop_tree(old)?;
+            }
         }
         let mut report = OpenReport::default();
         while let Some((k, v)) = records.last()? {
@@ -1093,10 +1095,21 @@ mod tests {
             assert_eq!(log.remove(&[2])?, 1);
             assert_eq!(seqs(&log, &busy, 0), vec![1, 3, 5]);
             assert_eq!(between(&busy, t(0), None)?, vec![1, 3, 5]);
-            // A log written before the index existed: the tree is gone on the next open.
-            log.main()?.db.drop_tree("events_by_account")?;
+            // A log written by a version that kept one key per event (or none): its tree is dropped
+            // and the pages are rebuilt from the records on the next open.
+            let main = log.main()?;
+            main.db.drop_tree(events_index::TREE)?;
+            let old = main.db.open_tree(events_index::OLD_TREE)?;
+            old.insert(b"sacc_default\0\0\0\0\0\0\0\0\x01", &[])?;
+            old.insert(b"mindexed", &6u64.to_be_bytes())?;
         }
         let (log, _) = EventLog::open(dir.path())?;
+        assert!(!log
+            .main()?
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n == events_index::OLD_TREE.as_bytes()));
         assert_eq!(
             seqs(&log, &busy, 0),
             vec![1, 3, 5],
