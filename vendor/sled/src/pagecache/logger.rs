@@ -3,6 +3,7 @@ use std::fs::File;
 use super::{
     arr_to_lsn, arr_to_u32, assert_usize, bump_atomic_lsn, header, iobuf,
     lsn_to_arr, maybe_decompress, pread_exact, pread_exact_or_eof, read_blob,
+    remove_blob,
     roll_iobuf, u32_to_arr, Arc, BasedBuf, BlobPointer, DiskPtr, IoBuf, IoBufs,
     LogKind, LogOffset, Lsn, MessageKind, Reservation, Serialize, Snapshot,
     BATCH_MANIFEST_PID, COUNTER_PID, MAX_MSG_HEADER_LEN, META_PID,
@@ -362,12 +363,35 @@ impl Log {
             let blob_id =
                 if over_blob_threshold { Some(reservation_lsn) } else { None };
 
-            self.iobufs.encapsulate(
+            let header_len =
+                usize::try_from(message_header.serialized_size()).unwrap();
+
+            // buildr-webhooks: a blob write that fails (a full disk) must not leave this buffer with a
+            // writer that never exits: the buffer would never be written, stable would never pass it,
+            // and every later flush (and the flush in each `Tree`'s drop) would wait for it forever.
+            // The reservation is cancelled instead (as an unused one is), and the error returned.
+            if let Err(e) = self.iobufs.encapsulate(
                 item,
                 message_header,
                 destination,
                 blob_id,
-            )?;
+            ) {
+                if let Some(blob_id) = blob_id {
+                    let _ = remove_blob(blob_id, &self.config);
+                }
+                let cancelled = Reservation {
+                    iobuf,
+                    log: self,
+                    buf: destination,
+                    flushed: false,
+                    lsn: reservation_lsn,
+                    pointer: DiskPtr::new_inline(reservation_lid),
+                    is_blob_rewrite: false,
+                    header_len,
+                };
+                cancelled.abort()?;
+                return Err(e);
+            }
 
             M.log_reservation_success();
 
@@ -387,8 +411,7 @@ impl Log {
                 lsn: reservation_lsn,
                 pointer,
                 is_blob_rewrite: blob_rewrite.is_some(),
-                header_len: usize::try_from(message_header.serialized_size())
-                    .unwrap(),
+                header_len,
             });
         }
     }
