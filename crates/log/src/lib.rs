@@ -229,10 +229,12 @@ fn records_in(
 }
 
 /// Attempt outcomes written one after another (each a group of its own: a fact nobody waits for) are
-/// stored as one block (see `block.rs`) of up to [`AttemptRun::MAX_RECORDS`] records or
-/// [`AttemptRun::MAX_BYTES`]: one sled key instead of one per attempt. sled's cost, in CPU and in the
-/// memory its tree keeps, is per key, and a fan-out writes an attempt record per delivery (100,000 for one
-/// event to 100,000 webhooks). Only attempts: retention removes a block only whole, and an attempt is
+/// stored as one block (see `block.rs`) of up to [`AttemptRun::MAX_BYTES`]: one sled key instead of one
+/// per attempt. sled's cost, in CPU and in the memory its tree keeps, is per key, and a fan-out writes an
+/// attempt record per delivery (100,000 for one event to 100,000 webhooks). A run stays under 6 KiB so
+/// that a tree node of them (sled splits a leaf past 16 values) stays under sled's blob threshold
+/// (~128 KiB): a larger node is written to a file of its own, a file create and two `fsync`s (data and
+/// directory) each time. Only attempts: retention removes a block only whole, and an attempt is
 /// removable when its event is, while events, webhooks and keys keep a key each so that retention takes
 /// each of them as soon as it may.
 #[derive(Default)]
@@ -243,14 +245,12 @@ struct AttemptRun {
 }
 
 impl AttemptRun {
-    const MAX_RECORDS: usize = 256;
-    const MAX_BYTES: usize = 32 * 1024;
+    const MAX_BYTES: usize = 6 * 1024;
 
     /// Adds the attempt record stored at `seq` (the seq after the last one added, if any); returns the
     /// run written so far (first seq, stored value) when this record starts a new one.
     fn push(&mut self, seq: u64, record: Vec<u8>) -> Option<(u64, Vec<u8>)> {
-        let full = self.records.len() >= Self::MAX_RECORDS
-            || self.bytes + record.len() > Self::MAX_BYTES
+        let full = self.bytes + record.len() > Self::MAX_BYTES
             || self.first + self.records.len() as u64 != seq;
         let done = if full { self.take() } else { None };
         if self.records.is_empty() {
@@ -1179,8 +1179,19 @@ mod tests {
         for (seq, r) in (4..).zip(&recs[3..]) {
             assert_eq!(log.get(seq)?.as_ref(), Some(r), "seq {seq} after reopening");
         }
-        // A run ends at its record or byte limit, and the next block starts where it stopped.
+        // A run ends at its byte limit, and the next block starts where it stopped.
         let many: Vec<Record> = (0..300).map(|n| attempt(n, 0)).collect();
+        let mut runs = 1;
+        let mut bytes = 0;
+        for r in &many {
+            let len = encode(r).len();
+            if bytes + len > AttemptRun::MAX_BYTES {
+                runs += 1;
+                bytes = 0;
+            }
+            bytes += len;
+        }
+        assert!(runs > 1, "300 attempts fill more than one run");
         let big: Vec<Record> = (0..3)
             .map(|n| attempt(n, AttemptRun::MAX_BYTES / 2))
             .collect();
@@ -1191,8 +1202,8 @@ mod tests {
         };
         assert_eq!(
             keys_from(first)?,
-            2 + 3,
-            "256 + 44, then one key per half-block record"
+            runs + 3,
+            "{runs} runs, then one key per half-block record"
         );
         assert_eq!(keys_from(big_first)?, 3);
         assert_eq!(
@@ -1202,6 +1213,26 @@ mod tests {
         for (seq, r) in (first..).zip(many.iter().chain(&big)) {
             assert_eq!(log.get(seq)?.as_ref(), Some(r), "seq {seq}");
         }
+        Ok(())
+    }
+
+    /// A fan-out's attempt runs never make a tree node big enough for sled to write it to a blob file of
+    /// its own (a file create and two `fsync`s each; with 32 KiB runs a fan-out of 200,000 deliveries
+    /// wrote 66 such files).
+    #[test]
+    fn attempt_runs_keep_the_records_tree_out_of_blob_files() -> Result<(), LogError> {
+        let dir = tempfile::tempdir()?;
+        let (log, _) = EventLog::open(dir.path())?;
+        for _ in 0..20 {
+            let recs: Vec<Record> = (0..1_000).map(|n| attempt(n, 40)).collect();
+            log.append_groups(&recs, &(0..1_000).collect::<Vec<_>>())?;
+        }
+        log.main()?.db.flush()?;
+        drop(log);
+        let blobs = std::fs::read_dir(dir.path().join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(blobs, 0, "blob files in the log's database");
         Ok(())
     }
 
