@@ -146,6 +146,12 @@ fn switching_to_fifo_with_a_backlog_sends_the_rest_one_at_a_time_in_order() {
     let rx = Receiver::start();
     let id = s.create_webhook(&rx.url("/sw"), json!({}));
     rx.answer_path("/sw", slow(150));
+    // The first wave (up to `max_in_flight`, 32) is answered after 1 s, so the switch lands while a
+    // backlog is still waiting however long the PATCH takes (a three-node cluster's can take longer than
+    // one 150 ms wave: everything had arrived before it, and nothing was left to send in order).
+    for i in 1..=32 {
+        rx.script(json!(i), vec![slow(1000)]);
+    }
     let events: Vec<Value> = (1..=60)
         .map(|i| json!({"type": "company.update", "data": {"id": i, "url": format!("https://x.example/{i}")}}))
         .collect();
