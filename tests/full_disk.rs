@@ -6,28 +6,39 @@
 use buildr_e2e::{wait_until, Receiver, Server};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-/// A tmpfs of a given size, unmounted on drop.
-struct Tmpfs(PathBuf);
+/// A tmpfs of a given size in a temporary directory of its own, unmounted (then the directory removed)
+/// on drop.
+struct Tmpfs {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).ok()?;
+    /// `None`, saying that `test` is skipped, where mounting is not permitted.
+    fn mount(test: &str, size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir_all(&path).unwrap();
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
+            .arg(&path)
             .status()
             .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
+        if !ok {
+            eprintln!("SKIPPED {test}: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
+            return None;
+        }
+        Some(Tmpfs { path, _dir: dir })
     }
 
     fn resize(&self, size: &str) {
         let ok = Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
+            .arg(&self.path)
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "remounting the tmpfs with size {size}");
@@ -36,7 +47,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 
@@ -54,14 +65,13 @@ fn batch(from: usize, n: usize) -> Value {
 
 #[test]
 fn a_full_disk_answers_503_and_heals_without_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "8m") else {
-        eprintln!("SKIPPED a_full_disk_answers_503_and_heals_without_a_restart: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
+    let Some(disk) = Tmpfs::mount("a_full_disk_answers_503_and_heals_without_a_restart", "8m")
+    else {
         return;
     };
     let rx = Receiver::start();
     let mut s = Server::builder()
-        .data_dir(&disk.0.join("data"))
+        .data_dir(&disk.path.join("data"))
         .env("BUILDR_STORAGE__CACHE_MB", "16")
         .env("BUILDR_LOG__LEVEL", "info")
         .start();
@@ -221,12 +231,13 @@ fn a_full_disk_answers_503_and_heals_without_a_restart() {
 /// one run in seven). The vendored sled cancels the claim (vendor/sled/PATCHED.md, change 6).
 #[test]
 fn a_large_value_that_cannot_be_written_on_a_full_disk_does_not_hang_the_logs_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "2m") else {
-        eprintln!("SKIPPED a_large_value_that_cannot_be_written_on_a_full_disk_does_not_hang_the_logs_reopen: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
+    let Some(disk) = Tmpfs::mount(
+        "a_large_value_that_cannot_be_written_on_a_full_disk_does_not_hang_the_logs_reopen",
+        "2m",
+    ) else {
         return;
     };
-    let (log, _) = buildr_log::EventLog::open(&disk.0.join("data")).unwrap();
+    let (log, _) = buildr_log::EventLog::open(&disk.path.join("data")).unwrap();
     let big = vec![7u8; 300 * 1024];
     let refused = (0..20).any(|_| log.append_raw_for_tests(&big).is_err());
     assert!(refused, "a 2 MB disk fills before 6 MB are written");

@@ -291,8 +291,16 @@ impl PageBuilder {
     }
 }
 
-fn bad_page(seq: u64) -> LogError {
-    LogError::BadIndexPage(seq)
+/// The page stored under the key of seq `first`: its `min_created_at` and events.
+fn read_page(first: u64, value: &[u8]) -> Result<(i64, Vec<Entry>), LogError> {
+    decode_page(first, value).ok_or(LogError::BadIndexPage(first))
+}
+
+/// A stored `S` key and its page: the key's seq, the page's `min_created_at` and its events.
+fn key_and_page(k: &[u8], v: &[u8]) -> Result<(u64, i64, Vec<Entry>), LogError> {
+    let first = trailing_seq(k).ok_or(LogError::BadKey(0))?;
+    let (min, entries) = read_page(first, v)?;
+    Ok((first, min, entries))
 }
 
 #[derive(Clone)]
@@ -378,9 +386,7 @@ impl EventsIndex {
         else {
             return Ok(None);
         };
-        let first = trailing_seq(&k).ok_or(LogError::BadKey(seq))?;
-        let (min, entries) = decode_page(first, &v).ok_or_else(|| bad_page(first))?;
-        Ok(Some((first, min, entries)))
+        key_and_page(&k, &v).map(Some)
     }
 
     /// Empties every event's summary, as if the index did not know them (tests of the readers'
@@ -389,8 +395,7 @@ impl EventsIndex {
         let mut batch = sled::Batch::default();
         for item in self.tree.scan_prefix([b'S']) {
             let (k, v) = item?;
-            let first = trailing_seq(&k).ok_or(LogError::BadKey(0))?;
-            let (min, mut entries) = decode_page(first, &v).ok_or_else(|| bad_page(first))?;
+            let (first, min, mut entries) = key_and_page(&k, &v)?;
             for e in &mut entries {
                 e.summary = None;
             }
@@ -455,12 +460,11 @@ impl EventsIndex {
             .into_iter()
             .chain(rest)
             .flat_map(|item| -> Vec<Result<EventRef, LogError>> {
-                let page = item.map_err(LogError::from).and_then(|(k, v)| {
-                    let first = trailing_seq(&k).ok_or(LogError::BadKey(0))?;
-                    decode_page(first, &v).ok_or_else(|| bad_page(first))
-                });
+                let page = item
+                    .map_err(LogError::from)
+                    .and_then(|(k, v)| key_and_page(&k, &v));
                 match page {
-                    Ok((_, entries)) => entries.into_iter().map(|e| Ok(e.into_ref())).collect(),
+                    Ok((_, _, entries)) => entries.into_iter().map(|e| Ok(e.into_ref())).collect(),
                     Err(e) => vec![Err(e)],
                 }
             })
@@ -496,14 +500,14 @@ impl EventsIndex {
                 .as_ref()
                 .try_into()
                 .map(i64::from_be_bytes)
-                .map_err(|_| bad_page(first))?;
+                .map_err(|_| LogError::BadIndexPage(first))?;
             if max < since {
                 continue;
             }
             let Some(page) = self.tree.get(page_key(account, first))? else {
                 continue;
             };
-            let (_, entries) = decode_page(first, &page).ok_or_else(|| bad_page(first))?;
+            let (_, entries) = read_page(first, &page)?;
             refs.extend(
                 entries
                     .into_iter()
