@@ -163,6 +163,8 @@ struct Writer<'a> {
     flushed_at: Instant,
     /// Batches up to this seq are already in an index rebuilt from the log: skipped when they arrive.
     rebuilt_up_to: u64,
+    /// [`LINGER`], longer in tests.
+    linger: Duration,
 }
 
 impl Writer<'_> {
@@ -194,21 +196,31 @@ impl Writer<'_> {
             };
             match job {
                 Job::Apply(mut ops, mut seq) => {
-                    let until = Instant::now() + LINGER;
+                    let until = Instant::now() + self.linger;
                     while ops.len() < MAX_MERGED_OPS {
-                        let left = until.saturating_duration_since(Instant::now());
-                        match rx.recv_timeout(left) {
+                        match rx.try_recv() {
                             Ok(Job::Apply(more, s)) => {
                                 ops.extend(more);
                                 seq = s;
+                                continue;
                             }
                             // Anything else (a sync, a retention clean-up) waits for what came before it.
                             Ok(other) => {
                                 next = Some(other);
                                 break;
                             }
-                            Err(_) => break,
+                            Err(mpsc::TryRecvError::Disconnected) => break,
+                            Err(mpsc::TryRecvError::Empty) => {}
                         }
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        // Parked, not waiting on the channel: a batch handed over does not wake this
+                        // thread (at a low event rate that was two wake-ups per event, one for the
+                        // event's batch and one for its attempt's); what cannot wait out the linger
+                        // unparks it (`IndexWriter::wake`).
+                        std::thread::park_timeout(left);
                     }
                     self.write(ops, seq);
                 }
@@ -438,10 +450,16 @@ pub struct IndexWriter {
     metrics: Arc<Metrics>,
     /// [`MAX_QUEUED_OPS`], smaller in tests.
     max_queued: usize,
+    /// The writer thread, unparked by [`Self::wake`] (`None` if it could not be started).
+    thread: Option<std::thread::Thread>,
 }
 
 impl IndexWriter {
     pub fn start(log: Arc<dyn LogStore>, metrics: Arc<Metrics>) -> Self {
+        Self::start_with(log, metrics, LINGER)
+    }
+
+    fn start_with(log: Arc<dyn LogStore>, metrics: Arc<Metrics>, linger: Duration) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let progress = Arc::new(Progress {
             sent: AtomicU64::new(0),
@@ -461,17 +479,36 @@ impl IndexWriter {
                     journal: Vec::new(),
                     flushed_at: Instant::now(),
                     rebuilt_up_to: 0,
+                    linger,
                 }
                 .run()
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the delivery index writer");
-        }
+        let thread = match spawned {
+            Ok(handle) => Some(handle.thread().clone()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the delivery index writer");
+                None
+            }
+        };
         Self {
             tx,
             progress,
             metrics,
             max_queued: MAX_QUEUED_OPS,
+            thread,
+        }
+    }
+
+    /// Hands the writer a job that must not wait out its linger (a reader, a sync, a clean-up).
+    fn send_now(&self, job: Job) {
+        let _ = self.tx.send(job);
+        self.wake();
+    }
+
+    /// Ends the writer's linger now (it may be parked in it, where a send does not wake it).
+    fn wake(&self) {
+        if let Some(thread) = &self.thread {
+            thread.unpark();
         }
     }
 
@@ -485,16 +522,20 @@ impl IndexWriter {
             {
                 // Dropped: the writer rebuilds the index from the log, which holds these records.
                 if !self.progress.overflowed.swap(true, Ordering::AcqRel) {
-                    let _ = self.tx.send(Job::Nudge);
+                    self.send_now(Job::Nudge);
                 }
                 return;
             }
-            self.metrics.index_queued.add(gauge_count(ops.len()));
+            let len = ops.len();
+            self.metrics.index_queued.add(gauge_count(len));
             if let Err(mpsc::SendError(Job::Apply(ops, _))) =
                 self.tx.send(Job::Apply(ops, applied_seq))
             {
                 // The writer is gone (shutting down): nothing will write them.
                 self.metrics.index_queued.sub(gauge_count(ops.len()));
+            } else if queued + len >= MAX_MERGED_OPS {
+                // A full batch's worth waits: written now, not at the end of the linger.
+                self.wake();
             }
         }
     }
@@ -508,7 +549,7 @@ impl IndexWriter {
         if *written.borrow() >= wanted {
             return Ok(());
         }
-        let _ = self.tx.send(Job::Nudge);
+        self.send_now(Job::Nudge);
         let reached = tokio::time::timeout(bound, written.wait_for(|w| *w >= wanted))
             .await
             .is_ok_and(|r| r.is_ok());
@@ -524,13 +565,13 @@ impl IndexWriter {
 
     /// Drops the rows of events that retention removed from the log.
     pub fn forget(&self, seqs: std::collections::HashSet<u64>, ids: Vec<EventId>) {
-        let _ = self.tx.send(Job::Forget(seqs, ids));
+        self.send_now(Job::Forget(seqs, ids));
     }
 
     /// Drops attempt statistics older than anyone may ask for (`GET …/stats` goes 60 days back).
     pub fn prune_stats(&self) {
         let keep = crate::engine::STATS_HISTORY.as_millis() as i64 + 3_600_000;
-        let _ = self.tx.send(Job::PruneStats(
+        self.send_now(Job::PruneStats(
             buildr_core::Timestamp::now().as_millis() - keep,
         ));
     }
@@ -539,6 +580,7 @@ impl IndexWriter {
     pub fn sync(&self) {
         let (done, wait) = mpsc::channel();
         if self.tx.send(Job::Sync(done)).is_ok() {
+            self.wake();
             let _ = wait.recv();
         }
     }
@@ -630,6 +672,7 @@ mod tests {
             progress: progress.clone(),
             metrics: metrics.clone(),
             max_queued: 10,
+            thread: None,
         };
         writer.apply(changes(2..=6), 6);
         writer.apply(changes(7..=12), 12);
@@ -652,6 +695,7 @@ mod tests {
                     journal: Vec::new(),
                     flushed_at: Instant::now(),
                     rebuilt_up_to: 0,
+                    linger: LINGER,
                 }
                 .run()
             })
@@ -680,6 +724,77 @@ mod tests {
         assert_eq!(metrics.index_queued.get(), 0);
         drop(writer);
         thread.join().unwrap();
+    }
+
+    /// A batch handed over does not wake the writer in its linger (it sleeps it out), but a reader
+    /// waiting for read-your-writes, a sync and a full batch's worth of changes do: with a linger far longer than the reader's
+    /// bound, each still finds its changes written.
+    #[test]
+    fn a_reader_a_sync_and_a_full_batch_cut_the_writers_linger_short() {
+        let (_dir, log) = temp_log();
+        let log: Arc<dyn LogStore> = Arc::new(log);
+        let metrics = Arc::new(Metrics::new());
+        let writer =
+            IndexWriter::start_with(log.clone(), metrics.clone(), Duration::from_secs(600));
+        let event: EventId = "evt_01HZY0000000000000000000AA".parse().unwrap();
+        let hook: WebhookId = "wh_01HZY000000000000000000001".parse().unwrap();
+        let queued = |seq: u64| {
+            vec![IndexOp::Queued {
+                webhook: hook.clone(),
+                seq,
+                event: Some((event.clone(), EventType::ContactCreate)),
+            }]
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let index = log.index().unwrap();
+
+        // The first batch wakes the idle writer, the second arrives while it lingers.
+        writer.apply(queued(1), 1);
+        writer.apply(queued(2), 2);
+        // Parked in the linger by now (were it not, the nudge would be found without a wake).
+        std::thread::sleep(Duration::from_millis(200));
+        runtime
+            .block_on(writer.caught_up(Duration::from_secs(5)))
+            .expect("a reader's nudge ends the linger");
+        assert!(index.delivery(&hook, 2).unwrap().is_some());
+
+        writer.apply(queued(3), 3);
+        writer.apply(queued(4), 4);
+        std::thread::sleep(Duration::from_millis(200));
+        let (done, synced) = mpsc::channel();
+        let syncing = writer.clone();
+        std::thread::spawn(move || {
+            syncing.sync();
+            let _ = done.send(());
+        });
+        synced
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a sync ends the linger");
+        assert!(index.delivery(&hook, 4).unwrap().is_some());
+
+        // A full batch's worth of changes is written without waiting out the linger either.
+        let many: Vec<IndexOp> = (0..MAX_MERGED_OPS)
+            .map(|i| IndexOp::Queued {
+                webhook: format!("wh_01HZY{i:021}").parse().unwrap(),
+                seq: 5,
+                event: Some((event.clone(), EventType::ContactCreate)),
+            })
+            .collect();
+        writer.apply(queued(5), 5);
+        std::thread::sleep(Duration::from_millis(200));
+        writer.apply(many, 5);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metrics.index_queued.get() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            metrics.index_queued.get(),
+            0,
+            "written before the linger ended"
+        );
     }
 
     /// `buildr_delivery_index_queued_changes` counts the ops handed to the writer until it has written
