@@ -11,7 +11,7 @@ use crate::backlog::Backlog;
 use crate::config::DeliveryConfig;
 use crate::dispatcher::{AttemptClass, AttemptResult, Dispatcher, Outgoing};
 use crate::limiter::{burst, Limiter, LimiterState};
-use crate::log_actor::{LogActor, RecordFacts, Submit};
+use crate::log_actor::{FactInbox, LogActor, Submit};
 use crate::permits::{Permit, Permits};
 use crate::projection::WebhookEntry;
 use crate::router::{Idle, Router};
@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 pub struct SubscriptionDeps {
     pub log: Arc<dyn LogStore>,
     pub log_actor: Addr<LogActor>,
+    /// Where outcomes nobody waits for go (a FIFO webhook's are `Submit`ted to `log_actor`).
+    pub facts: FactInbox,
     pub config: DeliveryConfig,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The bound on attempts in flight per destination host and in all (see [`crate::permits`]).
@@ -184,7 +186,7 @@ impl SubscriptionActor {
             }
         }
         if !restarted.is_empty() {
-            actor.deps.log_actor.do_send(RecordFacts(restarted));
+            actor.deps.facts.record(restarted);
         }
         actor
     }
@@ -536,7 +538,7 @@ impl SubscriptionActor {
             });
         }
         if !self.fifo() {
-            self.deps.log_actor.do_send(RecordFacts(facts));
+            self.deps.facts.record(facts);
             return;
         }
         self.committing += 1;
@@ -591,7 +593,7 @@ impl Handler<Enqueue> for SubscriptionActor {
             }
         }
         if !restarted.is_empty() {
-            self.deps.log_actor.do_send(RecordFacts(restarted));
+            self.deps.facts.record(restarted);
         }
         self.pump(ctx);
     }

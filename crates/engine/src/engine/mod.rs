@@ -177,7 +177,7 @@ impl Engine {
             retention_interval: cfg.retention_interval,
         };
         let indexer = IndexWriter::start(self.inner.log.clone(), self.inner.metrics.clone());
-        let (log_actor, log_thread) = LogActor::start_on_own_thread(LogActor::new(
+        let (log_actor, facts, log_thread) = LogActor::start_on_own_thread(LogActor::new(
             self.inner.log.clone(),
             projection.clone(),
             indexer.clone(),
@@ -194,6 +194,7 @@ impl Engine {
         let deps = Arc::new(SubscriptionDeps {
             log: self.inner.log.clone(),
             log_actor: log_actor.clone(),
+            facts,
             config: cfg.delivery.clone(),
             metrics: self.inner.metrics.clone(),
             permits: permits.clone(),
