@@ -89,6 +89,52 @@ pub fn l_disk_flush_latencies(n: u64) -> Result<Vec<i64>> {
     Ok(out)
 }
 
+/// The disk's own stalls while a scenario runs: every [`DiskProbe::EVERY`] a 4 KiB write and an
+/// `fdatasync` (what each of the server's log flushes ends with) of a file beside the server's data,
+/// on a thread of its own. At 20 syncs/s it adds little to the server's 500–1,000; a sync of its that
+/// took over 25 ms while the server's did too says the latency tail was the disk's, not the server's.
+pub struct DiskProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<Vec<i64>>>,
+}
+
+impl DiskProbe {
+    const EVERY: Duration = Duration::from_millis(50);
+
+    /// Starts probing with a file in `dir` (removed when it stops).
+    pub fn start(dir: &Path) -> Result<Self> {
+        use std::io::Write;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut file = tempfile::tempfile_in(dir)
+            .with_context(|| format!("disk probe: cannot make a file in {}", dir.display()))?;
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("disk-probe".into())
+            .spawn(move || {
+                let block = [0x5a_u8; 4096];
+                let mut out = Vec::new();
+                while !stopped.load(std::sync::atomic::Ordering::Acquire) {
+                    let started = Instant::now();
+                    file.write_all(&block).context("disk probe: write")?;
+                    file.sync_data().context("disk probe: fdatasync")?;
+                    out.push(i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX));
+                    std::thread::sleep(Self::EVERY);
+                }
+                Ok(out)
+            })
+            .context("disk probe: cannot start its thread")?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops probing; each sync's latency (ns).
+    pub fn finish(self) -> Result<Vec<i64>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("disk probe: its thread panicked"))?
+    }
+}
+
 /// A stopped server's sled database and its log (the `records` tree), opened raw.
 fn open_log(data_dir: &Path) -> Result<(sled::Db, sled::Tree)> {
     let db = sled::Config::new()

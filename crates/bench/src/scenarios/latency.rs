@@ -68,6 +68,7 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
             .await?;
     }
     ctx.receiver.reset().await?;
+    let probe = baseline::DiskProbe::start(&ctx.work_dir)?;
     let cpu0 = server.cpu_seconds()?;
     let events = run.per_second * run.seconds;
     let (published, starts) = load::paced(events, run.per_second, |i| {
@@ -81,6 +82,9 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
         .wait_hook(want, Instant::now() + Duration::from_secs(60))
         .await?;
     let cpu = server.cpu_seconds()?.since(cpu0);
+    let disk = probe.finish()?;
+    let disk_stalls = disk.iter().filter(|&&ns| ns > 25_000_000).count();
+    let disk = summarize(disk);
     let arrivals = ctx.receiver.latencies().await?;
     // Where the time goes inside the server: its log flushes (group commit + fsync) and attempts.
     let metrics = api.metrics().await.unwrap_or_default();
@@ -138,6 +142,9 @@ async fn steady(ctx: &Ctx, run: Steady) -> Result<Row> {
     .extra("server_flush_p99_bucket_ms", flush_p99_bound_ms)
     .extra("server_attempt_p99_bucket_ms", attempt_p99_bound_ms)
     .extra("server_flushes_over_25ms", flushes_over_25ms)
+    .extra("disk_probe_syncs", disk.count)
+    .extra("disk_probe_syncs_over_25ms", disk_stalls)
+    .extra("disk_probe_max_ms", disk.max_ms)
     .extra("server_attempts_over_25ms", attempts_over_25ms)
     .extra("server_cpu_s", cpu.process)
     .extra(
