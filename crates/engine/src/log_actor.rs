@@ -215,7 +215,9 @@ const FACT_LINGER: Duration = Duration::from_millis(5);
 /// for the disk.
 const QUIET_GAP: Duration = Duration::from_millis(1);
 
-/// Facts nobody waits for that are flushed at once, without waiting out [`FACT_LINGER`].
+/// Groups of facts nobody waits for that are flushed at once, without waiting out [`FACT_LINGER`]:
+/// as many waiting in the [`FactInbox`] send the writer a [`FactsWaiting`], as many in its queue ask
+/// for a flush.
 const FACT_LINGER_MAX: usize = 1024;
 
 /// The first wait before a checkpoint is tried again after one failed (a directory gone, a full disk),
