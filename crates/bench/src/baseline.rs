@@ -93,9 +93,10 @@ pub fn l_disk_flush_latencies(n: u64) -> Result<Vec<i64>> {
 /// `fdatasync` (what each of the server's log flushes ends with) of a file beside the server's data,
 /// on a thread of its own. At 20 syncs/s it adds little to the server's 500–1,000; a sync of its that
 /// took over 25 ms while the server's did too says the latency tail was the disk's, not the server's.
+/// Dropped without [`DiskProbe::finish`] (a scenario that failed half way), it stops all the same.
 pub struct DiskProbe {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Result<Vec<i64>>>,
+    thread: Option<std::thread::JoinHandle<Result<Vec<i64>>>>,
 }
 
 impl DiskProbe {
@@ -123,15 +124,26 @@ impl DiskProbe {
                 Ok(out)
             })
             .context("disk probe: cannot start its thread")?;
-        Ok(Self { stop, thread })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stops probing; each sync's latency (ns).
-    pub fn finish(self) -> Result<Vec<i64>> {
+    pub fn finish(mut self) -> Result<Vec<i64>> {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
         self.thread
+            .take()
+            .context("disk probe: already finished")?
             .join()
             .map_err(|_| anyhow::anyhow!("disk probe: its thread panicked"))?
+    }
+}
+
+impl Drop for DiskProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
